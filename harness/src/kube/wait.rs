@@ -1,0 +1,296 @@
+//! Watch-based waits, each with a deadline and a message naming what it waited for.
+
+use std::fmt::Debug;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DeleteParams};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+
+use super::KubeError;
+
+/// Waits until `cond` holds for object `name`, or `timeout` passes. `describe` renders the last state seen for
+/// the timeout message.
+pub async fn wait_for<K>(
+    api: Api<K>,
+    name: &str,
+    cond: impl Condition<K>,
+    what: &str,
+    timeout: Duration,
+    describe: impl Fn(&K) -> String,
+) -> Result<K, KubeError>
+where
+    K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(Some(obj))) => Ok(obj),
+        Ok(Ok(None)) => Err(KubeError::Unmet(format!("{what}: the object was deleted"))),
+        Ok(Err(e)) => Err(KubeError::Unmet(format!("{what}: watch failed: {e}"))),
+        Err(_) => {
+            let last = match api.get_opt(name).await {
+                Ok(Some(o)) => Some(describe(&o)),
+                Ok(None) => Some("does not exist".into()),
+                Err(e) => Some(format!("unreadable: {e}")),
+            };
+            Err(KubeError::Timeout {
+                what: what.to_string(),
+                after: timeout,
+                last,
+            })
+        }
+    }
+}
+
+/// A rollout is complete when the controller has observed the current generation and every replica is updated
+/// and available (`is_deployment_completed` alone can see the previous rollout's state).
+pub fn rollout_complete(d: Option<&Deployment>) -> bool {
+    let Some(d) = d else { return false };
+    let (Some(spec), Some(status)) = (&d.spec, &d.status) else {
+        return false;
+    };
+    let want = spec.replicas.unwrap_or(1);
+    let generation = d.metadata.generation.unwrap_or(0);
+    status.observed_generation.unwrap_or(-1) >= generation
+        && status.updated_replicas.unwrap_or(0) == want
+        && status.available_replicas.unwrap_or(0) == want
+        && status.replicas.unwrap_or(0) == want
+}
+
+/// Waits for a Deployment rollout.
+pub async fn wait_rollout(client: &Client, ns: &str, name: &str, timeout: Duration) -> Result<(), KubeError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        api,
+        name,
+        rollout_complete,
+        &format!("rollout of deployment {ns}/{name}"),
+        timeout,
+        |d| {
+            let s = d.status.clone().unwrap_or_default();
+            format!(
+                "observedGeneration {:?}/{:?}, updated {:?}, available {:?}",
+                s.observed_generation, d.metadata.generation, s.updated_replicas, s.available_replicas
+            )
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The pods a readiness wait saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodsReady {
+    /// `(name, ready containers, total containers)`.
+    pub pods: Vec<(String, usize, usize)>,
+}
+
+fn pod_readiness(p: &Pod) -> (String, usize, usize, bool) {
+    let name = p.metadata.name.clone().unwrap_or_default();
+    let total = p.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0);
+    let statuses = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default();
+    let ready = statuses.iter().filter(|c| c.ready).count();
+    let pod_ready = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let deleting = p.metadata.deletion_timestamp.is_some();
+    (name, ready, total, pod_ready && !deleting)
+}
+
+/// Waits until at least one pod matches `selector` and every matching pod is Ready with `containers`
+/// containers (2 with a sidecar, 1 without). A Ready pod with another container count fails at once: it will
+/// never gain or lose a sidecar.
+pub async fn wait_pods_ready(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    containers: usize,
+    timeout: Duration,
+) -> Result<PodsReady, KubeError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let (reader, writer) = reflector::store();
+    let stream =
+        reflector(writer, watcher(api, watcher::Config::default().labels(selector))).applied_objects();
+    let what = format!("pods {ns} -l {selector} to be {containers}/{containers} Ready");
+    let mut stream = Box::pin(stream);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let pods: Vec<(String, usize, usize, bool)> =
+            reader.state().iter().map(|p| pod_readiness(p)).collect();
+        if let Some((name, _, total, _)) = pods
+            .iter()
+            .find(|(_, _, total, ready)| *ready && *total != containers)
+        {
+            return Err(KubeError::Unmet(format!(
+                "pod {ns}/{name} is Ready with {total} container(s), expected {containers}: {}",
+                if *total < containers {
+                    "the sidecar was not injected"
+                } else {
+                    "an unexpected sidecar was injected"
+                }
+            )));
+        }
+        if !pods.is_empty()
+            && pods
+                .iter()
+                .all(|(_, r, t, ready)| *ready && r == t && *t == containers)
+        {
+            return Ok(PodsReady {
+                pods: pods.into_iter().map(|(n, r, t, _)| (n, r, t)).collect(),
+            });
+        }
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => tracing::debug!("pod watch error (retried): {e}"),
+            Ok(None) => return Err(KubeError::Unmet(format!("{what}: watch ended"))),
+            Err(_) => {
+                let last = if pods.is_empty() {
+                    "no matching pods".to_string()
+                } else {
+                    pods.iter()
+                        .map(|(n, r, t, _)| format!("{n} {r}/{t}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(KubeError::Timeout {
+                    what,
+                    after: timeout,
+                    last: Some(last),
+                });
+            }
+        }
+    }
+}
+
+fn lb_ip(s: Option<&Service>) -> Option<IpAddr> {
+    s?.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .iter()
+        .find_map(|i| i.ip.as_deref()?.parse().ok())
+}
+
+/// Waits until a LoadBalancer Service has an IP address in `.status.loadBalancer.ingress` (never `<pending>`).
+pub async fn wait_lb_address(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<IpAddr, KubeError> {
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let svc = wait_for(
+        api,
+        name,
+        |s: Option<&Service>| lb_ip(s).is_some(),
+        &format!("an external IP on service {ns}/{name}"),
+        timeout,
+        |_| "<pending>".to_string(),
+    )
+    .await?;
+    lb_ip(Some(&svc)).ok_or_else(|| KubeError::Unmet(format!("service {ns}/{name} lost its address")))
+}
+
+/// Waits until every webhook of a MutatingWebhookConfiguration carries a caBundle (istiod patches it).
+pub async fn wait_webhook_ca_bundle(client: &Client, name: &str, timeout: Duration) -> Result<(), KubeError> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    wait_for(
+        api,
+        name,
+        |m: Option<&MutatingWebhookConfiguration>| {
+            m.and_then(|m| m.webhooks.as_ref()).is_some_and(|ws| {
+                !ws.is_empty()
+                    && ws.iter().all(|w| {
+                        w.client_config
+                            .ca_bundle
+                            .as_ref()
+                            .is_some_and(|b| !b.0.is_empty())
+                    })
+            })
+        },
+        &format!("istiod to patch the caBundle of mutatingwebhookconfiguration {name}"),
+        timeout,
+        |_| "caBundle empty".to_string(),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Deletes a ValidatingWebhookConfiguration if present.
+pub async fn delete_webhook_configuration(client: &Client, name: &str) -> Result<(), KubeError> {
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(KubeError::Api {
+            what: format!("delete validatingwebhookconfiguration {name}"),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+
+    fn dep(generation: i64, observed: i64, updated: i32, available: i32) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(generation);
+        d.spec = Some(DeploymentSpec {
+            replicas: Some(1),
+            ..Default::default()
+        });
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(observed),
+            updated_replicas: Some(updated),
+            available_replicas: Some(available),
+            replicas: Some(1),
+            ..Default::default()
+        });
+        d
+    }
+
+    #[test]
+    fn rollout_needs_the_current_generation_observed() {
+        assert!(rollout_complete(Some(&dep(2, 2, 1, 1))));
+        assert!(
+            !rollout_complete(Some(&dep(2, 1, 1, 1))),
+            "stale status of the previous rollout"
+        );
+        assert!(!rollout_complete(Some(&dep(1, 1, 0, 1))));
+        assert!(!rollout_complete(None));
+    }
+
+    #[test]
+    fn pending_has_no_ip() {
+        let mut s = Service::default();
+        assert!(lb_ip(Some(&s)).is_none());
+        s.status = Some(
+            serde_json::from_value(serde_json::json!({"loadBalancer": {"ingress": [{"hostname": "x.elb"}]}}))
+                .expect("status"),
+        );
+        assert!(lb_ip(Some(&s)).is_none(), "a hostname is not an address");
+        s.status = Some(
+            serde_json::from_value(serde_json::json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}))
+                .expect("status"),
+        );
+        assert_eq!(lb_ip(Some(&s)), Some("192.0.2.10".parse().expect("ip")));
+    }
+}

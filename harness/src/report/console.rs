@@ -1,0 +1,179 @@
+//! Console reporter: a progress bar over the plan's steps on a terminal, plain lines otherwise, and a summary.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::events::{Event, FailureKind, Outcome};
+use super::{ReportError, Reporter};
+use crate::plan::DataPlane;
+
+/// Prints progress and a summary to stderr.
+pub struct ConsoleReporter {
+    bar: ProgressBar,
+    failures: Vec<String>,
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+    rehearsal: bool,
+}
+
+impl Default for ConsoleReporter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConsoleReporter {
+    /// A console reporter; the bar is hidden when stderr is not a terminal (CI), lines are printed instead.
+    pub fn new() -> Self {
+        let bar = ProgressBar::with_draw_target(
+            Some(0),
+            if std::io::stderr().is_terminal() {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+        {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Self {
+            bar,
+            failures: Vec::new(),
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+            rehearsal: false,
+        }
+    }
+
+    fn line(&self, s: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{s}");
+        } else {
+            self.bar.println(s);
+        }
+    }
+}
+
+impl Reporter for ConsoleReporter {
+    fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted {
+                scenario,
+                provider,
+                dataplane,
+                variant,
+                real,
+                computed,
+                notes,
+                steps,
+                ..
+            } => {
+                self.bar.set_length(steps.len() as u64);
+                self.rehearsal = *dataplane == DataPlane::Computed;
+                let banner = if self.rehearsal {
+                    "REHEARSAL"
+                } else {
+                    "CONFORMANCE RUN"
+                };
+                self.line(format!(
+                    "== {banner}: {scenario} on provider {}",
+                    provider.as_str()
+                ));
+                self.line(format!("   {variant}"));
+                if self.rehearsal {
+                    self.line(format!("   real: {}", real.join(", ")));
+                    self.line(format!(
+                        "   computed (not a real data plane): {}",
+                        computed.join(", ")
+                    ));
+                }
+                for n in notes {
+                    self.line(format!("   note: {n}"));
+                }
+            }
+            Event::StepStarted { id, .. } => self.bar.set_message(id.to_string()),
+            Event::StepLog { id, message } => tracing::info!(step = %id, "{message}"),
+            Event::StepFinished {
+                id,
+                outcome,
+                duration,
+                attempts,
+                ..
+            } => {
+                self.bar.inc(1);
+                let retries = if attempts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" after {} retries", attempts.len())
+                };
+                match outcome {
+                    Outcome::Passed => {
+                        self.passed += 1;
+                        self.line(format!("  PASS  {id} ({:.1}s){retries}", duration.as_secs_f64()));
+                    }
+                    Outcome::Skipped { reason } => {
+                        self.skipped += 1;
+                        self.line(format!("  SKIP  {id}: {reason}"));
+                    }
+                    Outcome::Failed {
+                        kind,
+                        message,
+                        command,
+                        output_tail,
+                    } => {
+                        self.failed += 1;
+                        let tag = match kind {
+                            FailureKind::Conformance => "FAIL ",
+                            FailureKind::Infrastructure => "ERROR",
+                        };
+                        self.line(format!(
+                            "  {tag} {id} ({:.1}s): {message}",
+                            duration.as_secs_f64()
+                        ));
+                        if let Some(c) = command {
+                            self.line(format!("        command: {c}"));
+                        }
+                        if let Some(t) = output_tail {
+                            for l in t.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev() {
+                                self.line(format!("        | {l}"));
+                            }
+                        }
+                        self.failures.push(format!("{id}: {message}"));
+                    }
+                }
+            }
+            Event::CleanupFinished { complete, message } => {
+                self.line(format!(
+                    "  cleanup {}: {message}",
+                    if *complete { "complete" } else { "INCOMPLETE" }
+                ));
+            }
+            Event::RunFinished { status, duration } => {
+                self.bar.finish_and_clear();
+                let kind = if self.rehearsal { "rehearsal" } else { "run" };
+                self.line(format!(
+                    "== {kind} finished in {:.1}s: {} passed, {} failed, {} skipped → {status:?} (exit {})",
+                    duration.as_secs_f64(),
+                    self.passed,
+                    self.failed,
+                    self.skipped,
+                    status.code()
+                ));
+                for f in &self.failures {
+                    self.line(format!("   - {f}"));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), ReportError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,126 @@
+//! The event stream a run produces.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::exit::ExitStatus;
+use crate::plan::{DataPlane, ProviderKind, StepClass, StepId};
+
+/// Whether a failure is the mesh's fault or the environment's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The mesh did not do what the guide says (JUnit `<failure>`).
+    Conformance,
+    /// A cluster, tool or API failed (JUnit `<error>`).
+    Infrastructure,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum Outcome {
+    /// The step did what it should.
+    Passed,
+    /// The step failed.
+    Failed {
+        /// Conformance or infrastructure.
+        kind: FailureKind,
+        /// One-line message.
+        message: String,
+        /// The command or API call that failed, if any (secrets redacted).
+        command: Option<String>,
+        /// The tail of its output (secrets redacted).
+        output_tail: Option<String>,
+    },
+    /// Not run because an earlier step failed or the run was interrupted.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One attempt of a retried operation, kept so retries are visible rather than hidden.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    /// What failed on this attempt.
+    pub message: String,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// A run event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "event")]
+pub enum Event {
+    /// The run began.
+    RunStarted {
+        /// Scenario name.
+        scenario: String,
+        /// Guide followed.
+        guide: String,
+        /// Scenario file.
+        source: String,
+        /// Provider.
+        provider: ProviderKind,
+        /// Real or computed data plane.
+        dataplane: DataPlane,
+        /// Guide variant description.
+        variant: String,
+        /// Components that ran for real.
+        real: Vec<String>,
+        /// Components whose behaviour was computed.
+        computed: Vec<String>,
+        /// Provider deviations from the guide.
+        notes: Vec<String>,
+        /// Steps in plan order.
+        steps: Vec<(StepId, String)>,
+    },
+    /// A step started.
+    StepStarted {
+        /// Step id.
+        id: StepId,
+        /// Title.
+        title: String,
+    },
+    /// A line of progress inside a step.
+    StepLog {
+        /// Step id.
+        id: StepId,
+        /// Message (never contains secrets).
+        message: String,
+    },
+    /// A step ended.
+    StepFinished {
+        /// Step id.
+        id: StepId,
+        /// Title.
+        title: String,
+        /// Failure classification of the step.
+        class: StepClass,
+        /// Outcome.
+        outcome: Outcome,
+        /// Wall time.
+        duration: Duration,
+        /// Failed attempts before the final outcome.
+        attempts: Vec<Attempt>,
+        /// Measurements (counts, p-values, convergence times) as report properties.
+        properties: BTreeMap<String, String>,
+    },
+    /// Cleanup ended.
+    CleanupFinished {
+        /// Whether everything the run created is gone.
+        complete: bool,
+        /// What was removed or left.
+        message: String,
+    },
+    /// The run ended.
+    RunFinished {
+        /// Exit status.
+        status: ExitStatus,
+        /// Wall time.
+        duration: Duration,
+    },
+}

@@ -1,0 +1,216 @@
+//! JUnit XML (Jenkins/GitLab schema via quick-junit): one testsuite per scenario, one testcase per step and
+//! check. Infrastructure failures are `<error>`, mesh failures `<failure>`, retried attempts `rerunFailure`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
+
+use super::events::{Event, FailureKind, Outcome};
+use super::{ReportError, Reporter};
+
+#[derive(Default)]
+struct CaseState {
+    title: String,
+    log: Vec<String>,
+}
+
+/// Accumulates events into a JUnit report written on `finish`.
+pub struct JunitReporter {
+    path: PathBuf,
+    events: Vec<Event>,
+}
+
+impl JunitReporter {
+    /// A reporter writing to `path`.
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            events: Vec::new(),
+        }
+    }
+}
+
+impl Reporter for JunitReporter {
+    fn on_event(&mut self, event: &Event) {
+        self.events.push(event.clone());
+    }
+
+    fn finish(&mut self) -> Result<(), ReportError> {
+        let xml = render_junit(&self.events)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        std::fs::write(&self.path, xml).map_err(|source| ReportError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Renders the events of one run as JUnit XML.
+pub fn render_junit(events: &[Event]) -> Result<String, ReportError> {
+    let mut report = Report::new("meshconf");
+    let mut suite = TestSuite::new("meshconf");
+    let mut classname = "meshconf".to_string();
+    let mut cases: BTreeMap<String, CaseState> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut total = Duration::ZERO;
+    let mut finished: BTreeMap<String, ()> = BTreeMap::new();
+    let mut suite_out: Vec<String> = Vec::new();
+    for e in events {
+        match e {
+            Event::RunStarted {
+                scenario,
+                guide,
+                source,
+                provider,
+                dataplane,
+                variant,
+                real,
+                computed,
+                notes,
+                steps,
+            } => {
+                suite = TestSuite::new(scenario.as_str());
+                classname = format!("meshconf.{scenario}");
+                suite.add_property(Property::new("scenario", scenario.as_str()));
+                suite.add_property(Property::new("guide", guide.as_str()));
+                suite.add_property(Property::new("scenario-file", source.as_str()));
+                suite.add_property(Property::new("provider", provider.as_str()));
+                suite.add_property(Property::new("dataplane", dataplane.as_str()));
+                suite.add_property(Property::new("variant", variant.as_str()));
+                suite.add_property(Property::new("real", real.join(", ")));
+                suite.add_property(Property::new("computed", computed.join(", ")));
+                for n in notes {
+                    suite.add_property(Property::new("note", n.as_str()));
+                }
+                if *dataplane == crate::plan::DataPlane::Computed {
+                    suite_out.push(format!(
+                        "REHEARSAL on provider {}: real {}; computed {}",
+                        provider.as_str(),
+                        real.join(", "),
+                        computed.join(", ")
+                    ));
+                }
+                for (id, title) in steps {
+                    order.push(id.0.clone());
+                    cases.insert(
+                        id.0.clone(),
+                        CaseState {
+                            title: title.clone(),
+                            log: Vec::new(),
+                        },
+                    );
+                }
+            }
+            Event::StepStarted { .. } => {}
+            Event::StepLog { id, message } => {
+                cases.entry(id.0.clone()).or_default().log.push(message.clone());
+            }
+            Event::StepFinished {
+                id,
+                title,
+                outcome,
+                duration,
+                attempts,
+                properties,
+                ..
+            } => {
+                let state = cases.remove(&id.0).unwrap_or_default();
+                finished.insert(id.0.clone(), ());
+                let mut status = match outcome {
+                    Outcome::Passed => TestCaseStatus::success(),
+                    Outcome::Skipped { reason } => {
+                        let mut s = TestCaseStatus::skipped();
+                        s.set_message(reason.as_str());
+                        s
+                    }
+                    Outcome::Failed {
+                        kind,
+                        message,
+                        command,
+                        output_tail,
+                    } => {
+                        let k = match kind {
+                            FailureKind::Conformance => NonSuccessKind::Failure,
+                            FailureKind::Infrastructure => NonSuccessKind::Error,
+                        };
+                        let mut s = TestCaseStatus::non_success(k);
+                        s.set_message(message.as_str());
+                        s.set_type(match kind {
+                            FailureKind::Conformance => "conformance",
+                            FailureKind::Infrastructure => "infrastructure",
+                        });
+                        let mut d = String::new();
+                        if let Some(c) = command {
+                            d.push_str(&format!("command: {c}\n"));
+                        }
+                        if let Some(t) = output_tail {
+                            d.push_str(&format!("output (tail):\n{t}\n"));
+                        }
+                        if !d.is_empty() {
+                            s.set_description(d);
+                        }
+                        s
+                    }
+                };
+                for a in attempts {
+                    let mut r = TestRerun::new(NonSuccessKind::Failure);
+                    r.set_message(a.message.as_str());
+                    r.set_time(a.duration);
+                    status.add_rerun(r);
+                }
+                let name = if state.title.is_empty() {
+                    title.clone()
+                } else {
+                    state.title.clone()
+                };
+                let mut case = TestCase::new(format!("{id}: {name}"), status);
+                case.set_classname(classname.as_str());
+                case.set_time(*duration);
+                for (k, v) in properties {
+                    case.add_property(Property::new(k.as_str(), v.as_str()));
+                }
+                if !state.log.is_empty() {
+                    case.set_system_out(state.log.join("\n"));
+                }
+                total += *duration;
+                suite.add_test_case(case);
+            }
+            Event::CleanupFinished { complete, message } => {
+                suite_out.push(format!(
+                    "cleanup {}: {message}",
+                    if *complete { "complete" } else { "INCOMPLETE" }
+                ));
+            }
+            Event::RunFinished { status, duration } => {
+                suite.add_property(Property::new("exit-status", format!("{status:?}")));
+                suite.set_time(*duration);
+                total = *duration;
+            }
+        }
+    }
+    // Steps that never finished (interrupt, earlier failure) are reported as skipped, never silently dropped.
+    for id in order {
+        if finished.contains_key(&id) {
+            continue;
+        }
+        let state = cases.remove(&id).unwrap_or_default();
+        let mut s = TestCaseStatus::skipped();
+        s.set_message("not run: an earlier step failed or the run was interrupted");
+        let mut case = TestCase::new(format!("{id}: {}", state.title), s);
+        case.set_classname(classname.as_str());
+        suite.add_test_case(case);
+    }
+    if !suite_out.is_empty() {
+        suite.set_system_out(suite_out.join("\n"));
+    }
+    report.set_time(total);
+    report.add_test_suite(suite);
+    report.to_string().map_err(|e| ReportError::Junit(e.to_string()))
+}

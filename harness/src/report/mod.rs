@@ -1,0 +1,100 @@
+//! Events and reporters. The runner emits [`Event`]s; reporters (console, JUnit, JSON) consume them and never
+//! call back into the runner or a cluster.
+
+mod console;
+mod events;
+mod json;
+mod junit;
+
+pub use console::ConsoleReporter;
+pub use events::*;
+pub use json::JsonReporter;
+pub use junit::{JunitReporter, render_junit};
+
+use std::sync::{Arc, Mutex};
+
+/// Writing a report failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The report file could not be written.
+    #[error("cannot write report {path}: {source}")]
+    Write {
+        /// File path.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// JUnit serialization failed.
+    #[error("cannot serialize JUnit: {0}")]
+    Junit(String),
+    /// JSON serialization failed.
+    #[error("cannot serialize JSON report: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A consumer of run events.
+pub trait Reporter: Send {
+    /// Called for every event, in order.
+    fn on_event(&mut self, event: &Event);
+    /// Called once after the last event; writes files.
+    fn finish(&mut self) -> Result<(), ReportError>;
+}
+
+/// Fans events out to reporters. Cheap to clone; safe to emit from parallel steps.
+#[derive(Clone, Default)]
+pub struct EventBus {
+    inner: Arc<Mutex<Vec<Box<dyn Reporter>>>>,
+}
+
+impl EventBus {
+    /// A bus with these reporters.
+    pub fn new(reporters: Vec<Box<dyn Reporter>>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(reporters)),
+        }
+    }
+
+    /// Delivers an event to every reporter.
+    pub fn emit(&self, event: Event) {
+        tracing::debug!(?event, "event");
+        if let Ok(mut rs) = self.inner.lock() {
+            for r in rs.iter_mut() {
+                r.on_event(&event);
+            }
+        }
+    }
+
+    /// Finishes every reporter, returning the first error.
+    pub fn finish(&self) -> Result<(), ReportError> {
+        let mut first = Ok(());
+        if let Ok(mut rs) = self.inner.lock() {
+            for r in rs.iter_mut() {
+                if let Err(e) = r.finish()
+                    && first.is_ok()
+                {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+}
+
+/// Collects events in memory (tests, and the suites' assertions).
+#[derive(Clone, Default)]
+pub struct Collector {
+    /// Everything received.
+    pub events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Reporter for Collector {
+    fn on_event(&mut self, event: &Event) {
+        if let Ok(mut v) = self.events.lock() {
+            v.push(event.clone());
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), ReportError> {
+        Ok(())
+    }
+}

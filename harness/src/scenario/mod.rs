@@ -1,0 +1,11 @@
+//! Scenario files: the typed, validated description of a topology and the guide's steps in order.
+
+mod error;
+mod load;
+mod model;
+mod raw;
+mod validate;
+
+pub use error::{ScenarioError, ScenarioErrors};
+pub use load::{load_file, load_str};
+pub use model::*;

@@ -1,0 +1,224 @@
+//! The validated scenario model: every reference resolved, every name typed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+macro_rules! name_type {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(pub(crate) String);
+
+        impl $name {
+            /// The name as written in the scenario file.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A cluster's name in the scenario (also its Istio cluster ID).
+    ClusterName
+);
+name_type!(
+    /// An Istio network name (`global.network`).
+    NetworkName
+);
+name_type!(
+    /// The mesh ID (`global.meshID`).
+    MeshId
+);
+name_type!(
+    /// A HelloWorld version (`v1`, `v2`, ...).
+    AppVersion
+);
+name_type!(
+    /// A Kubernetes namespace name.
+    Namespace
+);
+
+impl ClusterName {
+    /// Builds a cluster name from trusted code (tests, providers); scenario input goes through validation.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+}
+
+impl AppVersion {
+    /// Builds a version from trusted code.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+}
+
+impl Namespace {
+    /// Builds a namespace name from trusted code.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+}
+
+/// What a cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Runs its own istiod.
+    Primary,
+    /// Uses the istiod of a primary cluster.
+    Remote,
+}
+
+/// How workload certificates are rooted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trust {
+    /// One root CA, an intermediate per cluster plugged in as the `cacerts` Secret (before-you-begin guide step).
+    SharedRoot,
+    /// Each istiod self-signs (enough when only one CA issues certificates, e.g. primary-remote).
+    SelfSigned,
+}
+
+/// The pod and service address ranges of a cluster, read from its kind config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Subnets {
+    /// `networking.podSubnet`.
+    pub pods: Ipv4Net,
+    /// `networking.serviceSubnet`.
+    pub services: Ipv4Net,
+}
+
+/// A cluster of the topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cluster {
+    /// Scenario name, also the Istio cluster ID and `--name` of its remote secret.
+    pub name: ClusterName,
+    /// Primary or remote.
+    pub role: Role,
+    /// The Istio network the cluster is on.
+    pub network: NetworkName,
+    /// For a remote: the primary whose istiod serves it.
+    pub primary: Option<ClusterName>,
+    /// The kind config file (resolved path).
+    pub kind_config: PathBuf,
+    /// Pod and service CIDRs from the kind config.
+    pub subnets: Subnets,
+}
+
+/// Options of the `install-istio` step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstallIstio {
+    /// The primary cluster to install.
+    pub cluster: ClusterName,
+    /// `values.global.externalIstiod`: this istiod also serves remote clusters.
+    pub external_istiod: bool,
+}
+
+/// Options of the `deploy-apps` step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeployApps {
+    /// Namespace for HelloWorld and the curl client (`sample` in the guide).
+    pub namespace: Namespace,
+    /// Label the namespace `istio-injection=enabled` (the guide does).
+    pub injection: bool,
+    /// Which HelloWorld version runs in which cluster.
+    pub helloworld: BTreeMap<ClusterName, AppVersion>,
+    /// Clusters that get the curl (sleep) client.
+    pub client: Vec<ClusterName>,
+}
+
+/// Options of the `check-traffic` step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckTraffic {
+    /// Source clusters (each runs the check from its curl pod).
+    pub from: Vec<ClusterName>,
+    /// The URL curl requests, e.g. `http://helloworld.sample:5000/hello`.
+    pub url: String,
+    /// Each expected version and the cluster it must be answered from.
+    pub expect: BTreeMap<AppVersion, ClusterName>,
+    /// Requests per source cluster; `None` lets the harness size it from the false-failure bound.
+    pub requests: Option<u32>,
+}
+
+/// One step of the guide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "step")]
+pub enum Step {
+    /// `istioctl install` of a primary with the generated IstioOperator.
+    InstallIstio(InstallIstio),
+    /// The east-west gateway (`gen-eastwest-gateway.sh --network N | istioctl install -y -f -`).
+    EastwestGateway { cluster: ClusterName },
+    /// `kubectl apply -n istio-system -f expose-istiod.yaml`.
+    ExposeIstiod { cluster: ClusterName },
+    /// `istioctl create-remote-secret --context=<from> --name=<from> | kubectl apply --context=<into>`.
+    RemoteSecret { from: ClusterName, into: ClusterName },
+    /// Configure a remote: namespace + `controlPlaneClusters` annotation, `DISCOVERY_ADDRESS`, remote install.
+    InstallRemote {
+        cluster: ClusterName,
+        primary: ClusterName,
+    },
+    /// HelloWorld and the curl client, as the verify page deploys them.
+    DeployApps(DeployApps),
+    /// Repeated curls from each source must reach every expected version in its cluster.
+    CheckTraffic(CheckTraffic),
+}
+
+impl Step {
+    /// The step's kebab-case keyword as written in scenario files.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Step::InstallIstio(_) => "install-istio",
+            Step::EastwestGateway { .. } => "eastwest-gateway",
+            Step::ExposeIstiod { .. } => "expose-istiod",
+            Step::RemoteSecret { .. } => "remote-secret",
+            Step::InstallRemote { .. } => "install-remote",
+            Step::DeployApps(_) => "deploy-apps",
+            Step::CheckTraffic(_) => "check-traffic",
+        }
+    }
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Scenario {
+    /// Scenario name (also the JUnit testsuite name).
+    pub name: String,
+    /// The istio.io guide it follows.
+    pub guide: String,
+    /// `global.meshID`.
+    pub mesh_id: MeshId,
+    /// Certificate trust model.
+    pub trust: Trust,
+    /// Clusters in declaration order.
+    pub clusters: Vec<Cluster>,
+    /// Guide steps in order.
+    pub steps: Vec<Step>,
+    /// Where the scenario came from (for messages and reports).
+    pub source: PathBuf,
+    /// Non-fatal findings of validation.
+    pub warnings: Vec<String>,
+}
+
+impl Scenario {
+    /// Looks a cluster up by name.
+    pub fn cluster(&self, name: &ClusterName) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| &c.name == name)
+    }
+
+    /// The index of a cluster in declaration order (used to derive ports and pools deterministically).
+    pub fn cluster_index(&self, name: &ClusterName) -> Option<usize> {
+        self.clusters.iter().position(|c| &c.name == name)
+    }
+}

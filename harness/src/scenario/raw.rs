@@ -1,0 +1,117 @@
+//! The on-disk shape of a scenario file, with source positions kept for every reference that validation checks.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::model::{Role, Trust};
+
+pub(crate) type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawScenario {
+    pub name: S<String>,
+    #[serde(default)]
+    pub guide: Option<String>,
+    pub mesh: RawMesh,
+    #[serde(default)]
+    pub trust: Option<S<Trust>>,
+    pub clusters: Vec<RawCluster>,
+    pub steps: Vec<RawStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMesh {
+    pub id: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawCluster {
+    pub name: S<String>,
+    pub role: S<Role>,
+    pub network: S<String>,
+    #[serde(default)]
+    pub primary: Option<S<String>>,
+    pub kind_config: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) enum RawStep {
+    InstallIstio(RawInstallIstio),
+    EastwestGateway(RawOnCluster),
+    ExposeIstiod(RawOnCluster),
+    RemoteSecret(RawRemoteSecret),
+    InstallRemote(RawInstallRemote),
+    DeployApps(RawDeployApps),
+    CheckTraffic(RawCheckTraffic),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawInstallIstio {
+    pub cluster: S<String>,
+    #[serde(default)]
+    pub external_istiod: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOnCluster {
+    pub cluster: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRemoteSecret {
+    pub from: S<String>,
+    pub into: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInstallRemote {
+    pub cluster: S<String>,
+    pub primary: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDeployApps {
+    pub namespace: S<String>,
+    #[serde(default)]
+    pub injection: Option<bool>,
+    pub helloworld: BTreeMap<String, S<String>>,
+    pub client: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheckTraffic {
+    pub from: Vec<S<String>>,
+    pub url: S<String>,
+    pub expect: BTreeMap<String, S<String>>,
+    #[serde(default)]
+    pub requests: Option<S<u32>>,
+}
+
+/// The part of a kind `Cluster` config the topology needs; everything else is passed to kind untouched.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RawKindConfig {
+    pub kind: Option<String>,
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub networking: Option<RawKindNetworking>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RawKindNetworking {
+    pub pod_subnet: Option<S<String>>,
+    pub service_subnet: Option<S<String>>,
+}

@@ -1,0 +1,695 @@
+//! Validation of a parsed scenario: every check runs before anything is created, and every problem is reported.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+
+use super::error::{ScenarioError, ScenarioErrors};
+use super::load::{decode, parser_options};
+use super::model::*;
+use super::raw::*;
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+    errors: Vec<ScenarioError>,
+    warnings: Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn err<T>(&mut self, at: &S<T>, msg: impl Into<String>, hint: impl Into<Option<String>>) {
+        self.errors.push(ScenarioError::at_location(
+            self.path,
+            self.text,
+            &at.referenced,
+            msg,
+            hint.into(),
+        ));
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_version(s: &str) -> bool {
+    s.len() >= 2 && s.starts_with('v') && s[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+pub(crate) fn validate(path: &Path, text: &str, raw: RawScenario) -> Result<Scenario, ScenarioErrors> {
+    let mut cx = Ctx {
+        path,
+        text,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    if !is_dns_label(&raw.name.value) {
+        cx.err(
+            &raw.name,
+            format!("scenario name '{}' is not a DNS-1123 label", raw.name.value),
+            Some("use lowercase letters, digits and '-', e.g. multi-primary".to_string()),
+        );
+    }
+    if !is_dns_label(&raw.mesh.id.value) {
+        cx.err(
+            &raw.mesh.id,
+            format!("mesh id '{}' is not a DNS-1123 label", raw.mesh.id.value),
+            Some("the guides use mesh1".to_string()),
+        );
+    }
+
+    // Clusters.
+    let mut clusters: Vec<Cluster> = Vec::new();
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for rc in &raw.clusters {
+        let name = rc.name.value.clone();
+        if !is_dns_label(&name) {
+            cx.err(
+                &rc.name,
+                format!("cluster name '{name}' is not a DNS-1123 label"),
+                Some("istioctl create-remote-secret --name requires one, e.g. cluster1".to_string()),
+            );
+        }
+        if let Some(line) = seen.insert(name.clone(), rc.name.referenced.line()) {
+            cx.err(
+                &rc.name,
+                format!("duplicate cluster name '{name}' (first declared on line {line})"),
+                Some("give every cluster a distinct name".to_string()),
+            );
+            continue;
+        }
+        if !is_dns_label(&rc.network.value) {
+            cx.err(
+                &rc.network,
+                format!("network '{}' is not a DNS-1123 label", rc.network.value),
+                None,
+            );
+        }
+        let kind_config = base_dir.join(&rc.kind_config.value);
+        let subnets = match read_kind_subnets(&kind_config) {
+            Ok(s) => Some(s),
+            Err(KindConfigProblem::AtScenario(msg, hint)) => {
+                cx.err(&rc.kind_config, msg, Some(hint));
+                None
+            }
+            Err(KindConfigProblem::InFile(e)) => {
+                cx.errors.push(e);
+                None
+            }
+        };
+        let Some(subnets) = subnets else { continue };
+        clusters.push(Cluster {
+            name: ClusterName(name),
+            role: rc.role.value,
+            network: NetworkName(rc.network.value.clone()),
+            primary: rc.primary.as_ref().map(|p| ClusterName(p.value.clone())),
+            kind_config,
+            subnets,
+        });
+    }
+    if raw.clusters.is_empty() {
+        cx.errors.push(ScenarioError::at(
+            path,
+            text,
+            1,
+            1,
+            "scenario declares no clusters",
+            Some("declare at least one cluster under `clusters:`".into()),
+        ));
+    }
+    let names: BTreeSet<String> = raw.clusters.iter().map(|c| c.name.value.clone()).collect();
+    let known = names.iter().cloned().collect::<Vec<_>>().join(", ");
+    let role_of = |n: &str| {
+        raw.clusters
+            .iter()
+            .find(|c| c.name.value == n)
+            .map(|c| c.role.value)
+    };
+
+    // Roles.
+    for rc in &raw.clusters {
+        match (rc.role.value, &rc.primary) {
+            (Role::Remote, None) => cx.err(
+                &rc.role,
+                format!("remote cluster '{}' names no primary", rc.name.value),
+                Some("add `primary: <name of a primary cluster>`".to_string()),
+            ),
+            (Role::Remote, Some(p)) => match role_of(&p.value) {
+                None => cx.err(
+                    p,
+                    format!("primary '{}' is not a declared cluster", p.value),
+                    Some(format!("declared clusters: {known}")),
+                ),
+                Some(Role::Remote) => cx.err(
+                    p,
+                    format!("'{}' is a remote, not a primary", p.value),
+                    Some("a remote must be served by a primary cluster".to_string()),
+                ),
+                Some(Role::Primary) => {}
+            },
+            (Role::Primary, Some(p)) => cx.err(
+                p,
+                "a primary cluster takes no `primary:`",
+                Some("remove the key, or make this cluster a remote".to_string()),
+            ),
+            (Role::Primary, None) => {}
+        }
+    }
+    if !raw.clusters.is_empty() && !raw.clusters.iter().any(|c| c.role.value == Role::Primary) {
+        cx.err(
+            &raw.clusters[0].role,
+            "the topology has no primary cluster",
+            Some("at least one cluster must run istiod (role: primary)".to_string()),
+        );
+    }
+
+    // Subnets must be disjoint across clusters (pods and services alike): flat routing needs unique addresses.
+    let mut ranges: Vec<(String, &'static str, Ipv4Net, usize)> = Vec::new();
+    for c in &clusters {
+        let idx = raw
+            .clusters
+            .iter()
+            .position(|r| r.name.value == c.name.0)
+            .unwrap_or(0);
+        ranges.push((c.name.0.clone(), "podSubnet", c.subnets.pods, idx));
+        ranges.push((c.name.0.clone(), "serviceSubnet", c.subnets.services, idx));
+    }
+    for (i, a) in ranges.iter().enumerate() {
+        for b in &ranges[i + 1..] {
+            if a.2.contains(&b.2.network()) || b.2.contains(&a.2.network()) {
+                let at = &raw.clusters[b.3].kind_config;
+                cx.err(
+                    at,
+                    format!(
+                        "{} {} of cluster '{}' overlaps {} {} of cluster '{}'",
+                        b.1, b.2, b.0, a.1, a.2, a.0
+                    ),
+                    Some(
+                        "give every cluster distinct pod and service subnets in its kind config".to_string(),
+                    ),
+                );
+            }
+        }
+    }
+
+    // Steps.
+    let check_cluster = |cx: &mut Ctx, r: &S<String>| -> Option<ClusterName> {
+        if names.contains(&r.value) {
+            Some(ClusterName(r.value.clone()))
+        } else {
+            cx.err(
+                r,
+                format!("unknown cluster '{}'", r.value),
+                Some(format!("declared clusters: {known}")),
+            );
+            None
+        }
+    };
+    let mut steps = Vec::new();
+    let mut installed: BTreeSet<String> = BTreeSet::new();
+    let mut eastwest: BTreeSet<String> = BTreeSet::new();
+    let mut exposed: BTreeSet<String> = BTreeSet::new();
+    let mut deployed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new(); // version -> clusters
+    let mut clients: BTreeSet<String> = BTreeSet::new();
+    let mut external: BTreeSet<String> = BTreeSet::new();
+    if raw.steps.is_empty() {
+        cx.errors.push(ScenarioError::at(
+            path,
+            text,
+            1,
+            1,
+            "scenario has no steps",
+            Some("list the guide's steps under `steps:`".into()),
+        ));
+    }
+    for rs in &raw.steps {
+        match rs {
+            RawStep::InstallIstio(s) => {
+                let Some(c) = check_cluster(&mut cx, &s.cluster) else {
+                    continue;
+                };
+                if role_of(&c.0) != Some(Role::Primary) {
+                    cx.err(
+                        &s.cluster,
+                        format!("install-istio targets '{c}', which is not a primary"),
+                        Some("use install-remote for remote clusters".to_string()),
+                    );
+                }
+                if !installed.insert(c.0.clone()) {
+                    cx.err(&s.cluster, format!("'{c}' is installed twice"), None);
+                }
+                if s.external_istiod {
+                    external.insert(c.0.clone());
+                }
+                steps.push(Step::InstallIstio(InstallIstio {
+                    cluster: c,
+                    external_istiod: s.external_istiod,
+                }));
+            }
+            RawStep::EastwestGateway(s) => {
+                let Some(c) = check_cluster(&mut cx, &s.cluster) else {
+                    continue;
+                };
+                if !installed.contains(&c.0) {
+                    cx.err(
+                        &s.cluster,
+                        format!("eastwest-gateway on '{c}' before Istio is installed there"),
+                        Some("put install-istio for this cluster first".to_string()),
+                    );
+                }
+                eastwest.insert(c.0.clone());
+                steps.push(Step::EastwestGateway { cluster: c });
+            }
+            RawStep::ExposeIstiod(s) => {
+                let Some(c) = check_cluster(&mut cx, &s.cluster) else {
+                    continue;
+                };
+                if !eastwest.contains(&c.0) {
+                    cx.err(
+                        &s.cluster,
+                        format!("expose-istiod on '{c}' without an east-west gateway there"),
+                        Some("add `- eastwest-gateway: { cluster: ... }` before it".to_string()),
+                    );
+                }
+                exposed.insert(c.0.clone());
+                steps.push(Step::ExposeIstiod { cluster: c });
+            }
+            RawStep::RemoteSecret(s) => {
+                let (Some(from), Some(into)) =
+                    (check_cluster(&mut cx, &s.from), check_cluster(&mut cx, &s.into))
+                else {
+                    continue;
+                };
+                if from == into {
+                    cx.err(
+                        &s.into,
+                        "a remote secret from a cluster into itself has no effect",
+                        Some("`from` and `into` must differ".to_string()),
+                    );
+                }
+                if role_of(&into.0) != Some(Role::Primary) {
+                    cx.err(
+                        &s.into,
+                        format!("remote secret into '{into}', which runs no istiod"),
+                        Some("remote secrets go into primary clusters".to_string()),
+                    );
+                } else if !installed.contains(&into.0) {
+                    cx.err(
+                        &s.into,
+                        format!("remote secret into '{into}' before Istio is installed there"),
+                        Some("istio-system must exist: install the primary first".to_string()),
+                    );
+                }
+                steps.push(Step::RemoteSecret { from, into });
+            }
+            RawStep::InstallRemote(s) => {
+                let (Some(c), Some(p)) = (
+                    check_cluster(&mut cx, &s.cluster),
+                    check_cluster(&mut cx, &s.primary),
+                ) else {
+                    continue;
+                };
+                if role_of(&c.0) != Some(Role::Remote) {
+                    cx.err(
+                        &s.cluster,
+                        format!("install-remote targets '{c}', which is not a remote"),
+                        Some("use install-istio for primaries".to_string()),
+                    );
+                }
+                let declared = raw
+                    .clusters
+                    .iter()
+                    .find(|r| r.name.value == c.0)
+                    .and_then(|r| r.primary.as_ref());
+                if declared.map(|d| d.value != p.0).unwrap_or(false) {
+                    cx.err(
+                        &s.primary,
+                        format!("'{c}' declares a different primary than '{p}'"),
+                        None,
+                    );
+                }
+                if !installed.contains(&p.0) {
+                    cx.err(
+                        &s.primary,
+                        format!("primary '{p}' is not installed before its remote"),
+                        Some("install the primary first".to_string()),
+                    );
+                }
+                if !eastwest.contains(&p.0) || !exposed.contains(&p.0) {
+                    cx.err(&s.primary, format!("primary-remote needs an east-west gateway and exposed istiod on '{p}'"),
+                        Some("add eastwest-gateway and expose-istiod steps for the primary before install-remote"
+                            .to_string()));
+                }
+                if !external.contains(&p.0) {
+                    cx.warnings.push(format!(
+                        "install-istio on '{p}' lacks external-istiod: true; Istio >= 1.24 needs it to serve remote '{c}'"));
+                }
+                if !installed.insert(c.0.clone()) {
+                    cx.err(&s.cluster, format!("'{c}' is installed twice"), None);
+                }
+                steps.push(Step::InstallRemote {
+                    cluster: c,
+                    primary: p,
+                });
+            }
+            RawStep::DeployApps(s) => {
+                if !is_dns_label(&s.namespace.value) {
+                    cx.err(
+                        &s.namespace,
+                        format!("namespace '{}' is not a DNS-1123 label", s.namespace.value),
+                        None,
+                    );
+                }
+                let mut hw = BTreeMap::new();
+                for (cluster, version) in &s.helloworld {
+                    if !names.contains(cluster) {
+                        cx.err(
+                            version,
+                            format!("helloworld placed in unknown cluster '{cluster}'"),
+                            Some(format!("declared clusters: {known}")),
+                        );
+                        continue;
+                    }
+                    if !is_version(&version.value) {
+                        cx.err(
+                            version,
+                            format!("'{}' is not a HelloWorld version", version.value),
+                            Some("the sample ships v1 and v2".to_string()),
+                        );
+                        continue;
+                    }
+                    if !installed.contains(cluster) {
+                        cx.err(
+                            version,
+                            format!("apps deployed to '{cluster}' before Istio is installed there"),
+                            None,
+                        );
+                    }
+                    deployed
+                        .entry(version.value.clone())
+                        .or_default()
+                        .insert(cluster.clone());
+                    hw.insert(ClusterName(cluster.clone()), AppVersion(version.value.clone()));
+                }
+                let mut client = Vec::new();
+                for c in &s.client {
+                    if let Some(c) = check_cluster(&mut cx, c) {
+                        clients.insert(c.0.clone());
+                        client.push(c);
+                    }
+                }
+                let injection = s.injection.unwrap_or(true);
+                if !injection {
+                    cx.warnings.push(format!(
+                        "namespace '{}' is not labelled for injection: pods run without \
+                        sidecars, which the guide does not do",
+                        s.namespace.value
+                    ));
+                }
+                steps.push(Step::DeployApps(DeployApps {
+                    namespace: Namespace(s.namespace.value.clone()),
+                    injection,
+                    helloworld: hw,
+                    client,
+                }));
+            }
+            RawStep::CheckTraffic(s) => {
+                let mut from = Vec::new();
+                for f in &s.from {
+                    let Some(c) = check_cluster(&mut cx, f) else {
+                        continue;
+                    };
+                    if !clients.contains(&c.0) {
+                        cx.err(
+                            f,
+                            format!("traffic check from '{c}', where no curl client is deployed"),
+                            Some("add the cluster to deploy-apps.client".to_string()),
+                        );
+                    }
+                    from.push(c);
+                }
+                if !s.url.value.starts_with("http://") {
+                    cx.err(
+                        &s.url,
+                        format!("url '{}' must start with http://", s.url.value),
+                        Some("the guide calls http://helloworld.sample:5000/hello".to_string()),
+                    );
+                }
+                let mut expect = BTreeMap::new();
+                for (version, cluster) in &s.expect {
+                    if !names.contains(&cluster.value) {
+                        cx.err(
+                            cluster,
+                            format!("unknown cluster '{}'", cluster.value),
+                            Some(format!("declared clusters: {known}")),
+                        );
+                        continue;
+                    }
+                    match deployed.get(version) {
+                        None => cx.err(
+                            cluster,
+                            format!("check expects version '{version}', which no deploy-apps step deploys"),
+                            Some(format!(
+                                "deployed versions: {}",
+                                deployed.keys().cloned().collect::<Vec<_>>().join(", ")
+                            )),
+                        ),
+                        Some(where_) if !where_.contains(&cluster.value) => cx.err(
+                            cluster,
+                            format!(
+                                "check expects {version} from '{}', but it is deployed in {}",
+                                cluster.value,
+                                where_.iter().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                            Some("expect each version from the cluster that runs it".to_string()),
+                        ),
+                        Some(_) => {}
+                    }
+                    expect.insert(AppVersion(version.clone()), ClusterName(cluster.value.clone()));
+                }
+                if let Some(r) = &s.requests
+                    && (r.value < 2 * expect.len().max(1) as u32 || r.value > 10_000)
+                {
+                    cx.err(
+                        r,
+                        format!("requests: {} is out of range", r.value),
+                        Some("use at least two requests per expected version and at most 10000".to_string()),
+                    );
+                }
+                steps.push(Step::CheckTraffic(CheckTraffic {
+                    from,
+                    url: s.url.value.clone(),
+                    expect,
+                    requests: s.requests.as_ref().map(|r| r.value),
+                }));
+            }
+        }
+    }
+
+    let trust = raw.trust.as_ref().map(|t| t.value).unwrap_or(Trust::SelfSigned);
+    let primaries = raw
+        .clusters
+        .iter()
+        .filter(|c| c.role.value == Role::Primary)
+        .count();
+    if primaries > 1 && trust != Trust::SharedRoot {
+        cx.warnings.push(format!(
+            "{primaries} primaries without `trust: shared-root`: each istiod self-signs and cross-cluster mTLS fails"
+        ));
+    }
+
+    if !cx.errors.is_empty() {
+        cx.errors.sort_by_key(|e| (e.line, e.column));
+        return Err(ScenarioErrors { errors: cx.errors });
+    }
+    Ok(Scenario {
+        name: raw.name.value,
+        guide: raw.guide.unwrap_or_default(),
+        mesh_id: MeshId(raw.mesh.id.value),
+        trust,
+        clusters,
+        steps,
+        source: path.to_path_buf(),
+        warnings: cx.warnings,
+    })
+}
+
+enum KindConfigProblem {
+    AtScenario(String, String),
+    InFile(ScenarioError),
+}
+
+fn read_kind_subnets(path: &PathBuf) -> Result<Subnets, KindConfigProblem> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        KindConfigProblem::AtScenario(
+            format!("cannot read kind config {}: {e}", path.display()),
+            "kind-config is relative to the scenario file's directory".into(),
+        )
+    })?;
+    let text = decode(path, &bytes).map_err(KindConfigProblem::InFile)?;
+    let raw: RawKindConfig = serde_saphyr::from_str_with_options(&text, parser_options()).map_err(|e| {
+        let msg = e.to_string().lines().next().unwrap_or_default().to_string();
+        KindConfigProblem::InFile(match e.location() {
+            Some(l) => ScenarioError::at_location(path, &text, &l, msg, None),
+            None => ScenarioError::at(path, &text, 1, 1, msg, None),
+        })
+    })?;
+    let at1 = |msg: String, hint: &str| {
+        KindConfigProblem::InFile(ScenarioError::at(path, &text, 1, 1, msg, Some(hint.to_string())))
+    };
+    if raw.kind.as_deref() != Some("Cluster") || raw.api_version.as_deref() != Some("kind.x-k8s.io/v1alpha4")
+    {
+        return Err(at1(
+            "not a kind Cluster config".into(),
+            "expected apiVersion: kind.x-k8s.io/v1alpha4, kind: Cluster",
+        ));
+    }
+    let hint = "set networking.podSubnet and networking.serviceSubnet: kind's defaults are the same for every \
+                cluster, and flat multicluster routing needs distinct ones";
+    let net = raw
+        .networking
+        .ok_or_else(|| at1("kind config has no networking section".into(), hint))?;
+    let parse = |v: Option<S<String>>, what: &str| -> Result<Ipv4Net, KindConfigProblem> {
+        let v = v.ok_or_else(|| at1(format!("kind config lacks networking.{what}"), hint))?;
+        v.value.parse::<Ipv4Net>().map_err(|e| {
+            KindConfigProblem::InFile(ScenarioError::at_location(
+                path,
+                &text,
+                &v.referenced,
+                format!("networking.{what} '{}' is not an IPv4 CIDR: {e}", v.value),
+                Some("e.g. 10.10.0.0/16".into()),
+            ))
+        })
+    };
+    Ok(Subnets {
+        pods: parse(net.pod_subnet, "podSubnet")?,
+        services: parse(net.service_subnet, "serviceSubnet")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load_str;
+    use super::*;
+    use rstest::rstest;
+
+    fn fixture_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, pods, svcs) in [
+            ("c1", "10.10.0.0/16", "10.255.10.0/24"),
+            ("c2", "10.20.0.0/16", "10.255.20.0/24"),
+            ("overlap", "10.10.128.0/17", "10.255.30.0/24"),
+        ] {
+            let body = format!(
+                "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnetworking:\n  podSubnet: \"{pods}\"\n  serviceSubnet: \"{svcs}\"\n"
+            );
+            std::fs::write(dir.path().join(format!("{name}.yaml")), body).expect("write");
+        }
+        dir
+    }
+
+    const GOOD: &str = "name: mp\nmesh: {id: mesh1}\ntrust: shared-root\nclusters:\n\
+  - {name: cluster1, role: primary, network: network1, kind-config: c1.yaml}\n\
+  - {name: cluster2, role: primary, network: network1, kind-config: c2.yaml}\n\
+steps:\n\
+  - install-istio: {cluster: cluster1}\n\
+  - install-istio: {cluster: cluster2}\n\
+  - remote-secret: {from: cluster1, into: cluster2}\n\
+  - remote-secret: {from: cluster2, into: cluster1}\n\
+  - deploy-apps: {namespace: sample, helloworld: {cluster1: v1, cluster2: v2}, client: [cluster1, cluster2]}\n\
+  - check-traffic: {from: [cluster1, cluster2], url: \"http://helloworld.sample:5000/hello\", expect: {v1: cluster1, v2: cluster2}}\n";
+
+    fn load(text: &str) -> Result<Scenario, ScenarioErrors> {
+        let dir = fixture_dir();
+        load_str(&dir.path().join("s.yaml"), text)
+    }
+
+    #[test]
+    fn the_good_scenario_validates() {
+        let s = load(GOOD).expect("valid");
+        assert_eq!(s.clusters.len(), 2);
+        assert_eq!(s.steps.len(), 6);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[rstest]
+    #[case::unknown_cluster("into: cluster2}", "into: cluster9}", 10, "unknown cluster 'cluster9'")]
+    #[case::duplicate_name(
+        "name: cluster2, role",
+        "name: cluster1, role",
+        6,
+        "duplicate cluster name 'cluster1'"
+    )]
+    #[case::overlap(
+        "kind-config: c2.yaml",
+        "kind-config: overlap.yaml",
+        6,
+        "overlaps podSubnet 10.10.0.0/16"
+    )]
+    #[case::version_nobody_deploys("v2: cluster2}}", "v3: cluster2}}", 13, "expects version 'v3'")]
+    #[case::version_in_wrong_cluster("v2: cluster2}}", "v2: cluster1}}", 13, "deployed in cluster2")]
+    #[case::self_secret(
+        "{from: cluster1, into: cluster2}",
+        "{from: cluster1, into: cluster1}",
+        10,
+        "into itself"
+    )]
+    #[case::unknown_key("trust: shared-root", "trust: shared-root\ncolour: blue", 4, "colour")]
+    #[case::bad_name("name: mp", "name: Multi_Primary", 1, "DNS-1123")]
+    fn inconsistent_scenarios_are_located(
+        #[case] from: &str,
+        #[case] to: &str,
+        #[case] line: u64,
+        #[case] needle: &str,
+    ) {
+        let text = GOOD.replacen(from, to, 1);
+        assert_ne!(text, GOOD, "fixture replacement did not apply");
+        let e = load(&text).expect_err("must be invalid");
+        let hit = e
+            .errors
+            .iter()
+            .find(|x| x.message.contains(needle) || x.to_string().contains(needle));
+        let hit = hit.unwrap_or_else(|| panic!("no error containing {needle:?} in:\n{e}"));
+        assert_eq!(hit.line, line, "{e}");
+        assert!(hit.column >= 1);
+    }
+
+    #[test]
+    fn remote_without_primary_and_without_eastwest_are_errors() {
+        let text = "name: pr\nmesh: {id: mesh1}\nclusters:\n\
+  - {name: cluster1, role: primary, network: network1, kind-config: c1.yaml}\n\
+  - {name: cluster2, role: remote, network: network1, kind-config: c2.yaml}\n\
+steps:\n\
+  - install-istio: {cluster: cluster1, external-istiod: true}\n\
+  - install-remote: {cluster: cluster2, primary: cluster1}\n";
+        let e = load(text).expect_err("invalid");
+        let all = e.to_string();
+        assert!(all.contains("names no primary"), "{all}");
+        assert!(all.contains("east-west gateway"), "{all}");
+    }
+
+    #[test]
+    fn missing_kind_config_points_at_the_reference() {
+        let e = load(&GOOD.replacen("c2.yaml", "nope.yaml", 1)).expect_err("invalid");
+        assert_eq!(e.errors[0].line, 6);
+        assert!(e.errors[0].message.contains("cannot read kind config"));
+    }
+
+    #[test]
+    fn two_primaries_without_shared_root_warn() {
+        let s = load(&GOOD.replacen("trust: shared-root\n", "", 1)).expect("valid");
+        assert!(
+            s.warnings.iter().any(|w| w.contains("shared-root")),
+            "{:?}",
+            s.warnings
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! Verdicts on traffic: parse curl's answers, attribute each to the pod and cluster that served it, and judge
+//! reachability and distribution with a stated false-failure bound.
+
+mod parse;
+mod stats;
+mod verdict;
+
+pub use parse::{Answer, parse_answers};
+pub use stats::{ALPHA, BETA, default_requests, uniform_p_value};
+pub use verdict::{Attribution, SourceVerdict, judge};

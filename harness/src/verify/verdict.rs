@@ -1,0 +1,246 @@
+//! Judging one source cluster's answers against the scenario's expectation.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::parse::Answer;
+use super::stats::{ALPHA, uniform_p_value};
+use crate::scenario::{AppVersion, ClusterName};
+
+/// Which cluster each HelloWorld pod runs in, read from every cluster's API (pod name → cluster).
+pub type Attribution = BTreeMap<String, ClusterName>;
+
+/// The outcome for one source cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceVerdict {
+    /// Source cluster.
+    pub from: ClusterName,
+    /// Requests sent.
+    pub requests: u32,
+    /// Answers per `(version, cluster that served it)`; cluster `?` when no API knows the pod.
+    pub counts: BTreeMap<String, u64>,
+    /// Non-HelloWorld answers (errors), with how often each occurred.
+    pub errors: BTreeMap<String, u64>,
+    /// p-value of the even-split test over expected versions.
+    pub p_value: Option<f64>,
+    /// Problems; empty means the check passed.
+    pub problems: Vec<String>,
+}
+
+impl SourceVerdict {
+    /// Whether the check passed.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Judges `answers` from `from`: every expected version answered from the cluster the scenario placed it in,
+/// nothing answered from elsewhere, no errors, and an even split across versions at level [`ALPHA`].
+pub fn judge(
+    from: &ClusterName,
+    answers: &[Answer],
+    expect: &BTreeMap<AppVersion, ClusterName>,
+    attribution: &Attribution,
+    requests: u32,
+) -> SourceVerdict {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut per_version: BTreeMap<String, u64> = BTreeMap::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut misplaced: BTreeMap<String, u64> = BTreeMap::new();
+    for a in answers {
+        match a {
+            Answer::Hello { version, instance } => {
+                let cluster = attribution
+                    .get(instance)
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "?".into());
+                *counts.entry(format!("{version}@{cluster}")).or_default() += 1;
+                *per_version.entry(version.clone()).or_default() += 1;
+                match expect.get(&AppVersion::new(version.clone())) {
+                    Some(want) if want.as_str() == cluster => {}
+                    Some(want) => {
+                        *misplaced
+                            .entry(format!(
+                                "{version} answered by {instance} in {cluster}, expected in {want}"
+                            ))
+                            .or_default() += 1
+                    }
+                    None => {
+                        *misplaced
+                            .entry(format!(
+                                "unexpected version {version} from {instance} in {cluster}"
+                            ))
+                            .or_default() += 1
+                    }
+                }
+            }
+            Answer::Other { text } => *errors.entry(text.clone()).or_default() += 1,
+        }
+    }
+    let summary = || {
+        let mut parts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+        parts.extend(errors.iter().map(|(k, v)| format!("error «{k}»×{v}")));
+        if parts.is_empty() {
+            "nothing".to_string()
+        } else {
+            parts.join(", ")
+        }
+    };
+    if (answers.len() as u64) < u64::from(requests) {
+        problems.push(format!("only {} answers to {requests} requests", answers.len()));
+    }
+    for (version, cluster) in expect {
+        if per_version.get(version.as_str()).copied().unwrap_or(0) == 0 {
+            problems.push(format!(
+                "{version} (in {cluster}) never answered {from}'s curl in {requests} requests; saw {}",
+                summary()
+            ));
+        }
+    }
+    for (m, n) in &misplaced {
+        problems.push(format!("{m} ({n}×)"));
+    }
+    if !errors.is_empty() {
+        problems.push(format!(
+            "{} requests failed: {}",
+            errors.values().sum::<u64>(),
+            summary()
+        ));
+    }
+    let expected_counts: Vec<u64> = expect
+        .keys()
+        .map(|v| per_version.get(v.as_str()).copied().unwrap_or(0))
+        .collect();
+    let p_value = uniform_p_value(&expected_counts);
+    if let Some(p) = p_value
+        && p < ALPHA
+        && expected_counts.iter().all(|&c| c > 0)
+    {
+        problems.push(format!(
+            "answers are not evenly split across {} (chi-square p = {p:.2e} < {ALPHA:e}): {}",
+            expect.keys().map(|v| v.as_str()).collect::<Vec<_>>().join("/"),
+            summary()
+        ));
+    }
+    SourceVerdict {
+        from: from.clone(),
+        requests,
+        counts,
+        errors,
+        p_value,
+        problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(v: &str, pod: &str) -> Answer {
+        Answer::Hello {
+            version: v.into(),
+            instance: pod.into(),
+        }
+    }
+
+    fn setup() -> (BTreeMap<AppVersion, ClusterName>, Attribution) {
+        let expect = BTreeMap::from([
+            (AppVersion::new("v1"), ClusterName::new("cluster1")),
+            (AppVersion::new("v2"), ClusterName::new("cluster2")),
+        ]);
+        let attr = Attribution::from([
+            ("hw-v1-a".to_string(), ClusterName::new("cluster1")),
+            ("hw-v2-b".to_string(), ClusterName::new("cluster2")),
+            ("hw-v2-rogue".to_string(), ClusterName::new("cluster1")),
+        ]);
+        (expect, attr)
+    }
+
+    #[test]
+    fn an_even_toggle_passes() {
+        let (e, a) = setup();
+        let answers: Vec<_> = (0..100)
+            .map(|i| {
+                if i % 2 == 0 {
+                    hello("v1", "hw-v1-a")
+                } else {
+                    hello("v2", "hw-v2-b")
+                }
+            })
+            .collect();
+        let v = judge(&ClusterName::new("cluster1"), &answers, &e, &a, 100);
+        assert!(v.passed(), "{:?}", v.problems);
+        assert_eq!(v.counts["v1@cluster1"], 50);
+        assert!(v.p_value.expect("p") > 0.9);
+    }
+
+    #[test]
+    fn only_local_version_fails_naming_the_missing_one() {
+        let (e, a) = setup();
+        let answers: Vec<_> = (0..100).map(|_| hello("v1", "hw-v1-a")).collect();
+        let v = judge(&ClusterName::new("cluster1"), &answers, &e, &a, 100);
+        assert!(!v.passed());
+        assert!(
+            v.problems[0].contains(
+                "v2 (in cluster2) never answered cluster1's curl in 100 requests; saw v1@cluster1×100"
+            ),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn a_version_served_from_the_wrong_cluster_fails() {
+        let (e, a) = setup();
+        let answers: Vec<_> = (0..100)
+            .map(|i| {
+                if i % 2 == 0 {
+                    hello("v1", "hw-v1-a")
+                } else {
+                    hello("v2", "hw-v2-rogue")
+                }
+            })
+            .collect();
+        let v = judge(&ClusterName::new("cluster2"), &answers, &e, &a, 100);
+        assert!(
+            v.problems
+                .iter()
+                .any(|p| p.contains("answered by hw-v2-rogue in cluster1, expected in cluster2")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn errors_and_skew_are_reported() {
+        let (e, a) = setup();
+        let mut answers: Vec<_> = (0..95).map(|_| hello("v1", "hw-v1-a")).collect();
+        answers.extend((0..5).map(|_| hello("v2", "hw-v2-b")));
+        let v = judge(&ClusterName::new("cluster1"), &answers, &e, &a, 100);
+        assert!(
+            v.problems.iter().any(|p| p.contains("not evenly split")),
+            "{:?}",
+            v.problems
+        );
+        let mut answers: Vec<_> = (0..99)
+            .map(|i| {
+                if i % 2 == 0 {
+                    hello("v1", "hw-v1-a")
+                } else {
+                    hello("v2", "hw-v2-b")
+                }
+            })
+            .collect();
+        answers.push(Answer::Other {
+            text: "upstream connect error".into(),
+        });
+        let v = judge(&ClusterName::new("cluster1"), &answers, &e, &a, 100);
+        assert!(
+            v.problems.iter().any(|p| p.contains("1 requests failed")),
+            "{:?}",
+            v.problems
+        );
+    }
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Builds the rehearsal binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok,
+# kwokctl, istioctl, pilot-discovery, MetalLB controller) from the Go module proxy into a cache outside the clone:
+#   ${MESHCONF_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf/tools}/<key>/bin
+# <key> hashes versions.env and this script, so a second run with the same pins is a no-op.
+# Prints the bin directory on the last line of stdout. Needs: go (>= 1.26), network access to the Go module proxy.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache_root=${MESHCONF_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf/tools}
+key=$(cat "$here/versions.env" "$here/build.sh" | sha256sum | cut -c1-16)
+dest="$cache_root/$key"
+bin="$dest/bin"
+
+if [[ -f "$bin/.complete" ]]; then
+  echo "meshconf tools: up to date ($bin)" >&2
+  echo "$bin"
+  exit 0
+fi
+
+command -v go >/dev/null || { echo "meshconf tools: 'go' not found on PATH; install Go >= 1.26" >&2; exit 2; }
+
+# Never let a newer go directive trigger a toolchain download.
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath"
+mkdir -p "$bin" "$dest/src"
+start=$(date +%s)
+log() { echo "meshconf tools: [$(( $(date +%s) - start ))s] $*" >&2; }
+
+# new_module DIR NAME: a fresh wrapper module so each tool family resolves its own dependency graph.
+new_module() {
+  rm -rf "$1" && mkdir -p "$1"
+  (cd "$1" && go mod init "meshconf.local/tools/$2" >/dev/null 2>&1)
+}
+
+build_k8s() {
+  local d="$dest/src/k8s" minor staging
+  new_module "$d" k8s
+  cd "$d"
+  go mod edit -require="k8s.io/kubernetes@$K8S_VERSION"
+  # k8s.io/kubernetes requires its staging modules at v0.0.0, which the proxy does not have. Generate one replace
+  # per staging module from k8s.io/kubernetes' own go.mod (v1.N.P -> v0.N.P), never a hand-kept list.
+  local gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  staging="v0.${K8S_VERSION#v1.}"
+  go mod edit -json "$gomod" \
+    | grep -o '"Path": "k8s.io/[^"]*",[[:space:]]*"Version": "v0.0.0"' \
+    | sed 's/"Path": "\([^"]*\)".*/\1/' \
+    | while read -r m; do go mod edit -replace="$m=$m@$staging"; done
+  local pkgs="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl"
+  for p in $pkgs; do go get -tool "$p@$K8S_VERSION" >/dev/null; done
+  minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1"
+  ld="$ld -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+  ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1"
+  ld="$ld -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  # shellcheck disable=SC2086
+  go build -ldflags "$ld" -o "$bin/" $pkgs
+}
+
+build_etcd() {
+  local d="$dest/src/etcd"
+  new_module "$d" etcd
+  cd "$d"
+  # server/go.mod has relative replaces, so `go install` refuses it; as a dependency its replaces are ignored.
+  go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
+  go build -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3
+}
+
+build_kwok() {
+  local d="$dest/src/kwok"
+  new_module "$d" kwok
+  cd "$d"
+  go get -tool "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION" >/dev/null
+  go build -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" -o "$bin/" \
+    sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
+}
+
+build_istio() {
+  local d="$dest/src/istio"
+  new_module "$d" istio
+  cd "$d"
+  go get -tool "istio.io/istio/istioctl/cmd/istioctl@$ISTIO_MODULE_VERSION" \
+    "istio.io/istio/pilot/cmd/pilot-discovery@$ISTIO_MODULE_VERSION" >/dev/null
+  local ld="-s -w -X istio.io/istio/pkg/version.buildVersion=$ISTIO_BUILD_VERSION"
+  ld="$ld -X istio.io/istio/pkg/version.buildTag=$ISTIO_BUILD_VERSION -X istio.io/istio/pkg/version.buildStatus=Clean"
+  go build -tags "vtprotobuf,disable_pgv" -ldflags "$ld" -o "$bin/" \
+    istio.io/istio/istioctl/cmd/istioctl istio.io/istio/pilot/cmd/pilot-discovery
+}
+
+build_metallb() {
+  local d="$dest/src/metallb"
+  new_module "$d" metallb
+  cd "$d"
+  go get -tool "go.universe.tf/metallb/controller@$METALLB_VERSION" >/dev/null
+  go build -ldflags "-s -w" -o "$bin/metallb-controller" go.universe.tf/metallb/controller
+  # The native manifest (CRDs, namespace, webhook configuration) ships in the module source.
+  local moddir
+  moddir=$(go list -m -f '{{.Dir}}' go.universe.tf/metallb)
+  cp "$moddir/config/manifests/metallb-native.yaml" "$bin/metallb-native.yaml"
+  chmod u+w "$bin/metallb-native.yaml"
+}
+
+for step in etcd kwok metallb k8s istio; do
+  log "building $step"
+  ( "build_$step" )
+  log "built $step"
+done
+
+cat > "$bin/VERSIONS" <<V
+k8s=$K8S_VERSION
+etcd=$ETCD_VERSION
+kwok=$KWOK_VERSION
+istio=$ISTIO_BUILD_VERSION ($ISTIO_MODULE_VERSION)
+metallb=$METALLB_VERSION
+V
+touch "$bin/.complete"
+log "done: $bin"
+echo "$bin"
