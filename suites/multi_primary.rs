@@ -1,1 +1,102 @@
-fn main() {}
+//! `cargo test --test multi_primary`: the Install Multi-Primary guide end to end on `MESHCONF_PROVIDER`
+//! (default kind), plus failure-injection trials that prove each check can fail (rehearsal only).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{OnStepStart, assert_conformance, assert_failed, run, scenario};
+use libtest_mimic::Trial;
+use meshconf::ExitStatus;
+
+fn main() -> std::process::ExitCode {
+    let conformance = Trial::test("multi_primary::conformance", || {
+        let s = scenario("multi-primary.yaml", |t| t)?;
+        let r = run("multi_primary", "multi_primary", &s, 31000, None)?;
+        assert_conformance(&r, &["cluster1", "cluster2"])?;
+        let junit = common::root().join("reports/multi_primary.junit.xml");
+        let xml = std::fs::read_to_string(&junit).map_err(|e| format!("{}: {e}", junit.display()))?;
+        if !xml.contains("check-traffic/from-cluster1") {
+            return Err("JUnit report lacks the traffic check".into());
+        }
+        Ok(())
+    });
+    let faults = vec![
+        Trial::test("multi_primary::fails_without_remote_secret_into_cluster1", || {
+            let s = scenario("multi-primary.yaml", |t| {
+                t.replace("  - remote-secret: { from: cluster2, into: cluster1 }\n", "")
+            })?;
+            let r = run("multi_primary", "multi_primary.no-secret", &s, 31100, None)?;
+            assert_failed(
+                &r,
+                ExitStatus::ConformanceFailure,
+                "check-traffic/from-cluster1",
+                "v2 (in cluster2) never answered cluster1's curl",
+            )?;
+            // cluster2 still holds cluster1's secret, so its check passes: the failure is precise.
+            match r.outcome("check-traffic/from-cluster2") {
+                Some((meshconf::report::Outcome::Passed, _)) => Ok(()),
+                other => Err(format!("from-cluster2 should pass, got {other:?}").into()),
+            }
+        }),
+        Trial::test("multi_primary::fails_without_shared_root", || {
+            let s = scenario("multi-primary.yaml", |t| {
+                t.replace("trust: shared-root", "trust: self-signed")
+            })?;
+            let r = run("multi_primary", "multi_primary.no-shared-root", &s, 31200, None)?;
+            assert_failed(
+                &r,
+                ExitStatus::ConformanceFailure,
+                "check-traffic/from-cluster1",
+                "CERTIFICATE_VERIFY_FAILED",
+            )
+        }),
+        Trial::test(
+            "multi_primary::fails_when_namespace_lacks_injection_label",
+            || {
+                let s = scenario("multi-primary.yaml", |t| {
+                    t.replace(
+                        "      namespace: sample\n",
+                        "      namespace: sample\n      injection: false\n",
+                    )
+                })?;
+                let r = run("multi_primary", "multi_primary.no-injection", &s, 31300, None)?;
+                assert_failed(
+                    &r,
+                    ExitStatus::ConformanceFailure,
+                    "deploy-apps/cluster1",
+                    "1 container(s), expected 2: the sidecar was not injected",
+                )
+            },
+        ),
+        Trial::test(
+            "multi_primary::istiod_killed_mid_run_is_an_infrastructure_error",
+            || {
+                let s = scenario("multi-primary.yaml", |t| t)?;
+                let fault =
+                    |p: Arc<meshconf::provider::KwokProvider>| -> Box<dyn meshconf::report::Reporter> {
+                        Box::new(OnStepStart {
+                            step: "deploy-apps/cluster2".into(),
+                            action: Some(move || {
+                                p.kill_process("istiod-cluster2");
+                            }),
+                        })
+                    };
+                let r = run(
+                    "multi_primary",
+                    "multi_primary.istiod-killed",
+                    &s,
+                    31400,
+                    Some(&fault),
+                )?;
+                assert_failed(
+                    &r,
+                    ExitStatus::Infrastructure,
+                    "deploy-apps/cluster2",
+                    "istiod-cluster2",
+                )
+            },
+        ),
+    ];
+    common::main(conformance, faults)
+}

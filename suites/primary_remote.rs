@@ -1,1 +1,51 @@
-fn main() {}
+//! `cargo test --test primary_remote`: the Install Primary-Remote guide end to end on `MESHCONF_PROVIDER`
+//! (default kind), plus a failure-injection trial (rehearsal only).
+
+mod common;
+
+use common::{assert_conformance, assert_failed, run, scenario};
+
+use libtest_mimic::Trial;
+use meshconf::ExitStatus;
+
+fn main() -> std::process::ExitCode {
+    let conformance = Trial::test("primary_remote::conformance", || {
+        let s = scenario("primary-remote.yaml", |t| t)?;
+        let r = run("primary_remote", "primary_remote", &s, 31500, None)?;
+        assert_conformance(&r, &["cluster1", "cluster2"])
+    });
+    let faults = vec![Trial::test(
+        "primary_remote::eastwest_gateway_without_address_fails",
+        || {
+            // Break the east-west gateway's address: a scenario whose primary gets no LoadBalancer pool would be
+            // invalid, so instead the pool is taken away when the gateway step starts.
+            let s = scenario("primary-remote.yaml", |t| t)?;
+            let fault =
+                |p: std::sync::Arc<meshconf::provider::KwokProvider>| -> Box<dyn meshconf::report::Reporter> {
+                    Box::new(common::OnStepStart {
+                        step: "eastwest-gateway/cluster1".into(),
+                        action: Some(move || {
+                            p.kill_process("metallb-cluster1");
+                        }),
+                    })
+                };
+            let r = common::run_with(
+                "primary_remote",
+                "primary_remote.no-lb",
+                &s,
+                31600,
+                Some(&fault),
+                &|cfg| {
+                    cfg.run.lb_timeout = std::time::Duration::from_secs(30);
+                },
+            )?;
+            assert_failed(
+                &r,
+                ExitStatus::Infrastructure,
+                "eastwest-gateway/cluster1",
+                "external IP on service istio-system/istio-eastwestgateway",
+            )
+        },
+    )];
+    common::main(conformance, faults)
+}

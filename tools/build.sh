@@ -45,10 +45,13 @@ build_k8s() {
   local gomod
   gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   staging="v0.${K8S_VERSION#v1.}"
-  go mod edit -json "$gomod" \
-    | grep -o '"Path": "k8s.io/[^"]*",[[:space:]]*"Version": "v0.0.0"' \
-    | sed 's/"Path": "\([^"]*\)".*/\1/' \
-    | while read -r m; do go mod edit -replace="$m=$m@$staging"; done
+  local staged
+  staged=$(go mod edit -json "$gomod" | awk '
+    /"Path": "k8s.io\// { p = $0; sub(/.*"Path": "/, "", p); sub(/".*/, "", p); next }
+    /"Version": "v0.0.0"/ { if (p != "") print p }
+    { p = "" }' | sort -u)
+  [[ -n "$staged" ]] || { echo "meshconf tools: found no staging modules in $gomod" >&2; return 1; }
+  for m in $staged; do go mod edit -replace="$m=$m@$staging"; done
   local pkgs="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl"
   for p in $pkgs; do go get -tool "$p@$K8S_VERSION" >/dev/null; done
   minor=$(echo "$K8S_VERSION" | cut -d. -f2)
@@ -104,8 +107,14 @@ build_metallb() {
 }
 
 for step in etcd kwok metallb k8s istio; do
-  log "building $step"
-  ( "build_$step" )
+  [[ -x "$bin/.built-$step" ]] && { log "$step already built"; continue; }
+  log "building $step (go output: $dest/build-$step.log)"
+  if ! ( "build_$step" ) >"$dest/build-$step.log" 2>&1; then
+    echo "meshconf tools: building $step failed; last lines of $dest/build-$step.log:" >&2
+    tail -n 30 "$dest/build-$step.log" >&2
+    exit 1
+  fi
+  touch "$bin/.built-$step" && chmod +x "$bin/.built-$step"
   log "built $step"
 done
 

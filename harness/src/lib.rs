@@ -15,6 +15,7 @@ pub mod rehearsal;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod session;
 pub mod tools;
 pub mod topology;
 pub mod verify;

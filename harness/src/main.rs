@@ -1,1 +1,322 @@
-fn main() {}
+//! The `meshconf` command line: a thin layer over the engine crate.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use meshconf::ExitStatus;
+use meshconf::mesh::{IstioVersion, Variant};
+use meshconf::plan::{self, ProviderKind};
+use meshconf::provider::{ClusterProvider, KindOptions, KindProvider, KwokOptions, KwokProvider, ToolsBin};
+use meshconf::scenario::{self, ClusterName};
+use meshconf::session::{self, SessionConfig};
+
+/// Conformance harness for multicluster Istio installs (primary-remote, multi-primary).
+#[derive(Parser)]
+#[command(name = "meshconf", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check scenario files without creating anything (exit 2 on any problem).
+    Validate {
+        /// Scenario files.
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+    /// Print the shell commands a person following the guide would type for a scenario.
+    Plan {
+        /// Scenario file.
+        scenario: PathBuf,
+        #[command(flatten)]
+        target: Target,
+        /// Print the plan as JSON instead of shell.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a scenario: provision, install, deploy, check traffic, write JUnit and JSON reports.
+    Run {
+        /// Scenario file.
+        scenario: PathBuf,
+        #[command(flatten)]
+        target: Target,
+        /// Directory for <name>.junit.xml and <name>.json.
+        #[arg(long, default_value = "reports")]
+        report_dir: PathBuf,
+        /// Base name of the report files (default: the scenario name).
+        #[arg(long)]
+        report_name: Option<String>,
+        /// Keep clusters and processes after the run (clean up later with `meshconf down`).
+        #[arg(long)]
+        keep: bool,
+        /// Run directory for kubeconfigs, certs and logs (default: a fresh one under the temp dir).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+    },
+    /// Report each prerequisite (Docker engine, kind, istioctl, inotify limits, rehearsal tools) as pass or fail.
+    Doctor,
+    /// Delete what a kept run created (clusters, processes) given its run directory.
+    Down {
+        /// The run directory printed by `meshconf run --keep`.
+        run_dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct Target {
+    /// Where clusters come from.
+    #[arg(long, value_enum, env = "MESHCONF_PROVIDER", default_value = "kind")]
+    provider: ProviderKind,
+    /// Istio version: kind downloads this istioctl (sha256-checked); plan uses it to pick the guide variant.
+    #[arg(long)]
+    istio_version: Option<String>,
+    /// kind node image (kindest/node:vX.Y.Z@sha256:...).
+    #[arg(long)]
+    node_image: Option<String>,
+    /// existing: kubeconfig to read (never modified).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// existing: map a scenario cluster to a context, e.g. --context cluster1=gke-east (repeatable).
+    #[arg(long = "context", value_parser = parse_mapping)]
+    contexts: Vec<(String, String)>,
+    /// kwok: first 127.0.0.1 port of the rehearsal's range (20 ports per cluster).
+    #[arg(long, default_value_t = session::DEFAULT_PORT_BASE)]
+    port_base: u16,
+}
+
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    let (a, b) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not CLUSTER=CONTEXT"))?;
+    if a.is_empty() || b.is_empty() {
+        return Err(format!("'{s}' is not CLUSTER=CONTEXT"));
+    }
+    Ok((a.to_string(), b.to_string()))
+}
+
+fn load(path: &PathBuf) -> Result<scenario::Scenario, ExitCode> {
+    scenario::load_file(path).map_err(|e| {
+        eprintln!("{:?}", miette::Report::new(e));
+        ExitCode::from(ExitStatus::BadInput.code() as u8)
+    })
+}
+
+fn init_tracing() {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn session_config(t: &Target, report_dir: PathBuf, report_name: String) -> SessionConfig {
+    let mut cfg = SessionConfig::new(t.provider, report_dir, report_name);
+    cfg.istio_version = t.istio_version.clone();
+    cfg.node_image = t.node_image.clone();
+    cfg.kubeconfig = t.kubeconfig.clone();
+    cfg.contexts = t
+        .contexts
+        .iter()
+        .map(|(a, b)| (ClusterName::new(a.clone()), b.clone()))
+        .collect::<BTreeMap<_, _>>();
+    cfg.port_base = t.port_base;
+    cfg
+}
+
+fn plan_provider(t: &Target, scenario: &scenario::Scenario) -> Box<dyn ClusterProvider> {
+    let run_dir = PathBuf::from("$MESHCONF_RUN");
+    match t.provider {
+        ProviderKind::Kind => Box::new(KindProvider::new(KindOptions {
+            prefix: "meshconf".into(),
+            node_image: t.node_image.clone(),
+            istio_version: t.istio_version.clone(),
+            run_dir,
+            keep: false,
+        })),
+        ProviderKind::Kwok => {
+            let tools = ToolsBin::locate().unwrap_or(ToolsBin {
+                dir: PathBuf::from("$MESHCONF_TOOLS_BIN"),
+            });
+            Box::new(KwokProvider::new(
+                tools,
+                KwokOptions {
+                    port_base: t.port_base,
+                    run_dir,
+                    shim_exe: PathBuf::from("meshconf"),
+                    keep: false,
+                },
+            ))
+        }
+        ProviderKind::Existing => {
+            let cfg = session_config(t, PathBuf::new(), scenario.name.clone());
+            Box::new(meshconf::provider::ExistingProvider::new(
+                t.kubeconfig
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("<kubeconfig>")),
+                cfg.contexts,
+                run_dir,
+                None,
+            ))
+        }
+    }
+}
+
+async fn plan_version(t: &Target, provider: &dyn ClusterProvider) -> (IstioVersion, Option<String>) {
+    if let Some(v) = &t.istio_version
+        && let Ok(v) = IstioVersion::parse(v)
+    {
+        return (v, None);
+    }
+    if let Ok(i) = provider.istioctl().await
+        && let Ok(v) = i.version().await
+    {
+        return (v, None);
+    }
+    (
+        IstioVersion::new(1, 30, 3),
+        Some("no istioctl found: showing the Istio 1.30.3 variant (pass --istio-version)".into()),
+    )
+}
+
+async fn down(run_dir: PathBuf) -> ExitStatus {
+    let pids = run_dir.join("pids");
+    let mut status = ExitStatus::Passed;
+    if let Ok(entries) = std::fs::read_dir(&pids) {
+        for e in entries.flatten() {
+            if let Ok(pid) = std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .trim()
+                .parse::<i32>()
+            {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                eprintln!("stopped {} (pid {pid})", e.file_name().to_string_lossy());
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&run_dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(cluster) = name.strip_suffix(".kwok.yaml") {
+                let tools = ToolsBin::locate();
+                let bin = tools
+                    .map(|t| t.path("kwokctl"))
+                    .unwrap_or_else(|_| PathBuf::from("kwokctl"));
+                let r = meshconf::tools::Cmd::new(bin)
+                    .args(["--name", cluster, "delete", "cluster", "--kubeconfig"])
+                    .arg(run_dir.join("kubeconfig").display().to_string())
+                    .env("KWOK_WORKDIR", run_dir.join("kwok").display().to_string())
+                    .run()
+                    .await;
+                match r {
+                    Ok(_) => eprintln!("deleted kwok cluster {cluster}"),
+                    Err(e) => {
+                        eprintln!("kwokctl delete {cluster}: {e}");
+                        status = ExitStatus::Infrastructure;
+                    }
+                }
+            }
+            if let Some(cluster) = name.strip_prefix("kubeconfig-") {
+                let r = meshconf::tools::Cmd::new("kind")
+                    .args(["delete", "cluster", "--name", &format!("meshconf-{cluster}")])
+                    .run()
+                    .await;
+                match r {
+                    Ok(_) => eprintln!("deleted kind cluster meshconf-{cluster}"),
+                    Err(e) => {
+                        eprintln!("kind delete meshconf-{cluster}: {e}");
+                        status = ExitStatus::Infrastructure;
+                    }
+                }
+            }
+        }
+    }
+    if status == ExitStatus::Passed {
+        let _ = std::fs::remove_dir_all(&run_dir);
+    }
+    status
+}
+
+fn main() -> ExitCode {
+    meshconf::rehearsal::run_if_shim();
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshconf: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let status = rt.block_on(async {
+        match cli.command {
+            Command::Validate { scenarios } => {
+                let mut status = ExitStatus::Passed;
+                for p in &scenarios {
+                    match scenario::load_file(p) {
+                        Ok(s) => {
+                            println!("ok   {} ({}, {} clusters, {} steps)", p.display(), s.name, s.clusters.len(), s.steps.len());
+                            for w in &s.warnings {
+                                println!("     warning: {w}");
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("{:?}", miette::Report::new(e));
+                            status = ExitStatus::BadInput;
+                        }
+                    }
+                }
+                status
+            }
+            Command::Plan { scenario, target, json } => {
+                let s = match load(&scenario) {
+                    Ok(s) => s,
+                    Err(_) => return ExitStatus::BadInput,
+                };
+                let provider = plan_provider(&target, &s);
+                let (version, note) = plan_version(&target, provider.as_ref()).await;
+                let mut profile = provider.profile(&s);
+                profile.notes.extend(note);
+                let p = plan::build(&s, &Variant::for_version(version), profile);
+                if json {
+                    match serde_json::to_string_pretty(&p) {
+                        Ok(t) => println!("{t}"),
+                        Err(e) => { eprintln!("meshconf: {e}"); return ExitStatus::Infrastructure; }
+                    }
+                } else {
+                    print!("{}", plan::render_shell(&p));
+                }
+                ExitStatus::Passed
+            }
+            Command::Run { scenario, target, report_dir, report_name, keep, run_dir } => {
+                let s = match load(&scenario) {
+                    Ok(s) => s,
+                    Err(_) => return ExitStatus::BadInput,
+                };
+                if target.provider == ProviderKind::Existing && target.kubeconfig.is_none() {
+                    eprintln!("meshconf: --provider existing needs --kubeconfig FILE and --context CLUSTER=CONTEXT for each cluster");
+                    return ExitStatus::BadInput;
+                }
+                let mut cfg = session_config(&target, report_dir, report_name.unwrap_or_else(|| s.name.clone()));
+                cfg.keep = keep;
+                cfg.run_dir = run_dir;
+                session::run(&cfg, &s).await
+            }
+            Command::Doctor => {
+                let checks = meshconf::doctor::run().await;
+                println!("{}", meshconf::doctor::render(&checks));
+                if checks.iter().all(|c| c.ok) { ExitStatus::Passed } else { ExitStatus::Infrastructure }
+            }
+            Command::Down { run_dir } => down(run_dir).await,
+        }
+    });
+    ExitCode::from(status.code() as u8)
+}

@@ -6,5 +6,5 @@ mod render;
 mod types;
 
 pub use build::build;
-pub use render::render_shell;
+pub use render::{ctx_var as render_ctx_var, curl_target, render_shell};
 pub use types::*;

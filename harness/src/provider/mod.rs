@@ -1,1 +1,142 @@
-//! Providers.
+//! Cluster providers: they create and delete clusters, hand out kubeconfigs (host view and in-mesh view), and
+//! stand in for components that cannot run as pods. The scenario, plan and step code are the same for all.
+
+mod existing;
+mod kind;
+mod kwok;
+
+pub use existing::ExistingProvider;
+pub use kind::{KindOptions, KindProvider, kind_version};
+pub use kwok::{KwokOptions, KwokProvider, ToolsBin};
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::kube::{Applier, KubeError};
+use crate::plan::{ProviderKind, ProviderProfile};
+use crate::scenario::{ClusterName, Scenario};
+use crate::tools::{Istioctl, ToolError};
+
+/// Provider failures; all are infrastructure errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// A prerequisite is missing.
+    #[error("{0}")]
+    Missing(String),
+    /// A tool failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// The API failed.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    /// Local I/O failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Anything else, with a message naming the object.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ProviderError {
+    /// An I/O error with context.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Access to one cluster of the run.
+#[derive(Clone)]
+pub struct ClusterAccess {
+    /// Scenario name.
+    pub name: ClusterName,
+    /// Host-view kubeconfig (for meshconf, kube-rs and istioctl).
+    pub kubeconfig: PathBuf,
+    /// Context in that kubeconfig.
+    pub context: String,
+    /// The client.
+    pub client: kube::Client,
+    /// Server-side applier.
+    pub applier: Arc<Applier>,
+}
+
+/// What the run created, for cleanup.
+#[derive(Debug, Default, Clone)]
+pub struct CleanupReport {
+    /// Whether everything created is gone.
+    pub complete: bool,
+    /// Human summary.
+    pub message: String,
+}
+
+/// A cluster provider. Methods return boxed futures so providers can be chosen at run time.
+pub trait ClusterProvider: Send + Sync {
+    /// Provider kind.
+    fn kind(&self) -> ProviderKind;
+    /// Plan data for a scenario (pure).
+    fn profile(&self, scenario: &Scenario) -> ProviderProfile;
+    /// Components that run for real, and those whose behaviour is computed.
+    fn parts(&self) -> (Vec<String>, Vec<String>);
+    /// The istioctl to drive.
+    fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>>;
+    /// Creates (or connects to) every cluster.
+    fn create<'a>(
+        &'a self,
+        scenario: &'a Scenario,
+    ) -> BoxFuture<'a, Result<Vec<ClusterAccess>, ProviderError>>;
+    /// Routes between same-network nodes.
+    fn connect_networks<'a>(
+        &'a self,
+        scenario: &'a Scenario,
+        clusters: &'a [ClusterAccess],
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>>;
+    /// LoadBalancer addresses for a cluster.
+    fn load_balancers<'a>(
+        &'a self,
+        scenario: &'a Scenario,
+        cluster: &'a ClusterAccess,
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>>;
+    /// Runs after `istioctl install` on a primary (rehearsal: start istiod and wait for its webhooks).
+    fn after_primary_install<'a>(
+        &'a self,
+        cluster: &'a ClusterAccess,
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>>;
+    /// Runs after the remote install (rehearsal: wait for the primary's istiod to patch the remote's webhooks).
+    fn after_remote_install<'a>(
+        &'a self,
+        cluster: &'a ClusterAccess,
+        primary: &'a ClusterAccess,
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>>;
+    /// Kubeconfig and context istioctl should read when creating a remote secret for `cluster`, plus extra flags
+    /// (the in-mesh view: an API address the other cluster's istiod can reach).
+    fn remote_secret_source<'a>(
+        &'a self,
+        cluster: &'a ClusterAccess,
+    ) -> BoxFuture<'a, Result<(PathBuf, String, Vec<String>), ProviderError>>;
+    /// Deletes what the run created (never anything else).
+    fn cleanup(&self) -> BoxFuture<'_, CleanupReport>;
+    /// Run directory holding kubeconfigs, certs and logs.
+    fn run_dir(&self) -> PathBuf;
+    /// Whether cleanup deletes whole clusters; when not, the runner deletes the namespaces it created itself.
+    fn deletes_clusters(&self) -> bool {
+        true
+    }
+    /// Processes the provider started that have died (checked between steps), with log tails.
+    fn dead_processes(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Diagnostic files worth attaching on failure (e.g. istiod logs), as `(label, path)`.
+    fn diagnostics(&self) -> BTreeMap<String, PathBuf> {
+        BTreeMap::new()
+    }
+}

@@ -1,1 +1,9 @@
-//! Rehearsal.
+//! Rehearsal machinery for the `kwok` provider: supervised local processes (istiod, MetalLB controller), the
+//! state the curl stand-in reads, a one-shot ADS client, and the stand-in itself.
+
+pub mod procs;
+pub mod shim;
+pub mod state;
+pub mod xds;
+
+pub use shim::run_if_shim;

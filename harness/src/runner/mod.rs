@@ -1,1 +1,288 @@
-//! Runner.
+//! The runner: executes a plan's stages against a provider, steps of a stage in parallel, and reports every
+//! step as events. It never re-reads scenario files and never talks to reporters except through events.
+
+mod context;
+mod steps;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::exit::ExitStatus;
+use crate::mesh::Variant;
+use crate::plan::{self, Plan, PlannedStep, StepClass};
+use crate::provider::ClusterProvider;
+use crate::report::{Event, EventBus, FailureKind, Outcome};
+use crate::scenario::Scenario;
+
+pub use context::{RunContext, StepError};
+
+/// Run options.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Deadline for any single step.
+    pub step_timeout: Duration,
+    /// Deadline for the traffic check to converge (every expected version seen once).
+    pub convergence_timeout: Duration,
+    /// Deadline for a LoadBalancer Service to get an address.
+    pub lb_timeout: Duration,
+    /// Where `meshconf run` writes files users may want (also holds nothing secret).
+    pub report_dir: PathBuf,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            step_timeout: Duration::from_secs(900),
+            convergence_timeout: Duration::from_secs(180),
+            lb_timeout: Duration::from_secs(180),
+            report_dir: PathBuf::from("reports"),
+        }
+    }
+}
+
+/// Runs scenarios.
+pub struct Runner {
+    provider: Arc<dyn ClusterProvider>,
+    bus: EventBus,
+    opts: RunOptions,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl Runner {
+    /// A runner for `provider`, reporting to `bus`.
+    pub fn new(provider: Arc<dyn ClusterProvider>, bus: EventBus, opts: RunOptions) -> Self {
+        Self {
+            provider,
+            bus,
+            opts,
+            interrupted: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A flag that, once set (e.g. by Ctrl-C), stops the run after the current stage; cleanup still runs.
+    pub fn interrupt_flag(&self) -> Arc<AtomicBool> {
+        self.interrupted.clone()
+    }
+
+    /// Runs one scenario end to end; always cleans up and finishes the reporters.
+    pub async fn run(&self, scenario: &Scenario) -> ExitStatus {
+        let started = Instant::now();
+        let (status, ctx) = self.run_inner(scenario).await;
+        if let Some(ctx) = ctx.filter(|_| !self.provider.deletes_clusters()) {
+            for line in delete_created_namespaces(&ctx).await {
+                self.bus.emit(Event::StepLog {
+                    id: plan::StepId("cleanup".into()),
+                    message: line,
+                });
+            }
+        }
+        let cleanup = self.provider.cleanup().await;
+        self.bus.emit(Event::CleanupFinished {
+            complete: cleanup.complete,
+            message: cleanup.message,
+        });
+        self.bus.emit(Event::RunFinished {
+            status,
+            duration: started.elapsed(),
+        });
+        if let Err(e) = self.bus.finish() {
+            eprintln!("meshconf: {e}");
+        }
+        status
+    }
+
+    async fn run_inner(&self, scenario: &Scenario) -> (ExitStatus, Option<Arc<RunContext>>) {
+        let (real, computed) = self.provider.parts();
+        let preflight = async {
+            let istioctl = self.provider.istioctl().await?;
+            let version = istioctl.version().await?;
+            Ok::<_, crate::provider::ProviderError>((istioctl, version))
+        };
+        let (istioctl, version) = match preflight.await {
+            Ok(x) => x,
+            Err(e) => {
+                let profile = self.provider.profile(scenario);
+                let id = plan::StepId("preflight".into());
+                self.bus.emit(Event::RunStarted {
+                    scenario: scenario.name.clone(),
+                    guide: scenario.guide.clone(),
+                    source: scenario.source.display().to_string(),
+                    provider: profile.kind,
+                    dataplane: profile.dataplane,
+                    variant: "unknown (istioctl unavailable)".into(),
+                    real,
+                    computed,
+                    notes: profile.notes,
+                    steps: vec![(id.clone(), "Find istioctl and its version".into())],
+                });
+                self.bus.emit(Event::StepFinished {
+                    id,
+                    title: "Find istioctl and its version".into(),
+                    class: StepClass::Infrastructure,
+                    outcome: Outcome::Failed {
+                        kind: FailureKind::Infrastructure,
+                        message: e.to_string(),
+                        command: None,
+                        output_tail: None,
+                    },
+                    duration: Duration::ZERO,
+                    attempts: Vec::new(),
+                    properties: Default::default(),
+                });
+                return (ExitStatus::Infrastructure, None);
+            }
+        };
+        let variant = Variant::for_version(version);
+        let plan = plan::build(scenario, &variant, self.provider.profile(scenario));
+        self.bus.emit(Event::RunStarted {
+            scenario: scenario.name.clone(),
+            guide: scenario.guide.clone(),
+            source: scenario.source.display().to_string(),
+            provider: plan.provider.kind,
+            dataplane: plan.provider.dataplane,
+            variant: variant.describe(),
+            real,
+            computed,
+            notes: plan.provider.notes.clone(),
+            steps: plan.steps().map(|s| (s.id.clone(), s.title.clone())).collect(),
+        });
+        let ctx = Arc::new(RunContext::new(
+            scenario.clone(),
+            variant,
+            istioctl,
+            self.provider.clone(),
+            self.opts.clone(),
+        ));
+        (self.execute(&plan, &ctx).await, Some(ctx))
+    }
+
+    async fn execute(&self, plan: &Plan, ctx: &Arc<RunContext>) -> ExitStatus {
+        let mut status = ExitStatus::Passed;
+        let mut stop_reason: Option<String> = None;
+        for stage in &plan.stages {
+            if self.interrupted.load(Ordering::SeqCst) && stop_reason.is_none() {
+                stop_reason = Some("interrupted".into());
+            }
+            if let Some(reason) = &stop_reason {
+                for s in &stage.steps {
+                    self.skip(s, reason);
+                }
+                continue;
+            }
+            let runs = stage.steps.iter().map(|s| self.run_step(s, ctx));
+            for outcome in futures::future::join_all(runs).await {
+                status = status.worst(outcome);
+            }
+            if status != ExitStatus::Passed {
+                stop_reason = Some("an earlier step failed".into());
+            }
+        }
+        status
+    }
+
+    fn skip(&self, s: &PlannedStep, reason: &str) {
+        self.bus.emit(Event::StepFinished {
+            id: s.id.clone(),
+            title: s.title.clone(),
+            class: s.class,
+            outcome: Outcome::Skipped {
+                reason: reason.to_string(),
+            },
+            duration: Duration::ZERO,
+            attempts: Vec::new(),
+            properties: Default::default(),
+        });
+    }
+
+    async fn run_step(&self, s: &PlannedStep, ctx: &Arc<RunContext>) -> ExitStatus {
+        self.bus.emit(Event::StepStarted {
+            id: s.id.clone(),
+            title: s.title.clone(),
+        });
+        let started = Instant::now();
+        let log = ctx.logger(self.bus.clone(), s.id.clone());
+        let interrupted = self.interrupted.clone();
+        let work = steps::run(s, ctx, &log);
+        let result = tokio::select! {
+            r = tokio::time::timeout(self.opts.step_timeout, work) => match r {
+                Ok(r) => r,
+                Err(_) => Err(StepError::infra(format!("step did not finish within {:?}", self.opts.step_timeout))),
+            },
+            _ = wait_flag(interrupted) => Err(StepError::infra("interrupted".to_string())),
+        };
+        let dead = self.provider.dead_processes();
+        let result = match (result, dead.is_empty()) {
+            (Ok(p), true) => Ok(p),
+            (Ok(_), false) => Err(StepError::infra(format!(
+                "a process the rehearsal started has died: {}",
+                dead.join("\n")
+            ))),
+            (Err(e), true) => Err(e),
+            (Err(mut e), false) => {
+                e.message = format!(
+                    "{} (and a process the rehearsal started has died: {})",
+                    e.message,
+                    dead.join("; ")
+                );
+                e.kind = FailureKind::Infrastructure;
+                Err(e)
+            }
+        };
+        let (outcome, properties, status) = match result {
+            Ok(props) => (Outcome::Passed, props, ExitStatus::Passed),
+            Err(e) => {
+                let status = match e.kind {
+                    FailureKind::Conformance => ExitStatus::ConformanceFailure,
+                    FailureKind::Infrastructure => ExitStatus::Infrastructure,
+                };
+                (
+                    Outcome::Failed {
+                        kind: e.kind,
+                        message: e.message,
+                        command: e.command,
+                        output_tail: e.output_tail,
+                    },
+                    e.properties,
+                    status,
+                )
+            }
+        };
+        self.bus.emit(Event::StepFinished {
+            id: s.id.clone(),
+            title: s.title.clone(),
+            class: s.class,
+            outcome,
+            duration: started.elapsed(),
+            attempts: Vec::new(),
+            properties,
+        });
+        status
+    }
+}
+
+async fn wait_flag(flag: Arc<AtomicBool>) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Deletes the namespaces this run created (never ones that existed before), for providers that keep clusters.
+async fn delete_created_namespaces(ctx: &RunContext) -> Vec<String> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, DeleteParams};
+    let created = ctx.with_facts(|f| f.created_namespaces.clone());
+    let mut out = Vec::new();
+    for (cluster, ns) in created {
+        let Ok(c) = ctx.cluster(&cluster) else { continue };
+        let api: Api<Namespace> = Api::all(c.client.clone());
+        match api.delete(&ns, &DeleteParams::default()).await {
+            Ok(_) => out.push(format!(
+                "deleted namespace {ns} in {cluster} (created by this run)"
+            )),
+            Err(e) => out.push(format!("could not delete namespace {ns} in {cluster}: {e}")),
+        }
+    }
+    out
+}

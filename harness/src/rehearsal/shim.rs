@@ -1,0 +1,392 @@
+//! The rehearsal's stand-in for `curl` inside the client pod. kwok runs it on the host when the harness execs
+//! into the (fake) curl container. It computes the reply a sidecar would produce: endpoints come from the real
+//! istiod over ADS (as the pod's own proxy would receive them), the endpoint is picked round-robin, the serving
+//! pod is found through the real API by IP, and mTLS across clusters succeeds only if both clusters' real
+//! `istio-ca-root-cert` roots match. It never reads the scenario.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use super::state::RehearsalState;
+use super::xds::{self, ProxyIdentity, SeenEndpoint};
+
+/// Environment variable that turns a meshconf binary into the curl stand-in.
+pub const SHIM_ENV: &str = "MESHCONF_SHIM";
+
+/// Envoy's reply body when an upstream TLS handshake fails (roots differ).
+pub const TLS_FAILURE_BODY: &str = "upstream connect error or disconnect/reset before headers. retried and the latest \
+    reset reason: remote connection failure, transport failure reason: TLS_error:|268435581:SSL \
+    routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end";
+
+/// If this process was started as the curl stand-in, runs it and exits; otherwise returns.
+pub fn run_if_shim() {
+    if std::env::var(SHIM_ENV).as_deref() != Ok("curl") {
+        return;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(curl(args)),
+        Err(e) => {
+            eprintln!("meshconf rehearsal curl: cannot start runtime: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Writes the `curl` script that kwok's PATH finds first: it re-executes `exe` as the stand-in.
+pub fn install_shim(dir: &Path, exe: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("curl");
+    let quoted = exe.display().to_string().replace('\'', "'\\''");
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\n{SHIM_ENV}=curl exec '{quoted}' \"$@\"\n"),
+    )?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
+async fn client_from(kubeconfig: &Path) -> Result<Client, String> {
+    let kc =
+        Kubeconfig::read_from(kubeconfig).map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Client::try_from(cfg).map_err(|e| e.to_string())
+}
+
+struct Target {
+    service: String,
+    namespace: String,
+    port: u16,
+}
+
+fn parse_target(url: &str) -> Option<Target> {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let hostport = rest.split('/').next()?;
+    let (host, port) = hostport
+        .split_once(':')
+        .map(|(h, p)| (h, p.parse().ok()))
+        .unwrap_or((hostport, Some(80)));
+    let mut parts = host.split('.');
+    let service = parts.next()?.to_string();
+    let namespace = parts.next().unwrap_or("default").to_string();
+    Some(Target {
+        service,
+        namespace,
+        port: port?,
+    })
+}
+
+async fn curl(args: Vec<String>) -> i32 {
+    let urls: Vec<String> = args.into_iter().filter(|a| !a.starts_with('-')).collect();
+    if urls.is_empty() {
+        eprintln!("curl: no URL specified");
+        return 2;
+    }
+    let (Ok(cluster), Ok(state_path)) = (std::env::var("RH_CLUSTER"), std::env::var("RH_STATE")) else {
+        eprintln!("meshconf rehearsal curl: RH_CLUSTER and RH_STATE must be set by the kwok exec rule");
+        return 2;
+    };
+    match run(&cluster, Path::new(&state_path), &urls).await {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("curl: (7) {e}");
+            7
+        }
+    }
+}
+
+async fn run(cluster: &str, state_path: &Path, urls: &[String]) -> Result<Vec<String>, String> {
+    let state = RehearsalState::read(state_path)?;
+    let me = state
+        .clusters
+        .get(cluster)
+        .ok_or_else(|| format!("unknown rehearsal cluster {cluster}"))?;
+    let client = client_from(&me.kubeconfig).await?;
+    let pods: Api<Pod> = Api::all(client.clone());
+    let list = pods
+        .list(&ListParams::default().labels("app in (curl,sleep)"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let source = list
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.pod_ip.clone()).is_some()
+        })
+        .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
+        .ok_or_else(|| format!("no running curl pod in {cluster}"))?;
+    let mut out = Vec::new();
+    for url in urls {
+        let t = parse_target(url).ok_or_else(|| format!("cannot parse URL {url}"))?;
+        out.push(answer(&state, cluster, &client, &source, &t).await?);
+    }
+    Ok(out)
+}
+
+fn sidecar_env(p: &Pod) -> Option<BTreeMap<String, String>> {
+    let spec = p.spec.as_ref()?;
+    let proxy = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == "istio-proxy")?;
+    Some(
+        proxy
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect(),
+    )
+}
+
+async fn istiod_for(state: &RehearsalState, cluster: &str, client: &Client) -> Result<String, String> {
+    if let Some(x) = state.clusters.get(cluster).and_then(|c| c.istiod_xds.clone()) {
+        return Ok(x);
+    }
+    // A remote: its istio-system names the cluster whose istiod serves it.
+    let ns: Api<Namespace> = Api::all(client.clone());
+    let n = ns
+        .get("istio-system")
+        .await
+        .map_err(|e| format!("{cluster}: istio-system: {e}"))?;
+    let cps = n
+        .metadata
+        .annotations
+        .and_then(|a| a.get("topology.istio.io/controlPlaneClusters").cloned())
+        .ok_or_else(|| format!("{cluster} runs no istiod and names no controlPlaneClusters"))?;
+    cps.split(',')
+        .find_map(|c| state.clusters.get(c.trim()).and_then(|s| s.istiod_xds.clone()))
+        .ok_or_else(|| format!("no running istiod for control plane '{cps}' of {cluster}"))
+}
+
+fn next_index(state: &RehearsalState, key: &str, n: usize) -> usize {
+    let path = state.rr_dir.join(key.replace(['/', '|'], "_"));
+    let cur: usize = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let _ = std::fs::create_dir_all(&state.rr_dir);
+    let _ = std::fs::write(&path, (cur + 1).to_string());
+    cur % n.max(1)
+}
+
+async fn pod_by_ip(client: &Client, ip: &str) -> Result<Option<Pod>, String> {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let l = pods
+        .list(&ListParams::default().fields(&format!("status.podIP={ip}")))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(l.items
+        .into_iter()
+        .find(|p| p.metadata.deletion_timestamp.is_none()))
+}
+
+async fn root_cert(client: &Client, ns: &str) -> Option<String> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    cms.get_opt("istio-ca-root-cert")
+        .await
+        .ok()
+        .flatten()?
+        .data?
+        .get("root-cert.pem")
+        .cloned()
+}
+
+/// HelloWorld's version is baked into its image (`examples-helloworld-v1`); fall back to the env the gen script
+/// sets, then the label.
+fn helloworld_version(p: &Pod) -> String {
+    let c = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == "helloworld"));
+    if let Some(img) = c.and_then(|c| c.image.clone())
+        && let Some(pos) = img.find("helloworld-v")
+    {
+        let v: String = img[pos + "helloworld-".len()..]
+            .chars()
+            .take_while(|ch| ch.is_ascii_alphanumeric())
+            .collect();
+        if v.len() > 1 {
+            return v;
+        }
+    }
+    if let Some(v) = c
+        .and_then(|c| c.env.as_ref())
+        .and_then(|e| e.iter().find(|e| e.name == "SERVICE_VERSION"))
+        .and_then(|e| e.value.clone())
+    {
+        return v;
+    }
+    p.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("version").cloned())
+        .unwrap_or_else(|| "v1".into())
+}
+
+async fn answer(
+    state: &RehearsalState,
+    cluster: &str,
+    client: &Client,
+    source: &Pod,
+    t: &Target,
+) -> Result<String, String> {
+    let src_ns = source.metadata.namespace.clone().unwrap_or_default();
+    let chosen: (String, Option<String>) = match sidecar_env(source) {
+        Some(env) => {
+            let xds_addr = istiod_for(state, cluster, client).await?;
+            let ip = source
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default();
+            let mut metadata: BTreeMap<String, String> = BTreeMap::new();
+            for (k, v) in &env {
+                if let Some(m) = k.strip_prefix("ISTIO_META_") {
+                    metadata.insert(m.to_string(), v.clone());
+                }
+            }
+            metadata
+                .entry("CLUSTER_ID".into())
+                .or_insert_with(|| cluster.to_string());
+            metadata.insert("INTERCEPTION_MODE".into(), "REDIRECT".into());
+            let proxy = ProxyIdentity {
+                ip,
+                pod: source.metadata.name.clone().unwrap_or_default(),
+                namespace: src_ns.clone(),
+                metadata,
+                labels: source
+                    .metadata
+                    .labels
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            };
+            let name = format!(
+                "outbound|{}||{}.{}.svc.cluster.local",
+                t.port, t.service, t.namespace
+            );
+            let seen: Vec<SeenEndpoint> =
+                xds::eligible(&xds::endpoints(&xds_addr, &proxy, &name, Duration::from_secs(10)).await?);
+            if seen.is_empty() {
+                return Ok("no healthy upstream".into());
+            }
+            let e = &seen[next_index(state, &format!("{cluster}-{name}"), seen.len())];
+            (e.address.clone(), e.cluster_id.clone())
+        }
+        None => {
+            // No sidecar: kube-proxy picks among the local cluster's ready endpoints only.
+            let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &t.namespace);
+            let l = slices
+                .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={}", t.service)))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut ips: Vec<String> = l
+                .items
+                .iter()
+                .flat_map(|s| s.endpoints.iter())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+                .flat_map(|e| e.addresses.iter().cloned())
+                .collect();
+            ips.sort();
+            if ips.is_empty() {
+                return Err(format!(
+                    "Failed to connect to {}.{} port {}: no endpoints",
+                    t.service, t.namespace, t.port
+                ));
+            }
+            let i = next_index(
+                state,
+                &format!("{cluster}-kube-proxy-{}.{}", t.service, t.namespace),
+                ips.len(),
+            );
+            (ips[i].clone(), Some(cluster.to_string()))
+        }
+    };
+    let (ip, cluster_id) = chosen;
+    let dest_cluster = cluster_id.unwrap_or_else(|| cluster.to_string());
+    let dest_state = state
+        .clusters
+        .get(&dest_cluster)
+        .ok_or_else(|| format!("endpoint {ip} is in unknown cluster {dest_cluster}"))?;
+    let dest_client = if dest_cluster == cluster {
+        client.clone()
+    } else {
+        client_from(&dest_state.kubeconfig).await?
+    };
+    let pod = pod_by_ip(&dest_client, &ip)
+        .await?
+        .ok_or_else(|| format!("no pod has IP {ip} in {dest_cluster}"))?;
+    if dest_cluster != cluster && sidecar_env(source).is_some() {
+        let dest_ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let (a, b) = (
+            root_cert(client, &src_ns).await,
+            root_cert(&dest_client, &dest_ns).await,
+        );
+        if a.is_none() || a != b {
+            return Ok(TLS_FAILURE_BODY.to_string());
+        }
+    }
+    Ok(format!(
+        "Hello version: {}, instance: {}",
+        helloworld_version(&pod),
+        pod.metadata.name.unwrap_or_default()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_like_curl() {
+        let t = parse_target("helloworld.sample:5000/hello").expect("t");
+        assert_eq!(
+            (t.service.as_str(), t.namespace.as_str(), t.port),
+            ("helloworld", "sample", 5000)
+        );
+        let t = parse_target("http://web.ns/").expect("t");
+        assert_eq!(t.port, 80);
+        assert!(parse_target("h:notaport/").is_none());
+    }
+
+    #[test]
+    fn version_comes_from_the_image() {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"version": "v9"}},
+            "spec": {"containers": [{"name": "helloworld", "image": "registry.istio.io/release/examples-helloworld-v2:1.0"}]}
+        }))
+        .expect("pod");
+        assert_eq!(helloworld_version(&p), "v2");
+    }
+
+    #[test]
+    fn shim_script_reexecs_the_binary() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = install_shim(dir.path(), Path::new("/opt/it's/meshconf")).expect("write");
+        let text = std::fs::read_to_string(p).expect("read");
+        assert!(
+            text.contains("MESHCONF_SHIM=curl exec '/opt/it'\\''s/meshconf' \"$@\""),
+            "{text}"
+        );
+    }
+}

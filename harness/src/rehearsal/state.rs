@@ -1,0 +1,44 @@
+//! What the curl stand-in needs to know, written by the kwok provider as it starts processes. It names only
+//! process facts (kubeconfigs, istiod ports), never anything from the scenario.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One rehearsal cluster.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Kubeconfig with that cluster as current context.
+    pub kubeconfig: PathBuf,
+    /// The plaintext xDS address of the istiod process running for this cluster, if one runs.
+    pub istiod_xds: Option<String>,
+}
+
+/// The whole rehearsal.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RehearsalState {
+    /// By cluster name (as kwok clusters are named).
+    pub clusters: BTreeMap<String, ClusterState>,
+    /// Directory for round-robin counters.
+    pub rr_dir: PathBuf,
+}
+
+impl RehearsalState {
+    /// Reads the state file.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("bad state file {}: {e}", path.display()))
+    }
+
+    /// Writes the state file atomically.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, path)
+    }
+}

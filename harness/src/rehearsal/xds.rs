@@ -1,0 +1,212 @@
+//! A one-shot ADS client: asks istiod, on its plaintext port, for the endpoints a given sidecar would get.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::{Node, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::google::protobuf::{Struct, Value, value};
+use prost::Message;
+
+/// EDS type URL.
+pub const EDS_TYPE: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// One endpoint as the proxy would see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenEndpoint {
+    /// IP address.
+    pub address: String,
+    /// Port.
+    pub port: u32,
+    /// Cluster ID from istio's `workload` metadata (`name;ns;svc;rev;cluster`).
+    pub cluster_id: Option<String>,
+    /// Locality priority.
+    pub priority: u32,
+    /// Envoy health status code (0 unknown, 1 healthy).
+    pub health: i32,
+}
+
+/// The proxy identity for the request.
+#[derive(Debug, Clone)]
+pub struct ProxyIdentity {
+    /// Pod IP.
+    pub ip: String,
+    /// Pod name.
+    pub pod: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Metadata fields (CLUSTER_ID, NETWORK, ...).
+    pub metadata: BTreeMap<String, String>,
+    /// Pod labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+fn str_value(s: &str) -> Value {
+    Value {
+        kind: Some(value::Kind::StringValue(s.to_string())),
+    }
+}
+
+fn node(p: &ProxyIdentity) -> Node {
+    let mut fields: std::collections::HashMap<String, Value> = p
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), str_value(v)))
+        .collect();
+    fields.insert("NAMESPACE".into(), str_value(&p.namespace));
+    fields.insert("NAME".into(), str_value(&p.pod));
+    fields.insert("INSTANCE_IPS".into(), str_value(&p.ip));
+    let labels: std::collections::HashMap<String, Value> =
+        p.labels.iter().map(|(k, v)| (k.clone(), str_value(v))).collect();
+    fields.insert(
+        "LABELS".into(),
+        Value {
+            kind: Some(value::Kind::StructValue(Struct { fields: labels })),
+        },
+    );
+    Node {
+        id: format!(
+            "sidecar~{}~{}.{}~{}.svc.cluster.local",
+            p.ip, p.pod, p.namespace, p.namespace
+        ),
+        cluster: format!(
+            "{}.{}",
+            p.labels.get("app").cloned().unwrap_or_default(),
+            p.namespace
+        ),
+        metadata: Some(Struct { fields }),
+        ..Default::default()
+    }
+}
+
+/// Requests the ClusterLoadAssignment for `cluster_name` (e.g. `outbound|5000||helloworld.sample.svc.cluster.local`).
+pub async fn endpoints(
+    xds_addr: &str,
+    proxy: &ProxyIdentity,
+    cluster_name: &str,
+    timeout: Duration,
+) -> Result<Vec<SeenEndpoint>, String> {
+    let fut = async {
+        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds_addr}"))
+            .await
+            .map_err(|e| format!("cannot connect to istiod xDS at {xds_addr}: {e}"))?;
+        let req = DiscoveryRequest {
+            node: Some(node(proxy)),
+            type_url: EDS_TYPE.into(),
+            resource_names: vec![cluster_name.to_string()],
+            ..Default::default()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(req).await.map_err(|e| e.to_string())?;
+        let mut stream = client
+            .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(|e| format!("ADS stream refused by istiod at {xds_addr}: {}", e.message()))?
+            .into_inner();
+        let resp = stream
+            .message()
+            .await
+            .map_err(|e| format!("ADS error from istiod at {xds_addr}: {}", e.message()))?
+            .ok_or_else(|| "istiod closed the ADS stream without a response".to_string())?;
+        drop(tx);
+        let mut out = Vec::new();
+        for any in resp.resources {
+            let cla = ClusterLoadAssignment::decode(any.value.as_slice())
+                .map_err(|e| format!("bad EDS payload: {e}"))?;
+            if cla.cluster_name != cluster_name {
+                continue;
+            }
+            for locality in cla.endpoints {
+                for lb in locality.lb_endpoints {
+                    let cluster_id = lb
+                        .metadata
+                        .as_ref()
+                        .and_then(|m| m.filter_metadata.get("istio"))
+                        .and_then(|s| s.fields.get("workload"))
+                        .and_then(|v| match &v.kind {
+                            Some(value::Kind::StringValue(w)) => w.split(';').nth(4).map(str::to_string),
+                            _ => None,
+                        });
+                    let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = lb.host_identifier else {
+                        continue;
+                    };
+                    let Some(address::Address::SocketAddress(sa)) = ep.address.and_then(|a| a.address) else {
+                        continue;
+                    };
+                    let port = match sa.port_specifier {
+                        Some(socket_address::PortSpecifier::PortValue(p)) => p,
+                        _ => 0,
+                    };
+                    out.push(SeenEndpoint {
+                        address: sa.address,
+                        port,
+                        cluster_id,
+                        priority: locality.priority,
+                        health: lb.health_status,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| format!("istiod at {xds_addr} did not answer EDS within {timeout:?}"))?
+}
+
+/// Envoy's choice set: healthy or unknown endpoints of the lowest priority present.
+pub fn eligible(endpoints: &[SeenEndpoint]) -> Vec<SeenEndpoint> {
+    let ok: Vec<&SeenEndpoint> = endpoints
+        .iter()
+        .filter(|e| e.health == 0 || e.health == 1)
+        .collect();
+    let Some(min) = ok.iter().map(|e| e.priority).min() else {
+        return Vec::new();
+    };
+    let mut v: Vec<SeenEndpoint> = ok.into_iter().filter(|e| e.priority == min).cloned().collect();
+    v.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(a: &str, pri: u32, health: i32) -> SeenEndpoint {
+        SeenEndpoint {
+            address: a.into(),
+            port: 5000,
+            cluster_id: None,
+            priority: pri,
+            health,
+        }
+    }
+
+    #[test]
+    fn eligible_keeps_lowest_priority_healthy() {
+        let v = eligible(&[
+            ep("10.0.0.2", 0, 1),
+            ep("10.0.0.1", 0, 0),
+            ep("10.0.0.3", 1, 1),
+            ep("10.0.0.4", 0, 2),
+        ]);
+        let addrs: Vec<_> = v.iter().map(|e| e.address.as_str()).collect();
+        assert_eq!(addrs, ["10.0.0.1", "10.0.0.2"]);
+    }
+
+    #[test]
+    fn node_id_follows_the_sidecar_format() {
+        let p = ProxyIdentity {
+            ip: "10.10.1.5".into(),
+            pod: "curl-abc".into(),
+            namespace: "sample".into(),
+            metadata: BTreeMap::from([("CLUSTER_ID".into(), "cluster1".into())]),
+            labels: BTreeMap::from([("app".into(), "curl".into())]),
+        };
+        let n = node(&p);
+        assert_eq!(n.id, "sidecar~10.10.1.5~curl-abc.sample~sample.svc.cluster.local");
+        assert_eq!(n.cluster, "curl.sample");
+    }
+}

@@ -1,0 +1,186 @@
+//! State shared by the steps of one run: cluster access, runtime facts (addresses, timestamps), the shared root.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::RunOptions;
+use crate::kube::KubeError;
+use crate::mesh::{SharedRoot, Variant};
+use crate::plan::StepId;
+use crate::provider::{ClusterAccess, ClusterProvider, ProviderError};
+use crate::report::{Event, EventBus, FailureKind};
+use crate::scenario::{ClusterName, Scenario};
+use crate::tools::{Istioctl, ToolError};
+
+/// Why a step failed, classified.
+#[derive(Debug, Clone)]
+pub struct StepError {
+    /// Conformance or infrastructure.
+    pub kind: FailureKind,
+    /// One-line message.
+    pub message: String,
+    /// Command, if one failed.
+    pub command: Option<String>,
+    /// Output tail.
+    pub output_tail: Option<String>,
+    /// Measurements to report even on failure.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl StepError {
+    /// An infrastructure error.
+    pub fn infra(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Infrastructure,
+            message: message.into(),
+            command: None,
+            output_tail: None,
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// A conformance failure.
+    pub fn conformance(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Conformance,
+            ..Self::infra(message)
+        }
+    }
+}
+
+impl From<ToolError> for StepError {
+    fn from(e: ToolError) -> Self {
+        let (command, output_tail) = e.command_and_tail();
+        Self {
+            command,
+            output_tail,
+            ..Self::infra(e.to_string())
+        }
+    }
+}
+
+impl From<KubeError> for StepError {
+    fn from(e: KubeError) -> Self {
+        match e {
+            // A state that can never become the wanted one is the mesh's doing (e.g. no sidecar injected).
+            KubeError::Unmet(m) => Self::conformance(m),
+            other => Self::infra(other.to_string()),
+        }
+    }
+}
+
+impl From<ProviderError> for StepError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::Tool(t) => t.into(),
+            ProviderError::Kube(k) => k.into(),
+            other => Self::infra(other.to_string()),
+        }
+    }
+}
+
+/// Emits step log lines as events.
+pub struct StepLogger {
+    bus: EventBus,
+    id: StepId,
+}
+
+impl StepLogger {
+    /// Logs a line (must not contain secrets).
+    pub fn log(&self, message: impl Into<String>) {
+        self.bus.emit(Event::StepLog {
+            id: self.id.clone(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Runtime facts learned by steps.
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// East-west gateway address per cluster (`DISCOVERY_ADDRESS`).
+    pub eastwest: BTreeMap<ClusterName, String>,
+    /// When the last remote secret was applied.
+    pub last_secret: Option<Instant>,
+    /// Namespaces the run created (not present before), per cluster.
+    pub created_namespaces: Vec<(ClusterName, String)>,
+}
+
+/// Everything a step may use.
+pub struct RunContext {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Guide variant.
+    pub variant: Variant,
+    /// istioctl.
+    pub istioctl: Istioctl,
+    /// Provider.
+    pub provider: Arc<dyn ClusterProvider>,
+    /// Options.
+    pub opts: RunOptions,
+    /// Cluster access once created.
+    pub clusters: Mutex<BTreeMap<ClusterName, ClusterAccess>>,
+    /// Facts.
+    pub facts: Mutex<Facts>,
+    /// The shared root, generated on first use.
+    pub root: tokio::sync::OnceCell<Arc<SharedRoot>>,
+}
+
+impl RunContext {
+    /// A context for one run.
+    pub fn new(
+        scenario: Scenario,
+        variant: Variant,
+        istioctl: Istioctl,
+        provider: Arc<dyn ClusterProvider>,
+        opts: RunOptions,
+    ) -> Self {
+        Self {
+            scenario,
+            variant,
+            istioctl,
+            provider,
+            opts,
+            clusters: Mutex::new(BTreeMap::new()),
+            facts: Mutex::new(Facts::default()),
+            root: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// A logger for a step.
+    pub fn logger(&self, bus: EventBus, id: StepId) -> StepLogger {
+        StepLogger { bus, id }
+    }
+
+    /// Access to a cluster.
+    pub fn cluster(&self, name: &ClusterName) -> Result<ClusterAccess, StepError> {
+        self.clusters
+            .lock()
+            .map_err(|_| StepError::infra("cluster table poisoned"))?
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StepError::infra(format!("cluster {name} was not created")))
+    }
+
+    /// All clusters.
+    pub fn all_clusters(&self) -> Vec<ClusterAccess> {
+        self.clusters
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Updates facts.
+    pub fn with_facts<T>(&self, f: impl FnOnce(&mut Facts) -> T) -> T {
+        match self.facts.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    /// The run directory.
+    pub fn run_dir(&self) -> std::path::PathBuf {
+        self.provider.run_dir()
+    }
+}

@@ -1,0 +1,570 @@
+//! What each plan action does against real clusters. The same code serves every provider.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, ListParams};
+
+use super::context::{RunContext, StepError, StepLogger};
+use crate::apps;
+use crate::kube::{self as k, parse_documents};
+use crate::mesh::{self, SharedRoot};
+use crate::plan::{Action, PlannedStep, curl_target};
+use crate::provider::ClusterAccess;
+use crate::scenario::{AppVersion, ClusterName};
+use crate::verify::{self, Answer};
+
+/// Requests per exec: one curl invocation fetches this many URLs, saving exec round-trips.
+pub const BATCH: u32 = 10;
+
+type Props = BTreeMap<String, String>;
+
+fn write_private(path: &Path, body: &str) -> Result<(), StepError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| StepError::infra(format!("mkdir {}: {e}", d.display())))?;
+    }
+    std::fs::write(path, body).map_err(|e| StepError::infra(format!("write {}: {e}", path.display())))?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(())
+}
+
+pub(super) async fn run(
+    s: &PlannedStep,
+    ctx: &Arc<RunContext>,
+    log: &StepLogger,
+) -> Result<Props, StepError> {
+    match &s.action {
+        Action::CreateClusters { .. } => {
+            let started = Instant::now();
+            let clusters = ctx.provider.create(&ctx.scenario).await?;
+            let mut m = ctx
+                .clusters
+                .lock()
+                .map_err(|_| StepError::infra("cluster table poisoned"))?;
+            for c in clusters {
+                log.log(format!(
+                    "{}: context {} in {}",
+                    c.name,
+                    c.context,
+                    c.kubeconfig.display()
+                ));
+                m.insert(c.name.clone(), c);
+            }
+            Ok(Props::from([(
+                "create-seconds".into(),
+                format!("{:.1}", started.elapsed().as_secs_f64()),
+            )]))
+        }
+        Action::ConnectNetworks { .. } => {
+            let all = ctx.all_clusters();
+            for l in ctx.provider.connect_networks(&ctx.scenario, &all).await? {
+                log.log(l);
+            }
+            Ok(Props::new())
+        }
+        Action::LoadBalancers { cluster } => {
+            let c = ctx.cluster(cluster)?;
+            for l in ctx.provider.load_balancers(&ctx.scenario, &c).await? {
+                log.log(l);
+            }
+            Ok(Props::new())
+        }
+        Action::PlugCaCerts { cluster } => plug_cacerts(ctx, cluster, log).await,
+        Action::InstallIstio {
+            cluster,
+            file,
+            operator,
+            overlay,
+        } => {
+            let c = ctx.cluster(cluster)?;
+            let path = ctx.run_dir().join(file);
+            write_private(&path, operator)?;
+            let out = ctx
+                .istioctl
+                .install(&c.kubeconfig, &c.context, &path, &overlay.args())
+                .run()
+                .await?;
+            log.log(format!("istioctl install -f {file}: {}", last_line(&out.stdout)));
+            for l in ctx.provider.after_primary_install(&c).await? {
+                log.log(l);
+            }
+            Ok(Props::new())
+        }
+        Action::EastwestGateway {
+            cluster,
+            file,
+            operator,
+            overlay,
+            ..
+        } => {
+            let c = ctx.cluster(cluster)?;
+            let path = ctx.run_dir().join(file);
+            write_private(&path, operator)?;
+            let out = ctx
+                .istioctl
+                .install(&c.kubeconfig, &c.context, &path, &overlay.args())
+                .run()
+                .await?;
+            log.log(format!("istioctl install -f {file}: {}", last_line(&out.stdout)));
+            let started = Instant::now();
+            let ip = k::wait_lb_address(
+                &c.client,
+                "istio-system",
+                "istio-eastwestgateway",
+                ctx.opts.lb_timeout,
+            )
+            .await?;
+            log.log(format!(
+                "istio-eastwestgateway EXTERNAL-IP {ip} after {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+            ctx.with_facts(|f| f.eastwest.insert(cluster.clone(), ip.to_string()));
+            Ok(Props::from([("eastwest-address".into(), ip.to_string())]))
+        }
+        Action::ExposeIstiod { cluster, manifest } => {
+            let c = ctx.cluster(cluster)?;
+            for a in c.applier.apply_yaml(manifest, Some("istio-system")).await? {
+                log.log(format!("applied {a}"));
+            }
+            Ok(Props::new())
+        }
+        Action::RemoteSecret { from, into } => remote_secret(ctx, from, into, log).await,
+        Action::InstallRemote {
+            cluster,
+            primary,
+            file,
+            overlay,
+            ..
+        } => {
+            let c = ctx.cluster(cluster)?;
+            let p = ctx.cluster(primary)?;
+            ensure_namespace(
+                ctx,
+                &c,
+                "istio-system",
+                &[],
+                &[("topology.istio.io/controlPlaneClusters", primary.as_str())],
+            )
+            .await?;
+            log.log(format!(
+                "annotated {cluster}/istio-system topology.istio.io/controlPlaneClusters={primary}"
+            ));
+            let known = ctx.with_facts(|f| f.eastwest.get(primary).cloned());
+            let address = match known {
+                Some(a) => a,
+                None => k::wait_lb_address(
+                    &p.client,
+                    "istio-system",
+                    "istio-eastwestgateway",
+                    ctx.opts.lb_timeout,
+                )
+                .await?
+                .to_string(),
+            };
+            log.log(format!("DISCOVERY_ADDRESS={address}"));
+            let cl = ctx
+                .scenario
+                .cluster(cluster)
+                .ok_or_else(|| StepError::infra(format!("unknown cluster {cluster}")))?;
+            let operator = mesh::remote_operator(
+                &ctx.scenario.mesh_id,
+                cluster,
+                &cl.network,
+                &address,
+                &ctx.variant,
+            );
+            let path = ctx.run_dir().join(file);
+            write_private(&path, &operator)?;
+            let out = ctx
+                .istioctl
+                .install(&c.kubeconfig, &c.context, &path, &overlay.args())
+                .run()
+                .await?;
+            log.log(format!("istioctl install -f {file}: {}", last_line(&out.stdout)));
+            for l in ctx.provider.after_remote_install(&c, &p).await? {
+                log.log(l);
+            }
+            Ok(Props::from([("discovery-address".into(), address)]))
+        }
+        Action::DeployApps {
+            cluster,
+            namespace,
+            injection,
+            versions,
+            client,
+        } => {
+            deploy_apps(
+                ctx,
+                cluster,
+                namespace.as_str(),
+                *injection,
+                versions,
+                *client,
+                log,
+            )
+            .await
+        }
+        Action::CheckTraffic {
+            from,
+            namespace,
+            url,
+            expect,
+            requests,
+        } => check_traffic(ctx, from, namespace.as_str(), url, expect, *requests, log).await,
+    }
+}
+
+fn last_line(s: &str) -> String {
+    s.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("done")
+        .trim()
+        .to_string()
+}
+
+async fn ensure_namespace(
+    ctx: &RunContext,
+    c: &ClusterAccess,
+    ns: &str,
+    labels: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+) -> Result<(), StepError> {
+    let api: Api<Namespace> = Api::all(c.client.clone());
+    let existed = api
+        .get_opt(ns)
+        .await
+        .map_err(|source| k::KubeError::Api {
+            what: format!("get namespace {ns} in {}", c.name),
+            source,
+        })?
+        .is_some();
+    let doc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {
+            "name": ns,
+            "labels": labels.iter().map(|(a, b)| (a.to_string(), serde_json::Value::String(b.to_string()))).collect::<serde_json::Map<_, _>>(),
+            "annotations": annotations.iter().map(|(a, b)| (a.to_string(), serde_json::Value::String(b.to_string()))).collect::<serde_json::Map<_, _>>(),
+        }
+    });
+    c.applier.apply_values(vec![doc], None).await?;
+    if !existed {
+        ctx.with_facts(|f| f.created_namespaces.push((c.name.clone(), ns.to_string())));
+    }
+    Ok(())
+}
+
+async fn plug_cacerts(
+    ctx: &Arc<RunContext>,
+    cluster: &ClusterName,
+    log: &StepLogger,
+) -> Result<Props, StepError> {
+    let c = ctx.cluster(cluster)?;
+    let root = ctx
+        .root
+        .get_or_try_init(|| async { SharedRoot::generate().map(Arc::new) })
+        .await
+        .map_err(|e| StepError::infra(e.to_string()))?
+        .clone();
+    let bundle = root
+        .intermediate(cluster.as_str())
+        .map_err(|e| StepError::infra(e.to_string()))?;
+    let dir = ctx.run_dir().join("certs").join(cluster.as_str());
+    for (name, body) in bundle.secret_data() {
+        write_private(&dir.join(&name), &body)?;
+    }
+    ensure_namespace(ctx, &c, "istio-system", &[], &[]).await?;
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "cacerts", "namespace": "istio-system"},
+        "type": "Opaque",
+        "stringData": bundle.secret_data(),
+    });
+    c.applier.apply_values(vec![secret], Some("istio-system")).await?;
+    log.log(format!("Secret istio-system/cacerts in {cluster}: intermediate CA for {cluster} under the shared root (keys not logged)"));
+    Ok(Props::new())
+}
+
+async fn remote_secret(
+    ctx: &Arc<RunContext>,
+    from: &ClusterName,
+    into: &ClusterName,
+    log: &StepLogger,
+) -> Result<Props, StepError> {
+    let src = ctx.cluster(from)?;
+    let dst = ctx.cluster(into)?;
+    let (kubeconfig, context, flags) = ctx.provider.remote_secret_source(&src).await?;
+    let cmd = ctx.istioctl.create_remote_secret(
+        ctx.variant.remote_secret_words(),
+        &kubeconfig,
+        &context,
+        from.as_str(),
+        &flags,
+    );
+    // stdout is a Secret holding a bearer token: parsed and applied, never logged.
+    let out = cmd.run().await?;
+    let docs = parse_documents(&out.stdout).map_err(|e| {
+        StepError::infra(format!(
+            "istioctl create-remote-secret printed something that is not YAML: {e}"
+        ))
+    })?;
+    let names: Vec<String> = docs
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    if names.is_empty() {
+        return Err(StepError::infra(
+            "istioctl create-remote-secret printed no Secret",
+        ));
+    }
+    dst.applier.apply_values(docs, Some("istio-system")).await?;
+    ctx.with_facts(|f| f.last_secret = Some(Instant::now()));
+    log.log(format!(
+        "applied Secret istio-system/{} into {into} (content not logged)",
+        names.join(", ")
+    ));
+    Ok(Props::from([("secret".into(), names.join(","))]))
+}
+
+async fn deploy_apps(
+    ctx: &Arc<RunContext>,
+    cluster: &ClusterName,
+    ns: &str,
+    injection: bool,
+    versions: &[AppVersion],
+    client: bool,
+    log: &StepLogger,
+) -> Result<Props, StepError> {
+    let c = ctx.cluster(cluster)?;
+    let labels: Vec<(&str, &str)> = if injection {
+        vec![("istio-injection", "enabled")]
+    } else {
+        Vec::new()
+    };
+    ensure_namespace(ctx, &c, ns, &labels, &[]).await?;
+    let all_versions: Vec<&str> = vec!["v1", "v2"];
+    let hw_text = apps::helloworld_yaml(&ctx.variant, &all_versions);
+    let client_text = apps::client_yaml(&ctx.variant);
+    write_private(&ctx.run_dir().join(apps::HELLOWORLD_PATH), &hw_text)?;
+    write_private(
+        &ctx.run_dir().join(apps::client_path(ctx.variant.client)),
+        &client_text,
+    )?;
+    let mut hw = parse_documents(&hw_text)?;
+    for v in versions {
+        if !all_versions.contains(&v.as_str()) {
+            hw.extend(
+                parse_documents(&apps::helloworld_yaml(&ctx.variant, &[v.as_str()]))?
+                    .into_iter()
+                    .skip(1),
+            );
+        }
+    }
+    let sel = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+    let mut applied = c
+        .applier
+        .apply_values(
+            apps::select_documents(&hw, &sel("service", "helloworld")),
+            Some(ns),
+        )
+        .await?;
+    for v in versions {
+        applied.extend(
+            c.applier
+                .apply_values(apps::select_documents(&hw, &sel("version", v.as_str())), Some(ns))
+                .await?,
+        );
+    }
+    if client {
+        applied.extend(c.applier.apply_yaml(&client_text, Some(ns)).await?);
+    }
+    for a in &applied {
+        log.log(format!("applied {a}"));
+    }
+    // The guide expects 2/2 (app + istio-proxy) whatever the namespace says: a pod without its sidecar fails.
+    let want = 2;
+    let mut waits = Vec::new();
+    for v in versions {
+        waits.push(format!("app=helloworld,version={v}"));
+    }
+    if client {
+        waits.push(format!("app={}", ctx.variant.client.name()));
+    }
+    let started = Instant::now();
+    let checks = waits
+        .iter()
+        .map(|sel| k::wait_pods_ready(&c.client, ns, sel, want, Duration::from_secs(300)));
+    let mut props = Props::new();
+    for (sel, r) in waits.iter().zip(futures::future::join_all(checks).await) {
+        let ready = r?;
+        for (name, r, t) in ready.pods {
+            log.log(format!("pod {name} {r}/{t} Running ({sel})"));
+            props.insert(format!("pod/{name}"), format!("{r}/{t}"));
+        }
+    }
+    props.insert(
+        "ready-seconds".into(),
+        format!("{:.1}", started.elapsed().as_secs_f64()),
+    );
+    Ok(props)
+}
+
+async fn client_pod(c: &ClusterAccess, ns: &str, app: &str) -> Result<String, StepError> {
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+    let l = pods
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .map_err(|source| k::KubeError::Api {
+            what: format!("list pods -l app={app} in {}/{ns}", c.name),
+            source,
+        })?;
+    l.items
+        .into_iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .find_map(|p| p.metadata.name)
+        .ok_or_else(|| StepError::infra(format!("no running {app} pod in {}/{ns}", c.name)))
+}
+
+/// Which cluster runs each HelloWorld pod, read from every cluster's API.
+async fn attribution(ctx: &RunContext, ns: &str) -> Result<verify::Attribution, StepError> {
+    let mut m = verify::Attribution::new();
+    for c in ctx.all_clusters() {
+        let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+        let l = pods
+            .list(&ListParams::default().labels("app=helloworld"))
+            .await
+            .map_err(|source| k::KubeError::Api {
+                what: format!("list helloworld pods in {}", c.name),
+                source,
+            })?;
+        for p in l.items {
+            if let Some(n) = p.metadata.name {
+                m.insert(n, c.name.clone());
+            }
+        }
+    }
+    Ok(m)
+}
+
+async fn batch(
+    c: &ClusterAccess,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    target: &str,
+    n: u32,
+) -> Result<Vec<Answer>, StepError> {
+    let mut argv = vec!["curl".to_string(), "-sS".to_string()];
+    argv.extend((0..n).map(|_| target.to_string()));
+    let out = k::exec(&c.client, ns, pod, container, &argv, Duration::from_secs(60)).await?;
+    let mut answers = verify::parse_answers(&out.stdout);
+    if out.exit_code != 0 {
+        let err = out.stderr.lines().next().unwrap_or("").trim().to_string();
+        answers.push(Answer::Other {
+            text: format!("curl exit {}: {err}", out.exit_code),
+        });
+    }
+    Ok(answers)
+}
+
+async fn check_traffic(
+    ctx: &Arc<RunContext>,
+    from: &ClusterName,
+    ns: &str,
+    url: &str,
+    expect: &BTreeMap<AppVersion, ClusterName>,
+    requests: u32,
+    log: &StepLogger,
+) -> Result<Props, StepError> {
+    let c = ctx.cluster(from)?;
+    let app = ctx.variant.client.name();
+    let pod = client_pod(&c, ns, app).await?;
+    let target = curl_target(url).to_string();
+    let mut props = Props::new();
+
+    // Convergence: until every expected version has answered once, or the deadline.
+    let started = Instant::now();
+    let deadline = started + ctx.opts.convergence_timeout;
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut first_cross: Option<Instant> = None;
+    let mut attempts = 0u32;
+    let converged = loop {
+        attempts += 1;
+        let attr = attribution(ctx, ns).await?;
+        for a in batch(&c, ns, &pod, app, &target, BATCH).await? {
+            if let Answer::Hello { version, instance } = &a {
+                *seen.entry(version.clone()).or_default() += 1;
+                if first_cross.is_none() && attr.get(instance).is_some_and(|cl| cl != from) {
+                    first_cross = Some(Instant::now());
+                }
+            }
+        }
+        if expect.keys().all(|v| seen.contains_key(v.as_str())) {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    props.insert("convergence-attempts".into(), attempts.to_string());
+    if converged {
+        log.log(format!(
+            "converged after {:.1}s ({attempts} batches): every expected version answered",
+            started.elapsed().as_secs_f64()
+        ));
+    } else {
+        log.log(format!(
+            "did not converge within {:?}: saw {seen:?}",
+            ctx.opts.convergence_timeout
+        ));
+    }
+    if let (Some(t), Some(secret)) = (first_cross, ctx.with_facts(|f| f.last_secret)) {
+        let secs = t.saturating_duration_since(secret).as_secs_f64();
+        props.insert("convergence-seconds".into(), format!("{secs:.1}"));
+        log.log(format!(
+            "first cross-cluster answer {secs:.1}s after the last remote secret was applied"
+        ));
+    }
+
+    // The measured sample.
+    let attr = attribution(ctx, ns).await?;
+    let mut answers = Vec::new();
+    let mut left = requests;
+    while left > 0 {
+        let n = left.min(BATCH);
+        answers.extend(batch(&c, ns, &pod, app, &target, n).await?);
+        left -= n;
+    }
+    let v = verify::judge(from, &answers, expect, &attr, requests);
+    props.insert("requests".into(), requests.to_string());
+    for (k, n) in &v.counts {
+        props.insert(format!("count/{k}"), n.to_string());
+    }
+    for (k, n) in &v.errors {
+        props.insert(format!("error/{k}"), n.to_string());
+    }
+    if let Some(p) = v.p_value {
+        props.insert("p-value".into(), format!("{p:.4}"));
+    }
+    props.insert("alpha".into(), format!("{:e}", verify::ALPHA));
+    let summary: Vec<String> = v.counts.iter().map(|(k, n)| format!("{k}×{n}")).collect();
+    log.log(format!("{requests} requests from {from}: {}", summary.join(", ")));
+    if v.passed() {
+        Ok(props)
+    } else {
+        let mut e = StepError::conformance(v.problems.join("; "));
+        e.command = Some(format!(
+            "kubectl exec -n {ns} -c {app} {pod} -- curl -sS {target} (×{requests}, in batches of {BATCH})"
+        ));
+        e.properties = props;
+        Err(e)
+    }
+}

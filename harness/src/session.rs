@@ -1,0 +1,168 @@
+//! One run of one scenario, wired end to end: provider, reporters, runner, Ctrl-C. Shared by the CLI and the
+//! suites so both behave the same.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::exit::ExitStatus;
+use crate::plan::ProviderKind;
+use crate::provider::{
+    ClusterProvider, ExistingProvider, KindOptions, KindProvider, KwokOptions, KwokProvider, ToolsBin,
+};
+use crate::report::{ConsoleReporter, EventBus, JsonReporter, JunitReporter, Reporter};
+use crate::runner::{RunOptions, Runner};
+use crate::scenario::{ClusterName, Scenario};
+
+/// Default first port of the rehearsal's 127.0.0.1 range.
+pub const DEFAULT_PORT_BASE: u16 = 31000;
+
+/// Everything needed to run a scenario.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Provider.
+    pub provider: ProviderKind,
+    /// Directory for JUnit and JSON reports.
+    pub report_dir: PathBuf,
+    /// Base name of the report files (`<name>.junit.xml`, `<name>.json`).
+    pub report_name: String,
+    /// Keep clusters and processes afterwards.
+    pub keep: bool,
+    /// kind: Istio version to download (else istioctl from PATH).
+    pub istio_version: Option<String>,
+    /// kind: node image.
+    pub node_image: Option<String>,
+    /// kind: cluster name prefix.
+    pub kind_prefix: String,
+    /// existing: kubeconfig file (read only).
+    pub kubeconfig: Option<PathBuf>,
+    /// existing: scenario cluster → context.
+    pub contexts: BTreeMap<ClusterName, String>,
+    /// kwok: first port.
+    pub port_base: u16,
+    /// Run directory (default: a fresh one under the temp dir).
+    pub run_dir: Option<PathBuf>,
+    /// Print progress to the console.
+    pub console: bool,
+    /// Options for the runner.
+    pub run: RunOptions,
+}
+
+impl SessionConfig {
+    /// Defaults for `provider`, reporting under `report_dir` as `report_name`.
+    pub fn new(provider: ProviderKind, report_dir: PathBuf, report_name: impl Into<String>) -> Self {
+        Self {
+            provider,
+            report_dir,
+            report_name: report_name.into(),
+            keep: false,
+            istio_version: None,
+            node_image: None,
+            kind_prefix: "meshconf".into(),
+            kubeconfig: None,
+            contexts: BTreeMap::new(),
+            port_base: DEFAULT_PORT_BASE,
+            run_dir: None,
+            console: true,
+            run: RunOptions::default(),
+        }
+    }
+}
+
+/// A fresh run directory under the system temp dir.
+pub fn fresh_run_dir(scenario: &Scenario) -> PathBuf {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    std::env::temp_dir().join("meshconf-runs").join(format!(
+        "{}-{}-{stamp}",
+        scenario.name,
+        std::process::id()
+    ))
+}
+
+/// Builds the provider a session config names.
+pub fn build_provider(cfg: &SessionConfig, scenario: &Scenario) -> Result<Arc<dyn ClusterProvider>, String> {
+    let run_dir = cfg.run_dir.clone().unwrap_or_else(|| fresh_run_dir(scenario));
+    Ok(match cfg.provider {
+        ProviderKind::Kind => Arc::new(KindProvider::new(KindOptions {
+            prefix: cfg.kind_prefix.clone(),
+            node_image: cfg.node_image.clone(),
+            istio_version: cfg.istio_version.clone(),
+            run_dir,
+            keep: cfg.keep,
+        })),
+        ProviderKind::Kwok => {
+            let tools = ToolsBin::locate().map_err(|e| e.to_string())?;
+            let shim_exe = std::env::current_exe()
+                .map_err(|e| format!("cannot find this executable for the curl stand-in: {e}"))?;
+            Arc::new(KwokProvider::new(
+                tools,
+                KwokOptions {
+                    port_base: cfg.port_base,
+                    run_dir,
+                    shim_exe,
+                    keep: cfg.keep,
+                },
+            ))
+        }
+        ProviderKind::Existing => {
+            let kubeconfig = cfg
+                .kubeconfig
+                .clone()
+                .ok_or("--provider existing needs --kubeconfig FILE (read only; never the default)")?;
+            Arc::new(ExistingProvider::new(
+                kubeconfig,
+                cfg.contexts.clone(),
+                run_dir,
+                None,
+            ))
+        }
+    })
+}
+
+/// Runs `scenario` on `provider` with console, JUnit and JSON reporters (plus `extra`).
+pub async fn run_with(
+    cfg: &SessionConfig,
+    scenario: &Scenario,
+    provider: Arc<dyn ClusterProvider>,
+    extra: Vec<Box<dyn Reporter>>,
+) -> ExitStatus {
+    let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
+    if cfg.console {
+        reporters.push(Box::new(ConsoleReporter::new()));
+    }
+    reporters.push(Box::new(JunitReporter::new(
+        cfg.report_dir.join(format!("{}.junit.xml", cfg.report_name)),
+    )));
+    reporters.push(Box::new(JsonReporter::new(
+        cfg.report_dir.join(format!("{}.json", cfg.report_name)),
+    )));
+    reporters.extend(extra);
+    let runner = Runner::new(provider, EventBus::new(reporters), cfg.run.clone());
+    let flag = runner.interrupt_flag();
+    let watcher = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "meshconf: interrupted; finishing the current step, then cleaning up (Ctrl-C again to abort)"
+            );
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    let status = runner.run(scenario).await;
+    watcher.abort();
+    status
+}
+
+/// Runs `scenario` as `cfg` says.
+pub async fn run(cfg: &SessionConfig, scenario: &Scenario) -> ExitStatus {
+    match build_provider(cfg, scenario) {
+        Ok(p) => run_with(cfg, scenario, p, Vec::new()).await,
+        Err(e) => {
+            eprintln!("meshconf: {e}");
+            ExitStatus::Infrastructure
+        }
+    }
+}
