@@ -85,6 +85,12 @@ build_istio() {
   local d="$dest/src/istio"
   new_module "$d" istio
   cd "$d"
+  # This istio pseudo-version requires pseudo-versions of istio.io/api, istio.io/client-go and go-control-plane
+  # that the Go module proxy refuses (403); pin the nearest versions it serves instead (see versions.env).
+  go mod edit -replace="istio.io/api=istio.io/api@$ISTIO_API_VERSION" \
+    -replace="istio.io/client-go=istio.io/client-go@$ISTIO_CLIENT_GO_VERSION" \
+    -replace="github.com/envoyproxy/go-control-plane/envoy=github.com/envoyproxy/go-control-plane/envoy@$ENVOY_GCP_VERSION" \
+    -replace="github.com/envoyproxy/go-control-plane/contrib=github.com/envoyproxy/go-control-plane/contrib@$ENVOY_GCP_CONTRIB_VERSION"
   go get -tool "istio.io/istio/istioctl/cmd/istioctl@$ISTIO_MODULE_VERSION" \
     "istio.io/istio/pilot/cmd/pilot-discovery@$ISTIO_MODULE_VERSION" >/dev/null
   local ld="-s -w -X istio.io/istio/pkg/version.buildVersion=$ISTIO_BUILD_VERSION"

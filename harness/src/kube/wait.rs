@@ -95,20 +95,26 @@ pub struct PodsReady {
 
 fn pod_readiness(p: &Pod) -> (String, usize, usize, bool) {
     let name = p.metadata.name.clone().unwrap_or_default();
-    let total = p.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0);
-    let statuses = p
-        .status
+    // Native sidecars (init containers with restartPolicy Always, as Istio injects on Kubernetes >= 1.33) count
+    // like containers, as `kubectl get pod` shows them: helloworld + istio-proxy = 2/2.
+    let sidecars: Vec<String> = p
+        .spec
         .as_ref()
-        .and_then(|s| s.container_statuses.clone())
+        .and_then(|s| s.init_containers.as_ref())
+        .map(|ics| ics.iter().filter(|c| c.restart_policy.as_deref() == Some("Always")).map(|c| c.name.clone()).collect())
         .unwrap_or_default();
-    let ready = statuses.iter().filter(|c| c.ready).count();
-    let pod_ready = p
-        .status
-        .as_ref()
+    let total = p.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0) + sidecars.len();
+    let status = p.status.as_ref();
+    let ready_main = status.and_then(|s| s.container_statuses.as_ref()).map(|cs| cs.iter().filter(|c| c.ready).count()).unwrap_or(0);
+    let ready_side = status
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .map(|cs| cs.iter().filter(|c| c.ready && sidecars.contains(&c.name)).count())
+        .unwrap_or(0);
+    let pod_ready = status
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     let deleting = p.metadata.deletion_timestamp.is_some();
-    (name, ready, total, pod_ready && !deleting)
+    (name, ready_main + ready_side, total, pod_ready && !deleting)
 }
 
 /// Waits until at least one pod matches `selector` and every matching pod is Ready with `containers`
@@ -276,6 +282,20 @@ mod tests {
         );
         assert!(!rollout_complete(Some(&dep(1, 1, 0, 1))));
         assert!(!rollout_complete(None));
+    }
+
+    #[test]
+    fn native_sidecars_count_as_containers() {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "hw"},
+            "spec": {"containers": [{"name": "helloworld"}],
+                     "initContainers": [{"name": "istio-init"}, {"name": "istio-proxy", "restartPolicy": "Always"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "containerStatuses": [{"name": "helloworld", "ready": true, "restartCount": 0, "image": "", "imageID": ""}],
+                       "initContainerStatuses": [{"name": "istio-init", "ready": false, "restartCount": 0, "image": "", "imageID": ""},
+                                                 {"name": "istio-proxy", "ready": true, "restartCount": 0, "image": "", "imageID": ""}]}
+        })).expect("pod");
+        assert_eq!(pod_readiness(&p), ("hw".to_string(), 2, 2, true));
     }
 
     #[test]

@@ -284,11 +284,6 @@ componentsPatches:
   extraEnvs:
   - {{name: PATH, value: "{path}"}}
 ---
-apiVersion: config.kwok.x-k8s.io/v1alpha1
-kind: KwokConfiguration
-options:
-  cidr: "{pods}"
----
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: ClusterExec
 metadata:
@@ -327,7 +322,6 @@ spec:
             kubectl_bin = t("kubectl"),
             svc = c.subnets.services,
             path = self.path_env(),
-            pods = first_24(c),
             name = c.name,
             state = self.state_path().display(),
             mon = p.monitoring,
