@@ -5,9 +5,14 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{OnStepStart, assert_conformance, assert_failed, run, scenario};
+use common::{OnStepStart, assert_conformance, assert_failed, run, run_with, scenario};
 use libtest_mimic::Trial;
 use meshconf::ExitStatus;
+
+/// A broken mesh never converges; 30 s is plenty for the rehearsal's control planes to show what they serve.
+fn short_convergence(cfg: &mut meshconf::session::SessionConfig) {
+    cfg.run.convergence_timeout = std::time::Duration::from_secs(30);
+}
 
 fn main() -> std::process::ExitCode {
     let conformance = Trial::test("multi_primary::conformance", || {
@@ -26,7 +31,14 @@ fn main() -> std::process::ExitCode {
             let s = scenario("multi-primary.yaml", |t| {
                 t.replace("  - remote-secret: { from: cluster2, into: cluster1 }\n", "")
             })?;
-            let r = run("multi_primary", "multi_primary.no-secret", &s, 31100, None)?;
+            let r = run_with(
+                "multi_primary",
+                "multi_primary.no-secret",
+                &s,
+                31100,
+                None,
+                &short_convergence,
+            )?;
             assert_failed(
                 &r,
                 ExitStatus::ConformanceFailure,
@@ -43,7 +55,14 @@ fn main() -> std::process::ExitCode {
             let s = scenario("multi-primary.yaml", |t| {
                 t.replace("trust: shared-root", "trust: self-signed")
             })?;
-            let r = run("multi_primary", "multi_primary.no-shared-root", &s, 31200, None)?;
+            let r = run_with(
+                "multi_primary",
+                "multi_primary.no-shared-root",
+                &s,
+                31200,
+                None,
+                &short_convergence,
+            )?;
             assert_failed(
                 &r,
                 ExitStatus::ConformanceFailure,

@@ -98,7 +98,7 @@ fn parse_mapping(s: &str) -> Result<(String, String), String> {
     Ok((a.to_string(), b.to_string()))
 }
 
-fn load(path: &PathBuf) -> Result<scenario::Scenario, ExitCode> {
+fn load(path: &std::path::Path) -> Result<scenario::Scenario, ExitCode> {
     scenario::load_file(path).map_err(|e| {
         eprintln!("{:?}", miette::Report::new(e));
         ExitCode::from(ExitStatus::BadInput.code() as u8)

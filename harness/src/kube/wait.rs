@@ -101,14 +101,26 @@ fn pod_readiness(p: &Pod) -> (String, usize, usize, bool) {
         .spec
         .as_ref()
         .and_then(|s| s.init_containers.as_ref())
-        .map(|ics| ics.iter().filter(|c| c.restart_policy.as_deref() == Some("Always")).map(|c| c.name.clone()).collect())
+        .map(|ics| {
+            ics.iter()
+                .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+                .map(|c| c.name.clone())
+                .collect()
+        })
         .unwrap_or_default();
     let total = p.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0) + sidecars.len();
     let status = p.status.as_ref();
-    let ready_main = status.and_then(|s| s.container_statuses.as_ref()).map(|cs| cs.iter().filter(|c| c.ready).count()).unwrap_or(0);
+    let ready_main = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().filter(|c| c.ready).count())
+        .unwrap_or(0);
     let ready_side = status
         .and_then(|s| s.init_container_statuses.as_ref())
-        .map(|cs| cs.iter().filter(|c| c.ready && sidecars.contains(&c.name)).count())
+        .map(|cs| {
+            cs.iter()
+                .filter(|c| c.ready && sidecars.contains(&c.name))
+                .count()
+        })
         .unwrap_or(0);
     let pod_ready = status
         .and_then(|s| s.conditions.as_ref())

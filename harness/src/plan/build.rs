@@ -112,7 +112,7 @@ pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -
                 let network = scenario
                     .cluster(c)
                     .map(|x| x.network.clone())
-                    .unwrap_or_else(|| unreachable_net());
+                    .unwrap_or_else(unreachable_net);
                 current.push(step(
                     format!("install-istio/{c}"),
                     format!("Configure {c} as a primary"),
@@ -135,7 +135,7 @@ pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -
                 let network = scenario
                     .cluster(cluster)
                     .map(|x| x.network.clone())
-                    .unwrap_or_else(|| unreachable_net());
+                    .unwrap_or_else(unreachable_net);
                 current.push(step(
                     format!("eastwest-gateway/{cluster}"),
                     format!("Install the east-west gateway in {cluster}"),
@@ -171,7 +171,7 @@ pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -
                 let network = scenario
                     .cluster(cluster)
                     .map(|x| x.network.clone())
-                    .unwrap_or_else(|| unreachable_net());
+                    .unwrap_or_else(unreachable_net);
                 current.push(step(
                     format!("install-remote/{cluster}"),
                     format!("Configure {cluster} as a remote of {primary}"),

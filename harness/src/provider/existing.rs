@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError};
+use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError, RemoteSecretSource};
 use crate::kube::{self as k, Applier};
 use crate::plan::{DataPlane, ProviderKind, ProviderProfile};
 use crate::scenario::{ClusterName, Scenario};
@@ -164,8 +164,14 @@ impl ClusterProvider for ExistingProvider {
     fn remote_secret_source<'a>(
         &'a self,
         cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<(PathBuf, String, Vec<String>), ProviderError>> {
-        Box::pin(async move { Ok((cluster.kubeconfig.clone(), cluster.context.clone(), Vec::new())) })
+    ) -> BoxFuture<'a, Result<RemoteSecretSource, ProviderError>> {
+        Box::pin(async move {
+            Ok(RemoteSecretSource {
+                kubeconfig: cluster.kubeconfig.clone(),
+                context: cluster.context.clone(),
+                flags: Vec::new(),
+            })
+        })
     }
 
     fn cleanup(&self) -> BoxFuture<'_, CleanupReport> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError};
+use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError, RemoteSecretSource};
 use crate::kube::{self as k, Applier};
 use crate::plan::{DataPlane, ProviderKind, ProviderProfile, render_ctx_var};
 use crate::scenario::{ClusterName, Scenario};
@@ -332,16 +332,16 @@ impl ClusterProvider for KindProvider {
     fn remote_secret_source<'a>(
         &'a self,
         cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<(PathBuf, String, Vec<String>), ProviderError>> {
+    ) -> BoxFuture<'a, Result<RemoteSecretSource, ProviderError>> {
         Box::pin(async move {
             // istiod in the other cluster must reach this API server: the node's address on the kind network,
             // not the host port-forward on 127.0.0.1.
             let ip = self.node_ip(&cluster.name).await?;
-            Ok((
-                cluster.kubeconfig.clone(),
-                cluster.context.clone(),
-                vec![format!("--server=https://{ip}:6443")],
-            ))
+            Ok(RemoteSecretSource {
+                kubeconfig: cluster.kubeconfig.clone(),
+                context: cluster.context.clone(),
+                flags: vec![format!("--server=https://{ip}:6443")],
+            })
         })
     }
 

@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 
-use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError};
+use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError, RemoteSecretSource};
 use crate::kube::{self as k, Applier};
 use crate::mesh::InstallOverlay;
 use crate::plan::{DataPlane, ProviderKind, ProviderProfile};
@@ -394,7 +394,10 @@ status:
         let context = ctx_name(&c.name);
         let client = k::client_for(&kubeconfig, &context).await?;
         let applier = Arc::new(Applier::new(client.clone()));
-        applier.apply_yaml(&Self::node_yaml(c), None).await?;
+        let node = Self::node_yaml(c);
+        std::fs::write(self.opts.run_dir.join(format!("{}-node.yaml", c.name)), &node)
+            .map_err(|e| ProviderError::io("write node manifest", e))?;
+        applier.apply_yaml(&node, None).await?;
         {
             let mut inner = self.lock();
             inner.state.clusters.insert(
@@ -943,9 +946,15 @@ impl ClusterProvider for KwokProvider {
     fn remote_secret_source<'a>(
         &'a self,
         cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<(PathBuf, String, Vec<String>), ProviderError>> {
+    ) -> BoxFuture<'a, Result<RemoteSecretSource, ProviderError>> {
         // istiod runs on this host, so the host view (https://127.0.0.1:<port>) is also the in-mesh view.
-        Box::pin(async move { Ok((cluster.kubeconfig.clone(), cluster.context.clone(), Vec::new())) })
+        Box::pin(async move {
+            Ok(RemoteSecretSource {
+                kubeconfig: cluster.kubeconfig.clone(),
+                context: cluster.context.clone(),
+                flags: Vec::new(),
+            })
+        })
     }
 
     fn cleanup(&self) -> BoxFuture<'_, CleanupReport> {

@@ -7,6 +7,7 @@ mod kwok;
 
 pub use existing::ExistingProvider;
 pub use kind::{KindOptions, KindProvider, kind_version};
+
 pub use kwok::{KwokOptions, KwokProvider, ToolsBin};
 
 use std::collections::BTreeMap;
@@ -70,6 +71,17 @@ pub struct ClusterAccess {
     pub applier: Arc<Applier>,
 }
 
+/// Where `istioctl create-remote-secret` reads a cluster from: kubeconfig, context and extra flags.
+#[derive(Debug, Clone)]
+pub struct RemoteSecretSource {
+    /// Kubeconfig file.
+    pub kubeconfig: PathBuf,
+    /// Context in it.
+    pub context: String,
+    /// Extra flags, e.g. `--server=https://<node IP>:6443`.
+    pub flags: Vec<String>,
+}
+
 /// What the run created, for cleanup.
 #[derive(Debug, Default, Clone)]
 pub struct CleanupReport {
@@ -122,7 +134,7 @@ pub trait ClusterProvider: Send + Sync {
     fn remote_secret_source<'a>(
         &'a self,
         cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<(PathBuf, String, Vec<String>), ProviderError>>;
+    ) -> BoxFuture<'a, Result<RemoteSecretSource, ProviderError>>;
     /// Deletes what the run created (never anything else).
     fn cleanup(&self) -> BoxFuture<'_, CleanupReport>;
     /// Run directory holding kubeconfigs, certs and logs.

@@ -214,3 +214,114 @@ pub fn render_junit(events: &[Event]) -> Result<String, ReportError> {
     report.add_test_suite(suite);
     report.to_string().map_err(|e| ReportError::Junit(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::ExitStatus;
+    use crate::plan::{DataPlane, ProviderKind, StepClass, StepId};
+    use std::collections::BTreeMap;
+
+    fn events() -> Vec<Event> {
+        let id = |s: &str| StepId(s.to_string());
+        vec![
+            Event::RunStarted {
+                scenario: "multi-primary".into(),
+                guide: "Install Multi-Primary".into(),
+                source: "scenarios/multi-primary.yaml".into(),
+                provider: ProviderKind::Kwok,
+                dataplane: DataPlane::Computed,
+                variant: "istioctl 1.30.3".into(),
+                real: vec!["kube-apiserver".into(), "istiod".into()],
+                computed: vec!["data plane".into()],
+                notes: vec!["rehearsal".into()],
+                steps: vec![
+                    (id("create-clusters"), "Create clusters".into()),
+                    (
+                        id("install-istio/cluster1"),
+                        "Configure cluster1 as a primary".into(),
+                    ),
+                    (
+                        id("check-traffic/from-cluster1"),
+                        "Verify cross-cluster traffic from cluster1".into(),
+                    ),
+                    (
+                        id("check-traffic/from-cluster2"),
+                        "Verify cross-cluster traffic from cluster2".into(),
+                    ),
+                ],
+            },
+            Event::StepLog {
+                id: id("create-clusters"),
+                message: "cluster1: context kwok-cluster1".into(),
+            },
+            Event::StepFinished {
+                id: id("create-clusters"),
+                title: "Create clusters".into(),
+                class: StepClass::Infrastructure,
+                outcome: Outcome::Passed,
+                duration: Duration::from_millis(9500),
+                attempts: vec![],
+                properties: BTreeMap::new(),
+            },
+            Event::StepFinished {
+                id: id("install-istio/cluster1"),
+                title: "Configure cluster1 as a primary".into(),
+                class: StepClass::Mesh,
+                outcome: Outcome::Failed {
+                    kind: FailureKind::Infrastructure,
+                    message: "`istioctl install` exited with 1".into(),
+                    command: Some("istioctl install -f cluster1.yaml".into()),
+                    output_tail: Some("Error: token: <redacted>".into()),
+                },
+                duration: Duration::from_secs(2),
+                attempts: vec![],
+                properties: BTreeMap::new(),
+            },
+            Event::StepFinished {
+                id: id("check-traffic/from-cluster1"),
+                title: "Verify".into(),
+                class: StepClass::Check,
+                outcome: Outcome::Failed {
+                    kind: FailureKind::Conformance,
+                    message: "v2 (in cluster2) never answered".into(),
+                    command: None,
+                    output_tail: None,
+                },
+                duration: Duration::from_secs(3),
+                attempts: vec![crate::report::Attempt {
+                    message: "first try".into(),
+                    duration: Duration::from_secs(1),
+                }],
+                properties: BTreeMap::from([("count/v1@cluster1".to_string(), "100".to_string())]),
+            },
+            Event::CleanupFinished {
+                complete: true,
+                message: "deleted kwok cluster cluster1".into(),
+            },
+            Event::RunFinished {
+                status: ExitStatus::Infrastructure,
+                duration: Duration::from_secs(20),
+            },
+        ]
+    }
+
+    #[test]
+    fn junit_snapshot_classifies_failures_and_keeps_unrun_steps() {
+        let xml = render_junit(&events()).expect("xml");
+        assert!(
+            xml.contains("<error message=\"`istioctl install` exited with 1\" type=\"infrastructure\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<failure message=\"v2 (in cluster2) never answered\" type=\"conformance\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("check-traffic/from-cluster2") && xml.contains("<skipped"),
+            "an unrun step must appear as skipped"
+        );
+        assert!(xml.contains("name=\"dataplane\" value=\"computed\""));
+        insta::assert_snapshot!(xml);
+    }
+}

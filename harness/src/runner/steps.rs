@@ -297,13 +297,13 @@ async fn remote_secret(
 ) -> Result<Props, StepError> {
     let src = ctx.cluster(from)?;
     let dst = ctx.cluster(into)?;
-    let (kubeconfig, context, flags) = ctx.provider.remote_secret_source(&src).await?;
+    let source = ctx.provider.remote_secret_source(&src).await?;
     let cmd = ctx.istioctl.create_remote_secret(
         ctx.variant.remote_secret_words(),
-        &kubeconfig,
-        &context,
+        &source.kubeconfig,
+        &source.context,
         from.as_str(),
-        &flags,
+        &source.flags,
     );
     // stdout is a Secret holding a bearer token: parsed and applied, never logged.
     let out = cmd.run().await?;

@@ -55,6 +55,10 @@ pub fn load_file(path: &Path) -> Result<Scenario, ScenarioErrors> {
     load_str(path, &text)
 }
 
+#[expect(
+    clippy::result_large_err,
+    reason = "errors are rare and carry the source for miette"
+)]
 pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<String, ScenarioError> {
     if bytes.contains(&0) {
         return Err(ScenarioError::whole_file(

@@ -93,7 +93,7 @@ pub(crate) fn validate(path: &Path, text: &str, raw: RawScenario) -> Result<Scen
                 None,
             );
         }
-        let kind_config = base_dir.join(&rc.kind_config.value);
+        let kind_config = lexical_clean(&base_dir.join(&rc.kind_config.value));
         let subnets = match read_kind_subnets(&kind_config) {
             Ok(s) => Some(s),
             Err(KindConfigProblem::AtScenario(msg, hint)) => {
@@ -522,11 +522,35 @@ pub(crate) fn validate(path: &Path, text: &str, raw: RawScenario) -> Result<Scen
     })
 }
 
+/// `scenarios/../kind-configs/x.yaml` → `kind-configs/x.yaml`, without touching the file system.
+fn lexical_clean(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
+    }
+}
+
 enum KindConfigProblem {
     AtScenario(String, String),
     InFile(ScenarioError),
 }
 
+#[expect(
+    clippy::result_large_err,
+    reason = "errors are rare and carry the source for miette"
+)]
 fn read_kind_subnets(path: &PathBuf) -> Result<Subnets, KindConfigProblem> {
     let bytes = std::fs::read(path).map_err(|e| {
         KindConfigProblem::AtScenario(

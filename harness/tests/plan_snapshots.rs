@@ -1,0 +1,152 @@
+//! Rendered plans (the docs-equivalence view) for both scenarios on kind and on the kwok rehearsal, and the
+//! CLI's validation messages, as insta snapshots.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use meshconf::mesh::{IstioVersion, Variant};
+use meshconf::plan;
+use meshconf::provider::{ClusterProvider, KindOptions, KindProvider, KwokOptions, KwokProvider, ToolsBin};
+
+fn scenario(name: &str) -> meshconf::scenario::Scenario {
+    // Relative to the harness package (cargo's working directory for its tests), so paths are stable.
+    meshconf::scenario::load_file(&PathBuf::from(format!("../scenarios/{name}.yaml"))).expect("scenario")
+}
+
+fn kind() -> KindProvider {
+    KindProvider::new(KindOptions {
+        prefix: "meshconf".into(),
+        node_image: None,
+        istio_version: None,
+        run_dir: "$MESHCONF_RUN".into(),
+        keep: false,
+    })
+}
+
+fn kwok() -> KwokProvider {
+    KwokProvider::new(
+        ToolsBin {
+            dir: "$MESHCONF_TOOLS_BIN".into(),
+        },
+        KwokOptions {
+            port_base: 31000,
+            run_dir: "$MESHCONF_RUN".into(),
+            shim_exe: "meshconf".into(),
+            keep: false,
+        },
+    )
+}
+
+fn render(name: &str, p: &dyn ClusterProvider) -> String {
+    let s = scenario(name);
+    plan::render_shell(&plan::build(
+        &s,
+        &Variant::for_version(IstioVersion::new(1, 30, 3)),
+        p.profile(&s),
+    ))
+}
+
+#[test]
+fn plans_on_kind() {
+    insta::assert_snapshot!("multi_primary_kind", render("multi-primary", &kind()));
+    insta::assert_snapshot!("primary_remote_kind", render("primary-remote", &kind()));
+}
+
+#[test]
+fn plans_on_the_rehearsal_show_the_overlay() {
+    let mp = render("multi-primary", &kwok());
+    assert!(mp.contains("# provider: kwok, data plane: computed"));
+    assert!(mp.contains("--set values.istiodRemote.injectionURL=https://127.0.0.1:31009/inject"));
+    insta::assert_snapshot!("multi_primary_kwok", mp);
+    insta::assert_snapshot!("primary_remote_kwok", render("primary-remote", &kwok()));
+}
+
+#[test]
+fn plan_stages_run_independent_steps_together() {
+    let s = scenario("multi-primary");
+    let p = plan::build(
+        &s,
+        &Variant::for_version(IstioVersion::new(1, 30, 3)),
+        kind().profile(&s),
+    );
+    let ids: Vec<Vec<String>> = p
+        .stages
+        .iter()
+        .map(|st| st.steps.iter().map(|x| x.id.to_string()).collect())
+        .collect();
+    assert!(
+        ids.contains(&vec![
+            "install-istio/cluster1".to_string(),
+            "install-istio/cluster2".to_string()
+        ]),
+        "{ids:?}"
+    );
+    assert!(
+        ids.contains(&vec![
+            "check-traffic/from-cluster1".to_string(),
+            "check-traffic/from-cluster2".to_string()
+        ]),
+        "{ids:?}"
+    );
+}
+
+fn meshconf(args: &[&str], stdin_file: Option<(&str, &str)>) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshconf"));
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if let Some((name, body)) = stdin_file {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).expect("write");
+        std::fs::copy("../kind-configs/cluster1.yaml", dir.path().join("c1.yaml")).expect("copy");
+        std::fs::copy("../kind-configs/cluster2.yaml", dir.path().join("c2.yaml")).expect("copy");
+        args.push(p.display().to_string());
+    }
+    let out = cmd
+        .args(&args)
+        .env("NO_COLOR", "1")
+        .env("TERM", "dumb")
+        .output()
+        .expect("run meshconf");
+    let strip = |s: &[u8]| String::from_utf8_lossy(s).replace(&dir.path().display().to_string(), "<tmp>");
+    (
+        out.status.code().unwrap_or(-1),
+        strip(&out.stdout),
+        strip(&out.stderr),
+    )
+}
+
+#[test]
+fn validate_accepts_the_shipped_scenarios() {
+    let (code, out, _) = meshconf(
+        &[
+            "validate",
+            "../scenarios/multi-primary.yaml",
+            "../scenarios/primary-remote.yaml",
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("validate_ok", out);
+}
+
+#[test]
+fn validate_rejects_bad_input_with_exit_2_and_a_location() {
+    let bad = "name: mp\nmesh: {id: mesh1}\nclusters:\n  - {name: cluster1, role: primary, network: network1, kind-config: c1.yaml}\n  - {name: cluster2, role: primary, network: network1, kind-config: c2.yaml}\nsteps:\n  - install-istio: {cluster: cluster1}\n  - remote-secret: {from: cluster3, into: cluster1}\n";
+    let (code, _, err) = meshconf(&["validate"], Some(("bad.yaml", bad)));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.yaml:8:"), "{err}");
+    assert!(err.contains("unknown cluster 'cluster3'"), "{err}");
+    assert!(err.contains("declared clusters: cluster1, cluster2"), "{err}");
+    let (code, _, err) = meshconf(&["validate"], Some(("empty.yaml", "")));
+    assert_eq!(code, 2);
+    assert!(err.contains("empty"), "{err}");
+    let (code, _, _) = meshconf(&["run", "--provider", "nope", "x.yaml"], None);
+    assert_eq!(code, 2, "clap usage errors exit 2");
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let (code, out, _) = meshconf(&["--help"], None);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("help", out);
+}
