@@ -116,6 +116,10 @@ fn main() -> std::process::ExitCode {
                 )
             },
         ),
+        Trial::test(
+            "multi_primary::existing_provider_deletes_only_what_it_created",
+            common::existing_provider_leaves_what_it_did_not_create,
+        ),
     ];
     common::main(conformance, faults)
 }

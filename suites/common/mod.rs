@@ -241,3 +241,101 @@ pub fn exists(p: &Path) -> bool {
 }
 
 pub type Shared<T> = Arc<Mutex<T>>;
+
+/// Issue: the `existing` provider must never delete what it did not create. Starts two rehearsal clusters,
+/// plants a namespace the "user" owns, runs a scenario against their contexts with `--provider existing`, then
+/// checks the user's namespace and both clusters are still there while the run's own namespace is gone.
+pub fn existing_provider_leaves_what_it_did_not_create() -> Result<(), Failed> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PostParams};
+    use meshconf::provider::ExistingProvider;
+    use meshconf::tools::{Istioctl, IstioctlSource};
+
+    ensure_tools()?;
+    let text = "name: existing-check\nguide: \"Install Multi-Primary (install steps)\"\nmesh: {id: mesh1}\ntrust: shared-root\nclusters:\n  - {name: cluster1, role: primary, network: network1, kind-config: ../kind-configs/cluster1.yaml}\n  - {name: cluster2, role: primary, network: network1, kind-config: ../kind-configs/cluster2.yaml}\nsteps:\n  - install-istio: {cluster: cluster1}\n  - install-istio: {cluster: cluster2}\n";
+    let s =
+        scenario::load_str(&root().join("scenarios/existing-check.yaml"), text).map_err(|e| e.to_string())?;
+    let tools = ToolsBin::locate().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let host = KwokProvider::new(
+            tools.clone(),
+            KwokOptions {
+                port_base: 31700,
+                run_dir: session::fresh_run_dir(&s),
+                shim_exe: std::env::current_exe().map_err(|e| e.to_string())?,
+                keep: false,
+            },
+        );
+        let result = async {
+            let clusters = host
+                .create(&s)
+                .await
+                .map_err(|e| format!("rehearsal clusters: {e}"))?;
+            for c in &clusters {
+                let ns: Api<Namespace> = Api::all(c.client.clone());
+                let mut n = Namespace::default();
+                n.metadata.name = Some("user-owned".into());
+                ns.create(&PostParams::default(), &n)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let contexts = clusters
+                .iter()
+                .map(|c| (c.name.clone(), c.context.clone()))
+                .collect();
+            let kubeconfig = clusters[0].kubeconfig.clone();
+            let istioctl = Istioctl {
+                bin: tools.path("istioctl"),
+                source: IstioctlSource::RehearsalTools,
+            };
+            let existing = Arc::new(ExistingProvider::new(
+                kubeconfig,
+                contexts,
+                session::fresh_run_dir(&s),
+                Some(istioctl),
+            ));
+            let mut cfg = SessionConfig::new(
+                ProviderKind::Existing,
+                root().join("reports"),
+                "existing_provider",
+            );
+            cfg.console = true;
+            let status = session::run_with(&cfg, &s, existing, Vec::new()).await;
+            if status != ExitStatus::Passed {
+                return Err(format!("run on existing clusters ended {status:?}"));
+            }
+            for c in &clusters {
+                let ns: Api<Namespace> = Api::all(c.client.clone());
+                let user = ns
+                    .get_opt("user-owned")
+                    .await
+                    .map_err(|e| format!("{}: cluster gone? {e}", c.name))?;
+                if user.is_none_or(|n| n.metadata.deletion_timestamp.is_some()) {
+                    return Err(format!("{}: the user's namespace was deleted", c.name));
+                }
+                let ours = ns.get_opt("istio-system").await.map_err(|e| e.to_string())?;
+                if ours.is_some_and(|n| n.metadata.deletion_timestamp.is_none()) {
+                    return Err(format!(
+                        "{}: istio-system, created by the run, was left in place",
+                        c.name
+                    ));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let cleanup = host.cleanup().await;
+        result.and_then(|_| {
+            if cleanup.complete {
+                Ok(())
+            } else {
+                Err(format!("rehearsal cleanup: {}", cleanup.message))
+            }
+        })
+    })
+    .map_err(Failed::from)
+}

@@ -4,6 +4,7 @@
 mod context;
 mod steps;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -205,12 +206,16 @@ impl Runner {
         let log = ctx.logger(self.bus.clone(), s.id.clone());
         let interrupted = self.interrupted.clone();
         let work = steps::run(s, ctx, &log);
+        let provider = self.provider.clone();
         let result = tokio::select! {
             r = tokio::time::timeout(self.opts.step_timeout, work) => match r {
                 Ok(r) => r,
                 Err(_) => Err(StepError::infra(format!("step did not finish within {:?}", self.opts.step_timeout))),
             },
             _ = wait_flag(interrupted) => Err(StepError::infra("interrupted".to_string())),
+            // A process the provider started (istiod, MetalLB) dying ends the step at once instead of letting it
+            // wait out its deadline for something that can no longer happen.
+            _ = wait_dead(provider) => Ok(BTreeMap::new()),
         };
         let dead = self.provider.dead_processes();
         let result = match (result, dead.is_empty()) {
@@ -259,6 +264,15 @@ impl Runner {
             properties,
         });
         status
+    }
+}
+
+async fn wait_dead(provider: Arc<dyn ClusterProvider>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !provider.dead_processes().is_empty() {
+            return;
+        }
     }
 }
 
