@@ -78,6 +78,25 @@ pub struct ProviderProfile {
     pub notes: Vec<String>,
 }
 
+impl ProviderProfile {
+    /// A profile with nothing but the provider kind and data plane filled in.
+    pub fn empty(kind: ProviderKind, dataplane: DataPlane) -> Self {
+        Self {
+            kind,
+            dataplane,
+            contexts: BTreeMap::new(),
+            create_commands: BTreeMap::new(),
+            lb_commands: BTreeMap::new(),
+            network_commands: Vec::new(),
+            remote_secret_flags: BTreeMap::new(),
+            overlays: BTreeMap::new(),
+            after_install: BTreeMap::new(),
+            delete_commands: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
 /// Identifies a step uniquely within a plan, e.g. `install-istio/cluster1`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]

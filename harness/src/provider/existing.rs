@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError, RemoteSecretSource};
+use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError};
 use crate::kube::{self as k, Applier};
 use crate::plan::{DataPlane, ProviderKind, ProviderProfile};
 use crate::scenario::{ClusterName, Scenario};
@@ -55,20 +55,13 @@ impl ClusterProvider for ExistingProvider {
             );
         }
         ProviderProfile {
-            kind: ProviderKind::Existing,
-            dataplane: DataPlane::Real,
             contexts,
-            create_commands: BTreeMap::new(),
-            lb_commands: BTreeMap::new(),
-            network_commands: Vec::new(),
-            remote_secret_flags: BTreeMap::new(),
-            overlays: BTreeMap::new(),
-            after_install: BTreeMap::new(),
             delete_commands: vec!["# only namespaces this run created are deleted; the clusters stay".into()],
             notes: vec![format!(
                 "existing clusters from {} (read only); LoadBalancers come from the platform",
                 self.kubeconfig.display()
             )],
+            ..ProviderProfile::empty(ProviderKind::Existing, DataPlane::Real)
         }
     }
 
@@ -134,43 +127,6 @@ impl ClusterProvider for ExistingProvider {
             Ok(vec![
                 "existing clusters: LoadBalancers come from the platform".into(),
             ])
-        })
-    }
-
-    fn after_primary_install<'a>(
-        &'a self,
-        cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async move {
-            k::wait_rollout(
-                &cluster.client,
-                "istio-system",
-                "istiod",
-                std::time::Duration::from_secs(300),
-            )
-            .await?;
-            Ok(vec!["istiod rolled out".into()])
-        })
-    }
-
-    fn after_remote_install<'a>(
-        &'a self,
-        _c: &'a ClusterAccess,
-        _p: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-
-    fn remote_secret_source<'a>(
-        &'a self,
-        cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<RemoteSecretSource, ProviderError>> {
-        Box::pin(async move {
-            Ok(RemoteSecretSource {
-                kubeconfig: cluster.kubeconfig.clone(),
-                context: cluster.context.clone(),
-                flags: Vec::new(),
-            })
         })
     }
 

@@ -2,7 +2,6 @@
 //! network, and routes between nodes of one network. Implemented against the real tools' interfaces; it needs a
 //! Docker engine, which the development machines of this project do not have (see the README).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -107,19 +106,7 @@ impl ClusterProvider for KindProvider {
     }
 
     fn profile(&self, scenario: &Scenario) -> ProviderProfile {
-        let mut p = ProviderProfile {
-            kind: ProviderKind::Kind,
-            dataplane: DataPlane::Real,
-            contexts: BTreeMap::new(),
-            create_commands: BTreeMap::new(),
-            lb_commands: BTreeMap::new(),
-            network_commands: Vec::new(),
-            remote_secret_flags: BTreeMap::new(),
-            overlays: BTreeMap::new(),
-            after_install: BTreeMap::new(),
-            delete_commands: Vec::new(),
-            notes: Vec::new(),
-        };
+        let mut p = ProviderProfile::empty(ProviderKind::Kind, DataPlane::Real);
         for c in &scenario.clusters {
             let name = kind_cluster_name(&self.opts.prefix, &c.name);
             p.contexts.insert(c.name.clone(), format!("kind-{name}"));
@@ -303,30 +290,6 @@ impl ClusterProvider for KindProvider {
                 .map(ProviderError::Kube)
                 .unwrap_or_else(|| ProviderError::Other("MetalLB pool not applied".into())))
         })
-    }
-
-    fn after_primary_install<'a>(
-        &'a self,
-        cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async move {
-            k::wait_rollout(
-                &cluster.client,
-                "istio-system",
-                "istiod",
-                Duration::from_secs(300),
-            )
-            .await?;
-            Ok(vec!["istiod rolled out".into()])
-        })
-    }
-
-    fn after_remote_install<'a>(
-        &'a self,
-        _c: &'a ClusterAccess,
-        _p: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async { Ok(Vec::new()) })
     }
 
     fn remote_secret_source<'a>(

@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 
-use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError, RemoteSecretSource};
+use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError};
 use crate::kube::{self as k, Applier};
 use crate::mesh::InstallOverlay;
 use crate::plan::{DataPlane, ProviderKind, ProviderProfile};
@@ -621,25 +621,16 @@ impl ClusterProvider for KwokProvider {
 
     fn profile(&self, scenario: &Scenario) -> ProviderProfile {
         let mut p = ProviderProfile {
-            kind: ProviderKind::Kwok,
-            dataplane: DataPlane::Computed,
-            contexts: BTreeMap::new(),
-            create_commands: BTreeMap::new(),
-            lb_commands: BTreeMap::new(),
-            network_commands: Vec::new(),
-            remote_secret_flags: BTreeMap::new(),
-            overlays: BTreeMap::new(),
-            after_install: BTreeMap::new(),
-            delete_commands: Vec::new(),
             notes: vec![
-                "REHEARSAL: real etcd, kube-apiserver, controller-manager, scheduler (kwokctl binary runtime), \
-                 istioctl, istiod and MetalLB controller; kwok stands in for kubelets"
-                    .into(),
-                "no Envoy runs: curl in the client pod is answered by meshconf's stand-in from the endpoints \
-                 istiod serves that pod over ADS (data plane computed)"
-                    .into(),
-                "webhooks use https://127.0.0.1 URLs because istiod runs as a local process (overlay below)".into(),
+            "REHEARSAL: real etcd, kube-apiserver, controller-manager, scheduler (kwokctl binary runtime), \
+            istioctl, istiod and MetalLB controller; kwok stands in for kubelets"
+            .into(),
+            "no Envoy runs: curl in the client pod is answered by meshconf's stand-in from the endpoints \
+            istiod serves that pod over ADS (data plane computed)"
+            .into(),
+            "webhooks use https://127.0.0.1 URLs because istiod runs as a local process (overlay below)".into(),
             ],
+            ..ProviderProfile::empty(ProviderKind::Kwok, DataPlane::Computed)
         };
         let webhook_of = |i: usize| self.ports(i).webhook;
         for (i, c) in scenario.clusters.iter().enumerate() {
@@ -940,20 +931,6 @@ impl ClusterProvider for KwokProvider {
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        })
-    }
-
-    fn remote_secret_source<'a>(
-        &'a self,
-        cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<RemoteSecretSource, ProviderError>> {
-        // istiod runs on this host, so the host view (https://127.0.0.1:<port>) is also the in-mesh view.
-        Box::pin(async move {
-            Ok(RemoteSecretSource {
-                kubeconfig: cluster.kubeconfig.clone(),
-                context: cluster.context.clone(),
-                flags: Vec::new(),
-            })
         })
     }
 

@@ -71,6 +71,18 @@ pub struct ClusterAccess {
     pub applier: Arc<Applier>,
 }
 
+/// After `istioctl install` on a real cluster: wait for the istiod Deployment to roll out.
+pub(crate) async fn wait_istiod_rollout(cluster: &ClusterAccess) -> Result<Vec<String>, ProviderError> {
+    crate::kube::wait_rollout(
+        &cluster.client,
+        "istio-system",
+        "istiod",
+        std::time::Duration::from_secs(300),
+    )
+    .await?;
+    Ok(vec!["istiod rolled out".into()])
+}
+
 /// Where `istioctl create-remote-secret` reads a cluster from: kubeconfig, context and extra flags.
 #[derive(Debug, Clone)]
 pub struct RemoteSecretSource {
@@ -118,23 +130,36 @@ pub trait ClusterProvider: Send + Sync {
         scenario: &'a Scenario,
         cluster: &'a ClusterAccess,
     ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>>;
-    /// Runs after `istioctl install` on a primary (rehearsal: start istiod and wait for its webhooks).
+    /// Runs after `istioctl install` on a primary (rehearsal: start istiod and wait for its webhooks). By default
+    /// waits for the istiod Deployment to roll out.
     fn after_primary_install<'a>(
         &'a self,
         cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>>;
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
+        Box::pin(wait_istiod_rollout(cluster))
+    }
     /// Runs after the remote install (rehearsal: wait for the primary's istiod to patch the remote's webhooks).
     fn after_remote_install<'a>(
         &'a self,
-        cluster: &'a ClusterAccess,
-        primary: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>>;
+        _cluster: &'a ClusterAccess,
+        _primary: &'a ClusterAccess,
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
     /// Kubeconfig and context istioctl should read when creating a remote secret for `cluster`, plus extra flags
     /// (the in-mesh view: an API address the other cluster's istiod can reach).
     fn remote_secret_source<'a>(
         &'a self,
         cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<RemoteSecretSource, ProviderError>>;
+    ) -> BoxFuture<'a, Result<RemoteSecretSource, ProviderError>> {
+        Box::pin(async move {
+            Ok(RemoteSecretSource {
+                kubeconfig: cluster.kubeconfig.clone(),
+                context: cluster.context.clone(),
+                flags: Vec::new(),
+            })
+        })
+    }
     /// Deletes what the run created (never anything else).
     fn cleanup(&self) -> BoxFuture<'_, CleanupReport>;
     /// Run directory holding kubeconfigs, certs and logs.

@@ -81,14 +81,7 @@ pub(super) async fn run(
             overlay,
         } => {
             let c = ctx.cluster(cluster)?;
-            let path = ctx.run_dir().join(file);
-            write_private(&path, operator)?;
-            let out = ctx
-                .istioctl
-                .install(&c.kubeconfig, &c.context, &path, &overlay.args())
-                .run()
-                .await?;
-            log.log(format!("istioctl install -f {file}: {}", last_line(&out.stdout)));
+            istioctl_install(ctx, &c, file, operator, overlay, log).await?;
             for l in ctx.provider.after_primary_install(&c).await? {
                 log.log(l);
             }
@@ -102,14 +95,7 @@ pub(super) async fn run(
             ..
         } => {
             let c = ctx.cluster(cluster)?;
-            let path = ctx.run_dir().join(file);
-            write_private(&path, operator)?;
-            let out = ctx
-                .istioctl
-                .install(&c.kubeconfig, &c.context, &path, &overlay.args())
-                .run()
-                .await?;
-            log.log(format!("istioctl install -f {file}: {}", last_line(&out.stdout)));
+            istioctl_install(ctx, &c, file, operator, overlay, log).await?;
             let started = Instant::now();
             let ip = k::wait_lb_address(
                 &c.client,
@@ -177,14 +163,7 @@ pub(super) async fn run(
                 &address,
                 &ctx.variant,
             );
-            let path = ctx.run_dir().join(file);
-            write_private(&path, &operator)?;
-            let out = ctx
-                .istioctl
-                .install(&c.kubeconfig, &c.context, &path, &overlay.args())
-                .run()
-                .await?;
-            log.log(format!("istioctl install -f {file}: {}", last_line(&out.stdout)));
+            istioctl_install(ctx, &c, file, &operator, overlay, log).await?;
             for l in ctx.provider.after_remote_install(&c, &p).await? {
                 log.log(l);
             }
@@ -216,6 +195,26 @@ pub(super) async fn run(
             requests,
         } => check_traffic(ctx, from, namespace.as_str(), url, expect, *requests, log).await,
     }
+}
+
+/// Writes the operator file to the run directory and runs `istioctl install -f` on it with the provider overlay.
+async fn istioctl_install(
+    ctx: &RunContext,
+    c: &ClusterAccess,
+    file: &str,
+    operator: &str,
+    overlay: &crate::mesh::InstallOverlay,
+    log: &StepLogger,
+) -> Result<(), StepError> {
+    let path = ctx.run_dir().join(file);
+    write_private(&path, operator)?;
+    let out = ctx
+        .istioctl
+        .install(&c.kubeconfig, &c.context, &path, &overlay.args())
+        .run()
+        .await?;
+    log.log(format!("istioctl install -f {file}: {}", last_line(&out.stdout)));
+    Ok(())
 }
 
 fn last_line(s: &str) -> String {
