@@ -164,6 +164,18 @@ pub fn run_with(
     Ok(RunResult { status, events })
 }
 
+/// Asserts cleanup removed everything the run created (for the rehearsal: no process left, no port listening).
+pub fn assert_clean(r: &RunResult) -> Result<(), Failed> {
+    match r.events.iter().find_map(|e| match e {
+        Event::CleanupFinished { complete, message } => Some((*complete, message.clone())),
+        _ => None,
+    }) {
+        Some((true, _)) => Ok(()),
+        Some((false, m)) => Err(format!("cleanup incomplete: {m}").into()),
+        None => Err("no cleanup event".into()),
+    }
+}
+
 /// Asserts the happy path: status Passed and, from every source, both versions answered by the right cluster.
 pub fn assert_conformance(r: &RunResult, sources: &[&str]) -> Result<(), Failed> {
     if r.status != ExitStatus::Passed {
@@ -182,11 +194,14 @@ pub fn assert_conformance(r: &RunResult, sources: &[&str]) -> Result<(), Failed>
             }
         }
     }
-    Ok(())
+    assert_clean(r)
 }
 
 /// Asserts a run failed with `status` and that step `id` failed with a message containing `needle`.
 pub fn assert_failed(r: &RunResult, status: ExitStatus, id: &str, needle: &str) -> Result<(), Failed> {
+    if provider()? == ProviderKind::Kwok {
+        assert_clean(r)?;
+    }
     if r.status != status {
         return Err(format!("expected {status:?}, run ended {:?}:\n{}", r.status, r.failures()).into());
     }

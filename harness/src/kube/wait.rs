@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams};
 use kube::runtime::wait::{Condition, await_condition};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
@@ -141,8 +141,9 @@ pub async fn wait_pods_ready(
 ) -> Result<PodsReady, KubeError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let (reader, writer) = reflector::store();
-    let stream =
-        reflector(writer, watcher(api, watcher::Config::default().labels(selector))).applied_objects();
+    // Every watcher event (including InitDone, when the initial list lands in the store) triggers a re-check;
+    // filtering to applied objects would miss pods that were already Ready when the watch started.
+    let stream = reflector(writer, watcher(api, watcher::Config::default().labels(selector)));
     let what = format!("pods {ns} -l {selector} to be {containers}/{containers} Ready");
     let mut stream = Box::pin(stream);
     let deadline = tokio::time::Instant::now() + timeout;

@@ -79,7 +79,7 @@ impl KindProvider {
     }
 
     /// Fails within seconds, naming what is missing, when Docker or kind is unavailable.
-    pub async fn preflight(&self) -> Result<(), ProviderError> {
+    pub async fn check_prerequisites(&self) -> Result<(), ProviderError> {
         let mut missing = Vec::new();
         if which("docker").is_none() {
             missing.push("the docker CLI is not on PATH".to_string());
@@ -88,6 +88,9 @@ impl KindProvider {
         }
         if which("kind").is_none() {
             missing.push("kind is not on PATH (go install sigs.k8s.io/kind@v0.32.0)".to_string());
+        }
+        if self.opts.istio_version.is_none() && which("istioctl").is_none() {
+            missing.push("istioctl is not on PATH (install it, or pass --istio-version X.Y.Z)".to_string());
         }
         if missing.is_empty() {
             Ok(())
@@ -164,6 +167,10 @@ impl ClusterProvider for KindProvider {
         )
     }
 
+    fn preflight(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(self.check_prerequisites())
+    }
+
     fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>> {
         Box::pin(async move {
             match &self.opts.istio_version {
@@ -178,7 +185,7 @@ impl ClusterProvider for KindProvider {
         scenario: &'a Scenario,
     ) -> BoxFuture<'a, Result<Vec<ClusterAccess>, ProviderError>> {
         Box::pin(async move {
-            self.preflight().await?;
+            self.check_prerequisites().await?;
             std::fs::create_dir_all(&self.opts.run_dir)
                 .map_err(|e| ProviderError::io("create run dir", e))?;
             let creates = scenario.clusters.iter().map(|c| {

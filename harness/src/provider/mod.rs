@@ -111,6 +111,10 @@ pub trait ClusterProvider: Send + Sync {
     fn profile(&self, scenario: &Scenario) -> ProviderProfile;
     /// Components that run for real, and those whose behaviour is computed.
     fn parts(&self) -> (Vec<String>, Vec<String>);
+    /// Fails fast, naming what is missing, before anything is created. Default: nothing to check.
+    fn preflight(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// The istioctl to drive.
     fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>>;
     /// Creates (or connects to) every cluster.

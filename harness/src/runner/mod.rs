@@ -97,6 +97,7 @@ impl Runner {
     async fn run_inner(&self, scenario: &Scenario) -> (ExitStatus, Option<Arc<RunContext>>) {
         let (real, computed) = self.provider.parts();
         let preflight = async {
+            self.provider.preflight().await?;
             let istioctl = self.provider.istioctl().await?;
             let version = istioctl.version().await?;
             Ok::<_, crate::provider::ProviderError>((istioctl, version))
@@ -116,11 +117,14 @@ impl Runner {
                     real,
                     computed,
                     notes: profile.notes,
-                    steps: vec![(id.clone(), "Find istioctl and its version".into())],
+                    steps: vec![(
+                        id.clone(),
+                        "Check prerequisites; find istioctl and its version".into(),
+                    )],
                 });
                 self.bus.emit(Event::StepFinished {
                     id,
-                    title: "Find istioctl and its version".into(),
+                    title: "Check prerequisites; find istioctl and its version".into(),
                     class: StepClass::Infrastructure,
                     outcome: Outcome::Failed {
                         kind: FailureKind::Infrastructure,
