@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{OnStepStart, assert_conformance, assert_failed, run, run_with, scenario};
+use common::{OnStepStart, assert_conformance, assert_failed, run, run_with, scenario, scenario_checked};
 use libtest_mimic::Trial;
 use meshconf::ExitStatus;
 
@@ -17,7 +17,7 @@ fn short_convergence(cfg: &mut meshconf::session::SessionConfig) {
 fn main() -> std::process::ExitCode {
     let conformance = Trial::test("multi_primary::conformance", || {
         let s = scenario("multi-primary.yaml", |t| t)?;
-        let r = run("multi_primary", "multi_primary", &s, 31000, None)?;
+        let r = run("multi_primary", &s, 31000, None)?;
         assert_conformance(&r, &["cluster1", "cluster2"])?;
         let junit = common::root().join("reports/multi_primary.junit.xml");
         let xml = std::fs::read_to_string(&junit).map_err(|e| format!("{}: {e}", junit.display()))?;
@@ -28,17 +28,10 @@ fn main() -> std::process::ExitCode {
     });
     let faults = vec![
         Trial::test("multi_primary::fails_without_remote_secret_into_cluster1", || {
-            let s = scenario("multi-primary.yaml", |t| {
+            let s = scenario_checked("multi-primary.yaml", |t| {
                 t.replace("  - remote-secret: { from: cluster2, into: cluster1 }\n", "")
             })?;
-            let r = run_with(
-                "multi_primary",
-                "multi_primary.no-secret",
-                &s,
-                31100,
-                None,
-                &short_convergence,
-            )?;
+            let r = run_with("multi_primary.no-secret", &s, 31100, None, &short_convergence)?;
             assert_failed(
                 &r,
                 ExitStatus::ConformanceFailure,
@@ -52,11 +45,10 @@ fn main() -> std::process::ExitCode {
             }
         }),
         Trial::test("multi_primary::fails_without_shared_root", || {
-            let s = scenario("multi-primary.yaml", |t| {
+            let s = scenario_checked("multi-primary.yaml", |t| {
                 t.replace("trust: shared-root", "trust: self-signed")
             })?;
             let r = run_with(
-                "multi_primary",
                 "multi_primary.no-shared-root",
                 &s,
                 31200,
@@ -73,13 +65,13 @@ fn main() -> std::process::ExitCode {
         Trial::test(
             "multi_primary::fails_when_namespace_lacks_injection_label",
             || {
-                let s = scenario("multi-primary.yaml", |t| {
+                let s = scenario_checked("multi-primary.yaml", |t| {
                     t.replace(
                         "      namespace: sample\n",
                         "      namespace: sample\n      injection: false\n",
                     )
                 })?;
-                let r = run("multi_primary", "multi_primary.no-injection", &s, 31300, None)?;
+                let r = run("multi_primary.no-injection", &s, 31300, None)?;
                 assert_failed(
                     &r,
                     ExitStatus::ConformanceFailure,
@@ -101,13 +93,7 @@ fn main() -> std::process::ExitCode {
                             }),
                         })
                     };
-                let r = run(
-                    "multi_primary",
-                    "multi_primary.istiod-killed",
-                    &s,
-                    31400,
-                    Some(&fault),
-                )?;
+                let r = run("multi_primary.istiod-killed", &s, 31400, Some(&fault))?;
                 assert_failed(
                     &r,
                     ExitStatus::Infrastructure,

@@ -1,10 +1,11 @@
 //! Shared driver of the end-to-end suites: one libtest-mimic trial per check, on the provider named by
 //! `MESHCONF_PROVIDER` (default `kind`). Reports go to `reports/<suite>.junit.xml`.
 
+// Each suite binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use meshconf::ExitStatus;
@@ -33,12 +34,21 @@ pub fn provider() -> Result<ProviderKind, String> {
 
 /// Loads a scenario from `scenarios/`, optionally rewriting its text first (to break one thing).
 pub fn scenario(file: &str, edit: impl Fn(String) -> String) -> Result<Scenario, Failed> {
+    scenario_checked(file, edit, false)
+}
+
+/// Like [`scenario`], but with `must_change` an edit that changes nothing is an error: a failure-injection test
+/// whose fault silently did not apply would otherwise pass on a healthy mesh's failure elsewhere.
+pub fn scenario_checked(
+    file: &str,
+    edit: impl Fn(String) -> String,
+    must_change: bool,
+) -> Result<Scenario, Failed> {
     let path = root().join("scenarios").join(file);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let edited = edit(text.clone());
-    if edited != text && !edited.is_empty() {
-        // Sanity: an edit that changed nothing would make a failure test pass vacuously.
-        assert_ne!(edited, text);
+    if must_change && edited == text {
+        return Err(format!("the fault edit did not change {file}: the test would break nothing").into());
     }
     scenario::load_str(&path, &edited).map_err(|e| Failed::from(e.to_string()))
 }
@@ -105,18 +115,16 @@ impl RunResult {
 
 /// Runs `scenario` on the suite's provider; `fault` may build a reporter that breaks something mid-run.
 pub fn run(
-    suite: &str,
     name: &str,
     scenario: &Scenario,
     port_base: u16,
     fault: Option<&dyn Fn(Arc<KwokProvider>) -> Box<dyn Reporter>>,
 ) -> Result<RunResult, Failed> {
-    run_with(suite, name, scenario, port_base, fault, &|_| {})
+    run_with(name, scenario, port_base, fault, &|_| {})
 }
 
 /// [`run`] with a chance to adjust the session configuration (e.g. shorter waits in failure tests).
 pub fn run_with(
-    suite: &str,
     name: &str,
     scenario: &Scenario,
     port_base: u16,
@@ -160,7 +168,6 @@ pub fn run_with(
         Ok::<_, String>(session::run_with(&cfg, scenario, provider, extra).await)
     })?;
     let events = events.lock().map(|v| v.clone()).unwrap_or_default();
-    let _ = suite;
     Ok(RunResult { status, events })
 }
 
@@ -249,13 +256,6 @@ impl<F: FnMut() + Send> Reporter for OnStepStart<F> {
         Ok(())
     }
 }
-
-/// Whether `p` exists (used by report assertions).
-pub fn exists(p: &Path) -> bool {
-    p.is_file()
-}
-
-pub type Shared<T> = Arc<Mutex<T>>;
 
 /// Issue: the `existing` provider must never delete what it did not create. Starts two rehearsal clusters,
 /// plants a namespace the "user" owns, runs a scenario against their contexts with `--provider existing`, then
