@@ -34,7 +34,13 @@ pub fn provider() -> Result<ProviderKind, String> {
 
 /// Loads a scenario from `scenarios/`, optionally rewriting its text first (to break one thing).
 pub fn scenario(file: &str, edit: impl Fn(String) -> String) -> Result<Scenario, Failed> {
-    scenario_checked(file, edit, false)
+    load_edited(file, edit, false)
+}
+
+/// Like [`scenario`], but an edit that changes nothing is an error: a failure-injection test whose fault
+/// silently did not apply would otherwise test nothing.
+pub fn scenario_checked(file: &str, edit: impl Fn(String) -> String) -> Result<Scenario, Failed> {
+    load_edited(file, edit, true)
 }
 
 /// Like [`scenario`], but with `must_change` an edit that changes nothing is an error: a failure-injection test
