@@ -43,13 +43,7 @@ pub fn scenario_checked(file: &str, edit: impl Fn(String) -> String) -> Result<S
     load_edited(file, edit, true)
 }
 
-/// Like [`scenario`], but with `must_change` an edit that changes nothing is an error: a failure-injection test
-/// whose fault silently did not apply would otherwise pass on a healthy mesh's failure elsewhere.
-pub fn scenario_checked(
-    file: &str,
-    edit: impl Fn(String) -> String,
-    must_change: bool,
-) -> Result<Scenario, Failed> {
+fn load_edited(file: &str, edit: impl Fn(String) -> String, must_change: bool) -> Result<Scenario, Failed> {
     let path = root().join("scenarios").join(file);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let edited = edit(text.clone());
