@@ -144,12 +144,20 @@ pub async fn run_with(
     let runner = Runner::new(provider, EventBus::new(reporters), cfg.run.clone());
     let flag = runner.interrupt_flag();
     let watcher = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "meshconf: interrupted; finishing the current step, then cleaning up (Ctrl-C again to abort)"
-            );
-            flag.store(true, Ordering::SeqCst);
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
         }
+        eprintln!("meshconf: interrupted; stopping the current step, cleaning up and writing the report");
+        flag.store(true, Ordering::SeqCst);
     });
     let status = runner.run(scenario).await;
     watcher.abort();

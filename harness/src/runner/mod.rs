@@ -180,7 +180,9 @@ impl Runner {
             for outcome in futures::future::join_all(runs).await {
                 status = status.worst(outcome);
             }
-            if status != ExitStatus::Passed {
+            if self.interrupted.load(Ordering::SeqCst) {
+                stop_reason = Some("interrupted".into());
+            } else if status != ExitStatus::Passed {
                 stop_reason = Some("an earlier step failed".into());
             }
         }

@@ -2,6 +2,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::redact::{redact, tail};
@@ -168,18 +169,30 @@ impl Cmd {
         redact(&parts.join(" "))
     }
 
-    /// Runs the command on a blocking thread; kills its process group when the timeout expires.
+    /// Runs the command on a blocking thread; kills its process group when the timeout expires, and also when
+    /// the returned future is dropped (a cancelled or interrupted step leaves no process behind).
     pub async fn run(self) -> Result<CmdOutput, ToolError> {
-        tokio::task::spawn_blocking(move || self.run_blocking())
+        let pids = Arc::new(Mutex::new(Vec::new()));
+        let mut guard = KillOnDrop {
+            pids: pids.clone(),
+            armed: true,
+        };
+        let result = tokio::task::spawn_blocking(move || self.run_tracked(Some(pids)))
             .await
             .map_err(|e| ToolError::Io {
                 command: "<join>".into(),
                 source: std::io::Error::other(e),
-            })?
+            })?;
+        guard.armed = false;
+        result
     }
 
     /// Blocking variant of [`Cmd::run`].
     pub fn run_blocking(&self) -> Result<CmdOutput, ToolError> {
+        self.run_tracked(None)
+    }
+
+    fn run_tracked(&self, track: Option<Arc<Mutex<Vec<u32>>>>) -> Result<CmdOutput, ToolError> {
         let command = self.display();
         // duct treats a Path program as a path ("./sh"); a bare name must stay a name so PATH is searched.
         let program: std::ffi::OsString = self.program.as_os_str().to_os_string();
@@ -215,6 +228,11 @@ impl Cmd {
                 }
             }
         })?;
+        if let Some(t) = &track
+            && let Ok(mut v) = t.lock()
+        {
+            v.extend(handle.pids());
+        }
         let waited = handle
             .wait_timeout(self.timeout)
             .map_err(|source| ToolError::Io {
@@ -249,6 +267,28 @@ impl Cmd {
             stderr,
             duration: started.elapsed(),
         })
+    }
+}
+
+/// Kills the recorded process groups unless disarmed (the command finished normally).
+struct KillOnDrop {
+    pids: Arc<Mutex<Vec<u32>>>,
+    armed: bool,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(pids) = self.pids.lock() {
+            for pid in pids.iter() {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 
@@ -305,6 +345,23 @@ mod tests {
             std::fs::read_to_string(marker.path()).expect("read"),
             "",
             "grandchild survived the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_run_kills_its_process() {
+        let marker = tempfile::NamedTempFile::new().expect("tmp");
+        let script = format!("sleep 2; echo late > {}", marker.path().display());
+        let fut = Cmd::new("sh")
+            .args(["-c", &script])
+            .timeout(Duration::from_secs(30))
+            .run();
+        let _ = tokio::time::timeout(Duration::from_millis(300), fut).await;
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(
+            std::fs::read_to_string(marker.path()).expect("read"),
+            "",
+            "the process outlived its dropped future"
         );
     }
 
