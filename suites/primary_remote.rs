@@ -17,15 +17,23 @@ fn main() -> std::process::ExitCode {
     let faults = vec![Trial::test(
         "primary_remote::eastwest_gateway_without_address_fails",
         || {
-            // Break the east-west gateway's address: a scenario whose primary gets no LoadBalancer pool would be
-            // invalid, so instead the pool is taken away when the gateway step starts.
+            // Break the east-west gateway's address: the MetalLB pool is taken away when the gateway step starts.
             let s = scenario("primary-remote.yaml", |t| t)?;
             let fault =
                 |p: std::sync::Arc<meshconf::provider::KwokProvider>| -> Box<dyn meshconf::report::Reporter> {
                     Box::new(common::OnStepStart {
                         step: "eastwest-gateway/cluster1".into(),
                         action: Some(move || {
-                            p.kill_process("metallb-cluster1");
+                            // MetalLB keeps running but has nothing to assign: the gateway stays <pending>.
+                            use meshconf::provider::ClusterProvider;
+                            let kubeconfig = p.run_dir().join("kubeconfig");
+                            let deleted = tokio::task::block_in_place(|| {
+                                tokio::runtime::Handle::current()
+                                    .block_on(common::delete_metallb_pool(&kubeconfig, "kwok-cluster1"))
+                            });
+                            if let Err(e) = deleted {
+                                eprintln!("fault injection failed: {e}");
+                            }
                         }),
                     })
                 };

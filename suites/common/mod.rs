@@ -354,3 +354,18 @@ pub fn existing_provider_leaves_what_it_did_not_create() -> Result<(), Failed> {
     })
     .map_err(Failed::from)
 }
+
+/// Fault: deletes the rehearsal's MetalLB IPAddressPool in one cluster.
+pub async fn delete_metallb_pool(kubeconfig: &std::path::Path, context: &str) -> Result<(), String> {
+    use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
+    let client = meshconf::kube::client_for(kubeconfig, context)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("metallb.io", "v1beta1", "IPAddressPool"));
+    let pools: Api<DynamicObject> = Api::namespaced_with(client, "metallb-system", &ar);
+    pools
+        .delete("rehearsal", &DeleteParams::default())
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

@@ -103,10 +103,11 @@ pub fn judge(
         problems.push(format!("{m} ({n}×)"));
     }
     if !errors.is_empty() {
+        let errs: Vec<String> = errors.iter().map(|(k, v)| format!("«{k}»×{v}")).collect();
         problems.push(format!(
             "{} requests failed: {}",
             errors.values().sum::<u64>(),
-            summary()
+            errs.join(", ")
         ));
     }
     let expected_counts: Vec<u64> = expect
