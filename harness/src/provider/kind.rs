@@ -127,6 +127,10 @@ impl ClusterProvider for KindProvider {
             p.create_commands.insert(c.name.clone(), vec![
                 create,
                 format!("export {node_var}=$(docker inspect -f '{{{{.NetworkSettings.Networks.kind.IPAddress}}}}' {name}-control-plane)"),
+                    format!(
+                        "kind get kubeconfig --internal --name {name} | sed 's#https://{name}-control-plane:6443#https://'\"${node_var}\"':6443#' > \"$MESHCONF_RUN/kubeconfig-{}-internal\"",
+                        c.name
+                    ),
             ]);
             let v = render_ctx_var(&c.name);
             p.lb_commands.insert(c.name.clone(), vec![
@@ -137,8 +141,8 @@ impl ClusterProvider for KindProvider {
             p.remote_secret_flags.insert(
                 c.name.clone(),
                 vec![format!(
-                    "--server=https://${{{}}}:6443",
-                    v.replacen("CTX_", "NODE_IP_", 1)
+                    "--kubeconfig=\"$MESHCONF_RUN/kubeconfig-{}-internal\"",
+                    c.name
                 )],
             );
             p.delete_commands
@@ -304,13 +308,22 @@ impl ClusterProvider for KindProvider {
         cluster: &'a ClusterAccess,
     ) -> BoxFuture<'a, Result<RemoteSecretSource, ProviderError>> {
         Box::pin(async move {
-            // istiod in the other cluster must reach this API server: the node's address on the kind network,
-            // not the host port-forward on 127.0.0.1.
+            // The in-mesh view: `kind get kubeconfig --internal` names the API server by its container hostname,
+            // which istiod in the other cluster cannot resolve, so it is rewritten to the node's address on the
+            // kind network (as Istio's own kind provisioner does). The remote secret embeds that address.
+            let name = kind_cluster_name(&self.opts.prefix, &cluster.name);
             let ip = self.node_ip(&cluster.name).await?;
+            let internal = self.kind.internal_kubeconfig(&name).run().await?;
+            let rewritten = in_mesh_kubeconfig(&internal.stdout, &name, &ip)?;
+            let path = self
+                .opts
+                .run_dir
+                .join(format!("kubeconfig-{}-internal", cluster.name));
+            write_private(&path, &rewritten)?;
             Ok(RemoteSecretSource {
-                kubeconfig: cluster.kubeconfig.clone(),
+                kubeconfig: path,
                 context: cluster.context.clone(),
-                flags: vec![format!("--server=https://{ip}:6443")],
+                flags: Vec::new(),
             })
         })
     }
@@ -364,4 +377,42 @@ pub async fn kind_version() -> Option<String> {
         .await
         .ok()
         .map(|o| o.stdout.trim().to_string())
+}
+
+/// Rewrites `kind get kubeconfig --internal` output (server `https://<name>-control-plane:6443`) to the node's
+/// address on the kind network, so an istiod in another cluster can reach it.
+pub fn in_mesh_kubeconfig(internal: &str, cluster: &str, node_ip: &str) -> Result<String, ProviderError> {
+    let from = format!("https://{cluster}-control-plane:6443");
+    if !internal.contains(&from) {
+        return Err(ProviderError::Other(format!(
+            "`kind get kubeconfig --internal --name {cluster}` did not name the server {from}"
+        )));
+    }
+    Ok(internal.replace(&from, &format!("https://{node_ip}:6443")))
+}
+
+fn write_private(path: &std::path::Path, body: &str) -> Result<(), ProviderError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).map_err(|e| ProviderError::io(format!("write {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ProviderError::io(format!("chmod {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape `kind get kubeconfig --internal` prints (kind's documented output; credentials elided).
+    const INTERNAL: &str = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: LS0t\n    server: https://meshconf-cluster2-control-plane:6443\n  name: kind-meshconf-cluster2\ncontexts:\n- context:\n    cluster: kind-meshconf-cluster2\n    user: kind-meshconf-cluster2\n  name: kind-meshconf-cluster2\ncurrent-context: kind-meshconf-cluster2\nkind: Config\nusers:\n- name: kind-meshconf-cluster2\n  user:\n    client-certificate-data: LS0t\n    client-key-data: LS0t\n";
+
+    #[test]
+    fn in_mesh_view_points_at_the_node_address() {
+        let k = in_mesh_kubeconfig(INTERNAL, "meshconf-cluster2", "172.18.0.3").expect("rewrite");
+        assert!(k.contains("server: https://172.18.0.3:6443"));
+        assert!(!k.contains("control-plane:6443"));
+        assert!(
+            in_mesh_kubeconfig(INTERNAL, "other", "172.18.0.3").is_err(),
+            "unexpected tool output is an error"
+        );
+    }
 }
