@@ -5,6 +5,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 REPORTS ?= reports
+PORT_BASE ?= 31000
 SCENARIOS := scenarios/multi-primary.yaml scenarios/primary-remote.yaml
 TOOLS_BIN = $(shell bash tools/build.sh)
 
@@ -32,7 +33,7 @@ unit:
 rehearse: tools
 	$(CARGO) build --release -p meshconf
 	@status=0; for s in $(SCENARIOS); do \
-	  MESHCONF_TOOLS_BIN="$(TOOLS_BIN)" ./target/release/meshconf run $$s --provider kwok --report-dir $(REPORTS) || status=$$?; \
+	  MESHCONF_TOOLS_BIN="$(TOOLS_BIN)" ./target/release/meshconf run $$s --provider kwok --port-base $(PORT_BASE) --report-dir $(REPORTS) || status=$$?; \
 	done; exit $$status
 
 ## The real conformance run on kind (needs Docker, kind and istioctl; see `meshconf doctor`).
