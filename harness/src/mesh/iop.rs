@@ -17,6 +17,11 @@ pub struct InstallOverlay {
 }
 
 impl InstallOverlay {
+    /// The `--set` arguments joined for a shell line, each preceded by a space (empty when none).
+    pub fn shell_suffix(&self) -> String {
+        self.args().iter().map(|a| format!(" {a}")).collect()
+    }
+
     /// The `--set` arguments.
     pub fn args(&self) -> Vec<String> {
         self.sets

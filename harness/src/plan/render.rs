@@ -136,10 +136,7 @@ fn render_step(o: &mut String, plan: &Plan, s: &PlannedStep) {
         } => {
             heredoc(o, file, operator);
             let mut line = format!("istioctl install {} -f {file} -y", ctx(cluster));
-            for a in overlay.args() {
-                line.push(' ');
-                line.push_str(&a);
-            }
+            line.push_str(&overlay.shell_suffix());
             if let Some(r) = &overlay.reason {
                 let _ = writeln!(o, "# overlay: {r}");
             }
@@ -163,10 +160,7 @@ fn render_step(o: &mut String, plan: &Plan, s: &PlannedStep) {
                 "samples/multicluster/gen-eastwest-gateway.sh --network {network} | istioctl {} install -y -f -",
                 ctx(cluster)
             );
-            for a in overlay.args() {
-                line.push(' ');
-                line.push_str(&a);
-            }
+            line.push_str(&overlay.shell_suffix());
             let _ = writeln!(o, "{line}");
             let _ = writeln!(
                 o,
@@ -227,10 +221,7 @@ fn render_step(o: &mut String, plan: &Plan, s: &PlannedStep) {
                 let _ = writeln!(o, "# overlay: {r}");
             }
             let mut line = format!("istioctl install {} -f {file} -y", ctx(cluster));
-            for a in overlay.args() {
-                line.push(' ');
-                line.push_str(&a);
-            }
+            line.push_str(&overlay.shell_suffix());
             let _ = writeln!(o, "{line}");
         }
         Action::DeployApps {

@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
 use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError};
-use crate::kube::{self as k, Applier};
+use crate::kube as k;
 use crate::plan::{DataPlane, ProviderKind, ProviderProfile};
 use crate::scenario::{ClusterName, Scenario};
 use crate::tools::Istioctl;
@@ -98,13 +97,12 @@ impl ClusterProvider for ExistingProvider {
                     ))
                 })?;
                 let client = k::client_for(&self.kubeconfig, &context).await?;
-                out.push(ClusterAccess {
-                    name: c.name.clone(),
-                    kubeconfig: self.kubeconfig.clone(),
+                out.push(ClusterAccess::new(
+                    c.name.clone(),
+                    self.kubeconfig.clone(),
                     context,
-                    applier: Arc::new(Applier::new(client.clone())),
                     client,
-                });
+                ));
             }
             Ok(out)
         })

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError, RemoteSecretSource};
-use crate::kube::{self as k, Applier};
+use crate::kube as k;
 use crate::plan::{DataPlane, ProviderKind, ProviderProfile, render_ctx_var};
 use crate::scenario::{ClusterName, Scenario};
 use crate::tools::{Cmd, Docker, Istioctl, Kind, download_istioctl, which};
@@ -208,13 +208,12 @@ impl ClusterProvider for KindProvider {
             for c in &scenario.clusters {
                 let context = format!("kind-{}", kind_cluster_name(&self.opts.prefix, &c.name));
                 let client = k::client_for(&self.kubeconfig(&c.name), &context).await?;
-                out.push(ClusterAccess {
-                    name: c.name.clone(),
-                    kubeconfig: self.kubeconfig(&c.name),
+                out.push(ClusterAccess::new(
+                    c.name.clone(),
+                    self.kubeconfig(&c.name),
                     context,
-                    applier: Arc::new(Applier::new(client.clone())),
                     client,
-                });
+                ));
             }
             Ok(out)
         })

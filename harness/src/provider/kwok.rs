@@ -484,17 +484,7 @@ status:
         .into();
         let env_vec: Vec<(String, String)> = env.into_iter().collect();
         let name = format!("istiod-{}", cluster.name);
-        let proc = Supervised::spawn(
-            &name,
-            &self.tools.path("pilot-discovery"),
-            &args,
-            &env_vec,
-            &dir,
-            &dir.join("istiod.log"),
-        )
-        .map_err(|e| ProviderError::io(format!("start {name}"), e))?;
-        let pid = proc.pid();
-        self.lock().procs.push(proc);
+        let pid = self.supervise(&name, "pilot-discovery", &args, &env_vec, &dir, "istiod.log")?;
         let ready = format!("http://127.0.0.1:{}/ready", p.istiod_http);
         wait_http_ok(
             &ready,
@@ -531,6 +521,24 @@ status:
             ),
             "istiod is ready and has patched the injector caBundle".into(),
         ])
+    }
+
+    /// Starts a tool from the tools directory as a supervised process and records it for health checks and
+    /// cleanup; returns its PID.
+    fn supervise(
+        &self,
+        name: &str,
+        tool: &str,
+        args: &[String],
+        env: &[(String, String)],
+        dir: &std::path::Path,
+        log: &str,
+    ) -> Result<u32, ProviderError> {
+        let proc = Supervised::spawn(name, &self.tools.path(tool), args, env, dir, &dir.join(log))
+            .map_err(|e| ProviderError::io(format!("start {name}"), e))?;
+        let pid = proc.pid();
+        self.lock().procs.push(proc);
+        Ok(pid)
     }
 
     fn log_tail(&self, name: &str) -> String {
@@ -846,17 +854,7 @@ impl ClusterProvider for KwokProvider {
                 ("METALLB_NAMESPACE".into(), "metallb-system".into()),
                 ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
             ];
-            let proc = Supervised::spawn(
-                &name,
-                &self.tools.path("metallb-controller"),
-                &args,
-                &env,
-                &dir,
-                &dir.join("controller.log"),
-            )
-            .map_err(|e| ProviderError::io(format!("start {name}"), e))?;
-            let pid = proc.pid();
-            self.lock().procs.push(proc);
+            let pid = self.supervise(&name, "metallb-controller", &args, &env, &dir, "controller.log")?;
             let pool = rehearsal_pool(i);
             let pool_yaml = format!(
                 "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: rehearsal\n  namespace: metallb-system\nspec:\n  addresses: [\"{pool}\"]\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: rehearsal\n  namespace: metallb-system\nspec:\n  ipAddressPools: [rehearsal]\n"

@@ -94,6 +94,19 @@ pub struct RemoteSecretSource {
     pub flags: Vec<String>,
 }
 
+impl ClusterAccess {
+    /// Access to `name` through `context` of `kubeconfig`, with an applier on `client`.
+    pub fn new(name: ClusterName, kubeconfig: PathBuf, context: String, client: kube::Client) -> Self {
+        Self {
+            name,
+            kubeconfig,
+            context,
+            applier: Arc::new(Applier::new(client.clone())),
+            client,
+        }
+    }
+}
+
 /// What the run created, for cleanup.
 #[derive(Debug, Default, Clone)]
 pub struct CleanupReport {
