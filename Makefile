@@ -1,6 +1,8 @@
 # meshconf: conformance harness for multicluster Istio installs.
 # `make test` is the README's test command (CI runs exactly it); `make rehearse` is the main job on machines
 # without Docker; `make conformance` is the real kind run.
+# The kind path on machines where no registry answers: `make engine` finds a Docker engine or starts meshconf's
+# own, `make images` builds every image from pinned sources; both cache outside the clone.
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -8,37 +10,59 @@ REPORTS ?= reports
 PORT_BASE ?= 31000
 SCENARIOS := scenarios/multi-primary.yaml scenarios/primary-remote.yaml
 TOOLS_BIN = $(shell bash tools/build.sh)
+KIND_SUITES = MESHCONF_PROVIDER=kind $(CARGO) test --test multi_primary --test primary_remote
 
-.PHONY: all build test unit suites rehearse conformance tools bench lint report clean doctor
+.PHONY: all build test unit suites rehearse rehearsal-tools conformance tools images engine engine-down bench lint report clean doctor
 
 all: build
 
 build:
 	$(CARGO) build --workspace --release
 
-## Rehearsal binaries (etcd, kube-apiserver, kwok, istioctl, istiod, MetalLB) from the Go module proxy, cached
-## outside the clone; a second run is a no-op.
-tools:
-	@bash tools/build.sh
+## Binaries (etcd, Kubernetes, kwok, kind, istioctl, istiod, pilot-agent, MetalLB, CoreDNS) from the Go module
+## proxy, and every image of the kind path; cached outside the clone, a second run is a no-op.
+tools: images
 
-## Unit, snapshot and mock-API tests, then both suites end to end on the kwok rehearsal.
+## Only what the kwok rehearsal needs (no Docker).
+rehearsal-tools:
+	@bash tools/build.sh >/dev/null
+
+## A Docker engine: the one that answers (yours), else meshconf's own under the cache (installs docker.io if needed).
+engine:
+	@bash tools/engine.sh up >/dev/null
+
+## Stop meshconf's engine (never yours) and remove the host state it added.
+engine-down:
+	@bash tools/engine.sh down
+
+## The kind path's images (node image, Kubernetes parts, MetalLB, Istio with upstream Envoy, samples).
+images: engine
+	@bash tools/build.sh >/dev/null
+	@DOCKER_HOST="$$(bash tools/engine.sh up 2>/dev/null | tail -n1)" bash tools/images.sh >/dev/null
+
+## Unit, snapshot and mock-API tests, both suites on the kwok rehearsal, then both suites on kind; stops
+## meshconf's engine at the end, whatever happened.
 test: tools
-	$(CARGO) test --workspace
-	MESHCONF_TOOLS_BIN="$(TOOLS_BIN)" MESHCONF_PROVIDER=kwok $(CARGO) test --test multi_primary --test primary_remote
+	@status=0; \
+	$(CARGO) test --workspace || status=$$?; \
+	if [ $$status -eq 0 ]; then MESHCONF_TOOLS_BIN="$(TOOLS_BIN)" MESHCONF_PROVIDER=kwok $(CARGO) test --test multi_primary --test primary_remote || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then $(KIND_SUITES) || status=$$?; fi; \
+	bash tools/engine.sh down; exit $$status
 
 unit:
 	$(CARGO) test --workspace
 
 ## Main job here: a rehearsal of both scenarios with progress and a summary (reports in $(REPORTS)/).
-rehearse: tools
+rehearse: rehearsal-tools
 	$(CARGO) build --release -p meshconf
 	@status=0; for s in $(SCENARIOS); do \
 	  MESHCONF_TOOLS_BIN="$(TOOLS_BIN)" ./target/release/meshconf run $$s --provider kwok --port-base $(PORT_BASE) --report-dir $(REPORTS) || status=$$?; \
 	done; exit $$status
 
-## The real conformance run on kind (needs Docker, kind and istioctl; see `meshconf doctor`).
-conformance:
-	MESHCONF_PROVIDER=kind $(CARGO) test --test multi_primary --test primary_remote
+## The real conformance run on kind with images built here (with a registry at hand, run the suites directly:
+## without `make images` the kind provider uses released images).
+conformance: images
+	$(KIND_SUITES)
 
 doctor:
 	$(CARGO) run -q -p meshconf -- doctor

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Builds the rehearsal binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok,
-# kwokctl, istioctl, pilot-discovery, MetalLB controller) from the Go module proxy into a cache outside the clone:
+# Builds pinned binaries from the Go module proxy into a cache outside the clone:
 #   ${MESHCONF_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf/tools}/<key>/bin
+#   build.sh [rehearsal]  etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, kwokctl,
+#                         istioctl, pilot-discovery, MetalLB controller (the kwok rehearsal)
+#   build.sh kind         those plus kind, crictl, kubelet, kubeadm, kube-proxy, the node's etcd and CoreDNS,
+#                         pilot-agent and the MetalLB speaker (what tools/images.sh puts into images)
 # <key> hashes versions.env and this script, so a second run with the same pins is a no-op.
 # Prints the bin directory on the last line of stdout. Needs: go (>= 1.26), network access to the Go module proxy.
 set -euo pipefail
@@ -15,7 +18,14 @@ key=$(cat "$here/versions.env" "$here/build.sh" | sha256sum | cut -c1-16)
 dest="$cache_root/$key"
 bin="$dest/bin"
 
-if [[ -f "$bin/.complete" ]]; then
+profile=${1:-rehearsal}
+case "$profile" in
+  rehearsal) steps="etcd kwok metallb k8s istio" ;;
+  kind) steps="etcd kwok metallb k8s istio kind crictl etcdnode coredns" ;;
+  *) echo "usage: $0 [rehearsal|kind]" >&2; exit 2 ;;
+esac
+
+if [[ -f "$bin/.complete-$profile" ]]; then
   echo "meshconf tools: up to date ($bin)" >&2
   echo "$bin"
   exit 0
@@ -53,6 +63,8 @@ build_k8s() {
   [[ -n "$staged" ]] || { echo "meshconf tools: found no staging modules in $gomod" >&2; return 1; }
   for m in $staged; do go mod edit -replace="$m=$m@$staging"; done
   local pkgs="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl"
+  # kind nodes also need the kubelet, kubeadm and kube-proxy: one `go build` shares the compile work.
+  [[ "$profile" == kind ]] && pkgs="$pkgs k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubeadm k8s.io/kubernetes/cmd/kube-proxy"
   for p in $pkgs; do go get -tool "$p@$K8S_VERSION" >/dev/null; done
   minor=$(echo "$K8S_VERSION" | cut -d. -f2)
   local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1"
@@ -91,20 +103,32 @@ build_istio() {
     -replace="istio.io/client-go=istio.io/client-go@$ISTIO_CLIENT_GO_VERSION" \
     -replace="github.com/envoyproxy/go-control-plane/envoy=github.com/envoyproxy/go-control-plane/envoy@$ENVOY_GCP_VERSION" \
     -replace="github.com/envoyproxy/go-control-plane/contrib=github.com/envoyproxy/go-control-plane/contrib@$ENVOY_GCP_CONTRIB_VERSION"
-  go get -tool "istio.io/istio/istioctl/cmd/istioctl@$ISTIO_MODULE_VERSION" \
-    "istio.io/istio/pilot/cmd/pilot-discovery@$ISTIO_MODULE_VERSION" >/dev/null
+  local pkgs="istio.io/istio/istioctl/cmd/istioctl istio.io/istio/pilot/cmd/pilot-discovery"
+  # The proxyv2 image's pilot-agent (kind profile).
+  [[ "$profile" == kind ]] && pkgs="$pkgs istio.io/istio/pilot/cmd/pilot-agent"
+  local p
+  for p in $pkgs; do go get -tool "$p@$ISTIO_MODULE_VERSION" >/dev/null; done
   local ld="-s -w -X istio.io/istio/pkg/version.buildVersion=$ISTIO_BUILD_VERSION"
   ld="$ld -X istio.io/istio/pkg/version.buildTag=$ISTIO_BUILD_VERSION -X istio.io/istio/pkg/version.buildStatus=Clean"
-  go build -tags "vtprotobuf,disable_pgv" -ldflags "$ld" -o "$bin/" \
-    istio.io/istio/istioctl/cmd/istioctl istio.io/istio/pilot/cmd/pilot-discovery
+  # shellcheck disable=SC2086
+  go build -tags "vtprotobuf,disable_pgv" -ldflags "$ld" -o "$bin/" $pkgs
+  # The files images need from the same module: Envoy's bootstrap template and the sample manifests.
+  local moddir
+  moddir=$(go list -m -f '{{.Dir}}' istio.io/istio)
+  mkdir -p "$bin/istio-files"
+  cp "$moddir/tools/packaging/common/envoy_bootstrap.json" "$bin/istio-files/envoy_bootstrap_tmpl.json"
+  cp "$moddir/samples/helloworld/helloworld.yaml" "$bin/istio-files/helloworld.yaml"
+  cp "$moddir/samples/curl/curl.yaml" "$bin/istio-files/curl.yaml"
+  chmod -R u+w "$bin/istio-files"
 }
 
 build_metallb() {
   local d="$dest/src/metallb"
   new_module "$d" metallb
   cd "$d"
-  go get -tool "go.universe.tf/metallb/controller@$METALLB_VERSION" >/dev/null
+  go get -tool "go.universe.tf/metallb/controller@$METALLB_VERSION" "go.universe.tf/metallb/speaker@$METALLB_VERSION" >/dev/null
   go build -ldflags "-s -w" -o "$bin/metallb-controller" go.universe.tf/metallb/controller
+  [[ "$profile" == kind ]] && go build -ldflags "-s -w" -o "$bin/metallb-speaker" go.universe.tf/metallb/speaker
   # The native manifest (CRDs, namespace, webhook configuration) ships in the module source.
   local moddir
   moddir=$(go list -m -f '{{.Dir}}' go.universe.tf/metallb)
@@ -112,15 +136,55 @@ build_metallb() {
   chmod u+w "$bin/metallb-native.yaml"
 }
 
-for step in etcd kwok metallb k8s istio; do
-  [[ -x "$bin/.built-$step" ]] && { log "$step already built"; continue; }
+build_kind() {
+  local d="$dest/src/kind"
+  new_module "$d" kind
+  cd "$d"
+  go get -tool "sigs.k8s.io/kind@$KIND_VERSION" >/dev/null
+  go build -ldflags "-s -w" -o "$bin/kind" sigs.k8s.io/kind
+}
+
+build_crictl() {
+  local d="$dest/src/crictl"
+  new_module "$d" crictl
+  cd "$d"
+  go get -tool "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION" >/dev/null
+  go build -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" -o "$bin/crictl" \
+    sigs.k8s.io/cri-tools/cmd/crictl
+}
+
+# The etcd kubeadm asks for differs from the rehearsal's; a fresh module so its sibling modules match it.
+build_etcdnode() {
+  local d="$dest/src/etcdnode"
+  new_module "$d" etcdnode
+  cd "$d"
+  go get -tool "go.etcd.io/etcd/server/v3@$NODE_ETCD_VERSION" >/dev/null
+  mkdir -p "$bin/node"
+  go build -ldflags "-s -w" -o "$bin/node/etcd" go.etcd.io/etcd/server/v3
+}
+
+build_coredns() {
+  local d="$dest/src/coredns"
+  new_module "$d" coredns
+  cd "$d"
+  go get -tool "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null
+  mkdir -p "$bin/node"
+  go build -ldflags "-s -w" -o "$bin/node/coredns" github.com/coredns/coredns
+}
+
+for step in $steps; do
+  # A step's marker names the profile it was built for: the kind profile adds binaries to shared steps.
+  marker="$bin/.built-$step"
+  case "$step" in k8s|istio|metallb) marker="$marker-$profile" ;; esac
+  if [[ "$profile" == rehearsal && -f "$bin/.built-$step-kind" ]]; then marker="$bin/.built-$step-kind"; fi
+  [[ -f "$marker" ]] && { log "$step already built"; continue; }
   log "building $step (go output: $dest/build-$step.log)"
   if ! ( "build_$step" ) >"$dest/build-$step.log" 2>&1; then
     echo "meshconf tools: building $step failed; last lines of $dest/build-$step.log:" >&2
     tail -n 30 "$dest/build-$step.log" >&2
     exit 1
   fi
-  touch "$bin/.built-$step" && chmod +x "$bin/.built-$step"
+  touch "$marker"
   log "built $step"
 done
 
@@ -131,6 +195,12 @@ kwok=$KWOK_VERSION
 istio=$ISTIO_BUILD_VERSION ($ISTIO_MODULE_VERSION)
 metallb=$METALLB_VERSION
 V
-touch "$bin/.complete"
+[[ "$profile" == kind ]] && cat >> "$bin/VERSIONS" <<V
+kind=$KIND_VERSION
+crictl=$CRICTL_VERSION
+node-etcd=$NODE_ETCD_VERSION
+coredns=$COREDNS_VERSION
+V
+touch "$bin/.complete-$profile"
 log "done: $bin"
 echo "$bin"

@@ -42,6 +42,9 @@ fn main() {
         istio_version: None,
         run_dir: "/r".into(),
         keep: false,
+        images: None,
+        subnet: meshconf::provider::DEFAULT_KIND_SUBNET.parse().expect("subnet"),
+        cgroup_v1: false,
     });
     let variant = Variant::for_version(IstioVersion::new(1, 30, 3));
     bench("plan + render shell (kind)", 500, || {

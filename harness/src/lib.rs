@@ -7,6 +7,7 @@
 pub mod apps;
 pub mod doctor;
 pub mod exit;
+pub mod images;
 pub mod kube;
 pub mod mesh;
 pub mod plan;

@@ -77,6 +77,9 @@ struct Target {
     /// kind node image (kindest/node:vX.Y.Z@sha256:...).
     #[arg(long)]
     node_image: Option<String>,
+    /// kind: use released images from their registries even where `make images` built local ones.
+    #[arg(long)]
+    released_images: bool,
     /// existing: kubeconfig to read (never modified).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
@@ -119,6 +122,7 @@ fn session_config(t: &Target, report_dir: PathBuf, report_name: String) -> Sessi
     let mut cfg = SessionConfig::new(t.provider, report_dir, report_name);
     cfg.istio_version = t.istio_version.clone();
     cfg.node_image = t.node_image.clone();
+    cfg.released_images = t.released_images;
     cfg.kubeconfig = t.kubeconfig.clone();
     cfg.contexts = t
         .contexts
@@ -132,13 +136,25 @@ fn session_config(t: &Target, report_dir: PathBuf, report_name: String) -> Sessi
 fn plan_provider(t: &Target, scenario: &scenario::Scenario) -> Box<dyn ClusterProvider> {
     let run_dir = PathBuf::from("$MESHCONF_RUN");
     match t.provider {
-        ProviderKind::Kind => Box::new(KindProvider::new(KindOptions {
-            prefix: "meshconf".into(),
-            node_image: t.node_image.clone(),
-            istio_version: t.istio_version.clone(),
-            run_dir,
-            keep: false,
-        })),
+        ProviderKind::Kind => {
+            let cfg = session_config(t, PathBuf::new(), scenario.name.clone());
+            let opts = session::kind_options(&cfg, run_dir.clone()).unwrap_or_else(|e| {
+                eprintln!("meshconf: {e}; planning with released images");
+                KindOptions {
+                    prefix: "meshconf".into(),
+                    node_image: t.node_image.clone(),
+                    istio_version: t.istio_version.clone(),
+                    run_dir,
+                    keep: false,
+                    images: None,
+                    subnet: meshconf::provider::DEFAULT_KIND_SUBNET
+                        .parse()
+                        .unwrap_or_default(),
+                    cgroup_v1: false,
+                }
+            });
+            Box::new(KindProvider::new(opts))
+        }
         ProviderKind::Kwok => {
             let tools = ToolsBin::locate().unwrap_or(ToolsBin {
                 dir: PathBuf::from("$MESHCONF_TOOLS_BIN"),
@@ -224,18 +240,14 @@ async fn down(run_dir: PathBuf) -> ExitStatus {
                     }
                 }
             }
-            if let Some(cluster) = name.strip_prefix("kubeconfig-") {
-                let r = meshconf::tools::Cmd::new("kind")
-                    .args(["delete", "cluster", "--name", &format!("meshconf-{cluster}")])
-                    .run()
-                    .await;
-                match r {
-                    Ok(_) => eprintln!("deleted kind cluster meshconf-{cluster}"),
-                    Err(e) => {
-                        eprintln!("kind delete meshconf-{cluster}: {e}");
-                        status = ExitStatus::Infrastructure;
-                    }
-                }
+        }
+    }
+    if run_dir.join("kind-state.json").is_file() {
+        match KindProvider::down(&run_dir).await {
+            Ok(lines) => lines.iter().for_each(|l| eprintln!("{l}")),
+            Err(e) => {
+                eprintln!("meshconf down: {e}");
+                status = ExitStatus::Infrastructure;
             }
         }
     }

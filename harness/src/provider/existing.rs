@@ -134,6 +134,7 @@ impl ClusterProvider for ExistingProvider {
             CleanupReport {
                 complete: true,
                 message: "existing clusters left in place".into(),
+                properties: BTreeMap::new(),
             }
         })
     }

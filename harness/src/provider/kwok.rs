@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 
 use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError};
 use crate::kube::{self as k, Applier};
@@ -36,7 +35,7 @@ impl ToolsBin {
     pub fn locate() -> Result<Self, ProviderError> {
         if let Ok(d) = std::env::var("MESHCONF_TOOLS_BIN") {
             let dir = PathBuf::from(d);
-            if dir.join(".complete").is_file() {
+            if Self::complete_marker(&dir).is_some() {
                 return Ok(Self { dir });
             }
             return Err(ProviderError::Missing(format!(
@@ -58,8 +57,9 @@ impl ToolsBin {
             .flatten()
             .filter_map(Result::ok)
             .map(|e| e.path().join("bin"))
-            .filter(|b| b.join(".complete").is_file())
-            .max_by_key(|b| b.join(".complete").metadata().and_then(|m| m.modified()).ok());
+            .filter_map(|b| Self::complete_marker(&b).map(|m| (b, m)))
+            .max_by_key(|(_, m)| m.metadata().and_then(|m| m.modified()).ok())
+            .map(|(b, _)| b);
         newest.map(|dir| Self { dir }).ok_or_else(|| {
             ProviderError::Missing(
                 "rehearsal tools are not built: run `make tools` (tools/build.sh builds etcd, kube-apiserver, kwok, \
@@ -67,6 +67,14 @@ impl ToolsBin {
                     .into(),
             )
         })
+    }
+
+    /// The marker `tools/build.sh` writes when a profile (rehearsal, or kind which includes it) is complete.
+    fn complete_marker(dir: &std::path::Path) -> Option<PathBuf> {
+        [".complete-kind", ".complete-rehearsal"]
+            .iter()
+            .map(|m| dir.join(m))
+            .find(|m| m.is_file())
     }
 
     /// Path of a tool.
@@ -879,65 +887,13 @@ impl ClusterProvider for KwokProvider {
         Box::pin(self.start_istiod(cluster))
     }
 
-    fn after_remote_install<'a>(
-        &'a self,
-        cluster: &'a ClusterAccess,
-        primary: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async move {
-            // The primary's istiod (EXTERNAL_ISTIOD) patches the remote's injector once it reads the remote secret
-            // and sees the controlPlaneClusters annotation: wait for that, as injection depends on it.
-            let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client.clone());
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-            loop {
-                let l = api
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(|source| k::KubeError::Api {
-                        what: format!("list mutatingwebhookconfigurations in {}", cluster.name),
-                        source,
-                    })?;
-                let istio: Vec<_> = l
-                    .items
-                    .iter()
-                    .filter(|m| m.metadata.name.as_deref().is_some_and(|n| n.contains("istio")))
-                    .collect();
-                let patched = !istio.is_empty()
-                    && istio.iter().all(|m| {
-                        m.webhooks.iter().flatten().all(|w| {
-                            w.client_config
-                                .ca_bundle
-                                .as_ref()
-                                .is_some_and(|b| !b.0.is_empty())
-                        })
-                    });
-                if patched {
-                    return Ok(vec![format!(
-                        "istiod of {} patched the injection webhooks of {}",
-                        primary.name, cluster.name
-                    )]);
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return Err(ProviderError::Kube(k::KubeError::Timeout {
-                        what: format!(
-                            "the istiod of {} to patch the caBundle of {}'s injection webhooks (does it read {}'s remote secret?)",
-                            primary.name, cluster.name, cluster.name
-                        ),
-                        after: Duration::from_secs(180),
-                        last: Some(format!("{} istio webhook configurations, unpatched", istio.len())),
-                    }));
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    }
-
     fn cleanup(&self) -> BoxFuture<'_, CleanupReport> {
         Box::pin(async move {
             if self.opts.keep {
                 return CleanupReport {
                     complete: false,
                     message: format!("kept (--keep): run dir {}", self.opts.run_dir.display()),
+                    properties: BTreeMap::new(),
                 };
             }
             let (procs, created, n) = {
@@ -1009,6 +965,7 @@ impl ClusterProvider for KwokProvider {
             CleanupReport {
                 complete: ok,
                 message: msgs.join("; "),
+                properties: BTreeMap::new(),
             }
         })
     }

@@ -1,22 +1,27 @@
 //! Cluster providers: they create and delete clusters, hand out kubeconfigs (host view and in-mesh view), and
 //! stand in for components that cannot run as pods. The scenario, plan and step code are the same for all.
 
+mod egress;
 mod existing;
 mod kind;
 mod kwok;
 
+pub use egress::{EgressCount, EgressRule, packets_of};
 pub use existing::ExistingProvider;
-pub use kind::{KindOptions, KindProvider, kind_version};
+pub use kind::{DEFAULT_KIND_SUBNET, KindOptions, KindProvider, KindState, kind_version};
 
 pub use kwok::{KwokOptions, KwokProvider, ToolsBin};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use kube::api::{Api, ListParams};
 
-use crate::kube::{Applier, KubeError};
+use crate::kube::{self as k, Applier, KubeError};
 use crate::plan::{ProviderKind, ProviderProfile};
 use crate::scenario::{ClusterName, Scenario};
 use crate::tools::{Istioctl, ToolError};
@@ -83,6 +88,58 @@ pub(crate) async fn wait_istiod_rollout(cluster: &ClusterAccess) -> Result<Vec<S
     Ok(vec!["istiod rolled out".into()])
 }
 
+/// After the remote install: the primary's istiod (EXTERNAL_ISTIOD) patches the remote's injection webhooks once
+/// it reads the remote secret and sees the controlPlaneClusters annotation. Injection depends on it, so wait.
+pub(crate) async fn wait_injector_patched(
+    cluster: &ClusterAccess,
+    primary: &ClusterAccess,
+) -> Result<Vec<String>, ProviderError> {
+    // The primary's istiod (EXTERNAL_ISTIOD) patches the remote's injector once it reads the remote secret
+    // and sees the controlPlaneClusters annotation: wait for that, as injection depends on it.
+    let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let l = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|source| k::KubeError::Api {
+                what: format!("list mutatingwebhookconfigurations in {}", cluster.name),
+                source,
+            })?;
+        let istio: Vec<_> = l
+            .items
+            .iter()
+            .filter(|m| m.metadata.name.as_deref().is_some_and(|n| n.contains("istio")))
+            .collect();
+        let patched = !istio.is_empty()
+            && istio.iter().all(|m| {
+                m.webhooks.iter().flatten().all(|w| {
+                    w.client_config
+                        .ca_bundle
+                        .as_ref()
+                        .is_some_and(|b| !b.0.is_empty())
+                })
+            });
+        if patched {
+            return Ok(vec![format!(
+                "istiod of {} patched the injection webhooks of {}",
+                primary.name, cluster.name
+            )]);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(ProviderError::Kube(k::KubeError::Timeout {
+                what: format!(
+                    "the istiod of {} to patch the caBundle of {}'s injection webhooks (does it read {}'s remote secret?)",
+                    primary.name, cluster.name, cluster.name
+                ),
+                after: Duration::from_secs(180),
+                last: Some(format!("{} istio webhook configurations, unpatched", istio.len())),
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Where `istioctl create-remote-secret` reads a cluster from: kubeconfig, context and extra flags.
 #[derive(Debug, Clone)]
 pub struct RemoteSecretSource {
@@ -114,6 +171,8 @@ pub struct CleanupReport {
     pub complete: bool,
     /// Human summary.
     pub message: String,
+    /// Facts measured over the whole run, for the reports (e.g. `egress-packets`).
+    pub properties: BTreeMap<String, String>,
 }
 
 /// A cluster provider. Methods return boxed futures so providers can be chosen at run time.
@@ -155,13 +214,13 @@ pub trait ClusterProvider: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
         Box::pin(wait_istiod_rollout(cluster))
     }
-    /// Runs after the remote install (rehearsal: wait for the primary's istiod to patch the remote's webhooks).
+    /// Runs after the remote install: waits for the primary's istiod to patch the remote's webhooks.
     fn after_remote_install<'a>(
         &'a self,
-        _cluster: &'a ClusterAccess,
-        _primary: &'a ClusterAccess,
+        cluster: &'a ClusterAccess,
+        primary: &'a ClusterAccess,
     ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        Box::pin(wait_injector_patched(cluster, primary))
     }
     /// Kubeconfig and context istioctl should read when creating a remote secret for `cluster`, plus extra flags
     /// (the in-mesh view: an API address the other cluster's istiod can reach).

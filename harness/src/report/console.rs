@@ -149,11 +149,18 @@ impl Reporter for ConsoleReporter {
                     }
                 }
             }
-            Event::CleanupFinished { complete, message } => {
+            Event::CleanupFinished {
+                complete,
+                message,
+                properties,
+            } => {
                 self.line(format!(
                     "  cleanup {}: {message}",
                     if *complete { "complete" } else { "INCOMPLETE" }
                 ));
+                for (k, v) in properties {
+                    self.line(format!("  {k}: {v}"));
+                }
             }
             Event::RunFinished { status, duration } => {
                 self.bar.finish_and_clear();

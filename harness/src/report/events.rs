@@ -75,6 +75,8 @@ pub enum Event {
         computed: Vec<String>,
         /// Provider deviations from the guide.
         notes: Vec<String>,
+        /// Provider facts (Envoy version, image sources).
+        properties: BTreeMap<String, String>,
         /// Steps in plan order.
         steps: Vec<(StepId, String)>,
     },
@@ -115,6 +117,8 @@ pub enum Event {
         complete: bool,
         /// What was removed or left.
         message: String,
+        /// Facts measured over the whole run (e.g. `egress-packets`).
+        properties: BTreeMap<String, String>,
     },
     /// The run ended.
     RunFinished {

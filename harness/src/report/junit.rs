@@ -74,6 +74,7 @@ pub fn render_junit(events: &[Event]) -> Result<String, ReportError> {
                 real,
                 computed,
                 notes,
+                properties,
                 steps,
             } => {
                 suite = TestSuite::new(scenario.as_str());
@@ -88,6 +89,9 @@ pub fn render_junit(events: &[Event]) -> Result<String, ReportError> {
                 suite.add_property(Property::new("computed", computed.join(", ")));
                 for n in notes {
                     suite.add_property(Property::new("note", n.as_str()));
+                }
+                for (k, v) in properties {
+                    suite.add_property(Property::new(k.as_str(), v.as_str()));
                 }
                 if *dataplane == crate::plan::DataPlane::Computed {
                     suite_out.push(format!(
@@ -182,11 +186,18 @@ pub fn render_junit(events: &[Event]) -> Result<String, ReportError> {
                 total += *duration;
                 suite.add_test_case(case);
             }
-            Event::CleanupFinished { complete, message } => {
+            Event::CleanupFinished {
+                complete,
+                message,
+                properties,
+            } => {
                 suite_out.push(format!(
                     "cleanup {}: {message}",
                     if *complete { "complete" } else { "INCOMPLETE" }
                 ));
+                for (k, v) in properties {
+                    suite.add_property(Property::new(k.as_str(), v.as_str()));
+                }
             }
             Event::RunFinished { status, duration } => {
                 suite.add_property(Property::new("exit-status", format!("{status:?}")));
@@ -235,6 +246,7 @@ mod tests {
                 real: vec!["kube-apiserver".into(), "istiod".into()],
                 computed: vec!["data plane".into()],
                 notes: vec!["rehearsal".into()],
+                properties: BTreeMap::new(),
                 steps: vec![
                     (id("create-clusters"), "Create clusters".into()),
                     (
@@ -298,6 +310,7 @@ mod tests {
             Event::CleanupFinished {
                 complete: true,
                 message: "deleted kwok cluster cluster1".into(),
+                properties: BTreeMap::new(),
             },
             Event::RunFinished {
                 status: ExitStatus::Infrastructure,

@@ -83,6 +83,7 @@ impl Runner {
         self.bus.emit(Event::CleanupFinished {
             complete: cleanup.complete,
             message: cleanup.message,
+            properties: cleanup.properties,
         });
         self.bus.emit(Event::RunFinished {
             status,
@@ -117,6 +118,7 @@ impl Runner {
                     real,
                     computed,
                     notes: profile.notes,
+                    properties: profile.properties,
                     steps: vec![(
                         id.clone(),
                         "Check prerequisites; find istioctl and its version".into(),
@@ -151,6 +153,7 @@ impl Runner {
             real,
             computed,
             notes: plan.provider.notes.clone(),
+            properties: plan.provider.properties.clone(),
             steps: plan.steps().map(|s| (s.id.clone(), s.title.clone())).collect(),
         });
         let ctx = Arc::new(RunContext::new(

@@ -1,0 +1,3 @@
+module meshconf.local/capwrap
+
+go 1.24

@@ -1,0 +1,3 @@
+module meshconf.local/helloworld
+
+go 1.24

@@ -1,0 +1,3 @@
+module meshconf.local/pause
+
+go 1.24
