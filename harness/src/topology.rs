@@ -34,8 +34,29 @@ pub enum TopologyError {
 
 #[derive(Debug, Deserialize)]
 struct InspectNetwork {
+    #[serde(rename = "Id", default)]
+    id: String,
     #[serde(rename = "IPAM")]
     ipam: InspectIpam,
+    #[serde(rename = "Options", default)]
+    options: std::collections::BTreeMap<String, String>,
+}
+
+/// The Linux bridge behind the `kind` network in `docker network inspect kind` JSON: the name set with
+/// `com.docker.network.bridge.name`, else Docker's `br-<first 12 characters of the id>`.
+pub fn kind_network_bridge(inspect_json: &str) -> Result<String, TopologyError> {
+    let nets: Vec<InspectNetwork> =
+        serde_json::from_str(inspect_json).map_err(|e| TopologyError::BadInspect(e.to_string()))?;
+    let net = nets
+        .first()
+        .ok_or_else(|| TopologyError::BadInspect("empty array".into()))?;
+    if let Some(n) = net.options.get("com.docker.network.bridge.name") {
+        return Ok(n.clone());
+    }
+    net.id
+        .get(..12)
+        .map(|id| format!("br-{id}"))
+        .ok_or_else(|| TopologyError::BadInspect(format!("network id {:?} is too short", net.id)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +213,11 @@ mod tests {
         let e = kind_network_ipv4(json).expect_err("no ipv4");
         assert!(e.to_string().contains("fc00::/64"));
         assert!(kind_network_ipv4("not json").is_err());
+        let named = r#"[{"Id":"164013477d1584d307f5","IPAM":{"Config":[]},"Options":{"com.docker.network.bridge.name":"meshconf-kind"}}]"#;
+        assert_eq!(kind_network_bridge(named).expect("bridge"), "meshconf-kind");
+        let plain = r#"[{"Id":"164013477d1584d307f5","IPAM":{"Config":[]}}]"#;
+        assert_eq!(kind_network_bridge(plain).expect("bridge"), "br-164013477d15");
+        assert!(kind_network_bridge(r#"[{"Id":"x","IPAM":{}}]"#).is_err());
     }
 
     #[test]

@@ -83,7 +83,7 @@ fn plans_on_kind_with_images_built_here_show_every_overlay() {
     let mp = render("multi-primary", &kind_offline());
     for needle in [
         "docker network create",
-        "iptables -I DOCKER-USER 1 -s 172.30.0.0/16 ! -d 172.30.0.0/16",
+        "iptables -I DOCKER-USER 1 -i meshconf-kind ! -o meshconf-kind",
         "--image meshconf.local/kind-node:v1.35.4-k",
         "kind load docker-image --name meshconf-cluster1 quay.io/metallb/controller:v0.16.1",
         "--set hub=meshconf.local/istio",

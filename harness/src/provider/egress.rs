@@ -1,11 +1,11 @@
 //! Proof that no packet left the machine during a kind run: a DROP rule at the top of Docker's `DOCKER-USER`
-//! chain for traffic from the kind network to anywhere outside it. Its packet counter is the run's
+//! chain for packets forwarded from the kind network's bridge to any other interface (the uplink, other Docker
+//! networks). Node-to-node traffic stays on the bridge and is not counted, even where `br_netfilter` shows it to
+//! iptables; packets to the host itself are local, not forwarded. The rule's packet counter is the run's
 //! `egress-packets` property, and it must be 0. Where the rule cannot be set (not root, no iptables, an engine
 //! without that chain) the property says so instead of claiming a 0.
 
 use std::time::Duration;
-
-use ipnet::Ipv4Net;
 
 use crate::tools::Cmd;
 
@@ -28,10 +28,10 @@ impl std::fmt::Display for EgressCount {
 }
 
 /// The DROP-and-count rule of one run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EgressRule {
-    /// The kind network's subnet.
-    pub subnet: Ipv4Net,
+    /// The Linux bridge of the kind network.
+    pub bridge: String,
     /// The rule's comment, unique per run.
     pub comment: String,
 }
@@ -39,22 +39,22 @@ pub struct EgressRule {
 const CHAIN: &str = "DOCKER-USER";
 
 impl EgressRule {
-    /// The rule for `subnet`, tagged with `run_id`.
-    pub fn new(subnet: Ipv4Net, run_id: &str) -> Self {
+    /// The rule for the kind network's `bridge`, tagged with `run_id`.
+    pub fn new(bridge: &str, run_id: &str) -> Self {
         Self {
-            subnet,
+            bridge: bridge.to_string(),
             comment: format!("meshconf-egress {run_id}"),
         }
     }
 
     fn spec(&self) -> Vec<String> {
-        let s = self.subnet.to_string();
+        let b = self.bridge.as_str();
         [
-            "-s",
-            &s,
+            "-i",
+            b,
             "!",
-            "-d",
-            &s,
+            "-o",
+            b,
             "-m",
             "comment",
             "--comment",
@@ -150,13 +150,13 @@ mod tests {
     }
 
     #[test]
-    fn the_rule_drops_only_what_leaves_the_kind_subnet() {
-        let r = EgressRule::new("172.30.0.0/16".parse().expect("net"), "x");
+    fn the_rule_drops_only_what_leaves_the_kind_bridge() {
+        let r = EgressRule::new("meshconf-kind", "x");
         insta::assert_snapshot!(
             [r.insert_cmd().display(), r.delete_cmd().display(), EgressRule::list_cmd().display()].join("\n"),
             @r###"
-        iptables -w 10 -I DOCKER-USER 1 -s 172.30.0.0/16 ! -d 172.30.0.0/16 -m comment --comment 'meshconf-egress x' -j DROP
-        iptables -w 10 -D DOCKER-USER -s 172.30.0.0/16 ! -d 172.30.0.0/16 -m comment --comment 'meshconf-egress x' -j DROP
+        iptables -w 10 -I DOCKER-USER 1 -i meshconf-kind ! -o meshconf-kind -m comment --comment 'meshconf-egress x' -j DROP
+        iptables -w 10 -D DOCKER-USER -i meshconf-kind ! -o meshconf-kind -m comment --comment 'meshconf-egress x' -j DROP
         iptables -w 10 -L DOCKER-USER -v -x -n
         "###
         );

@@ -61,8 +61,8 @@ pub struct KindState {
     pub clusters: Vec<String>,
     /// Whether the run created the `kind` network.
     pub network_created: bool,
-    /// The egress rule's subnet and comment, when set.
-    pub egress: Option<(Ipv4Net, String)>,
+    /// The egress rule, when set.
+    pub egress: Option<EgressRule>,
 }
 
 /// The kind provider.
@@ -315,9 +315,12 @@ impl KindProvider {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "run".into());
-        let rule = EgressRule::new(subnet, &run_id);
+        let inspect = docker.inspect_kind_network().run().await?;
+        let bridge = topology::kind_network_bridge(&inspect.stdout)
+            .map_err(|e| ProviderError::Other(e.to_string()))?;
+        let rule = EgressRule::new(&bridge, &run_id);
         match rule.arm().await {
-            Ok(()) => self.update(|s| s.egress = Some((rule.subnet, rule.comment.clone()))),
+            Ok(()) => self.update(|s| s.egress = Some(rule.clone())),
             Err(why) => {
                 tracing::warn!("egress is not counted: {why}");
                 if let Ok(mut u) = self.egress_unmeasured.lock() {
@@ -449,21 +452,19 @@ async fn remove_created(
 ) -> Result<Vec<String>, String> {
     let mut msgs = Vec::new();
     let mut failed = Vec::new();
-    let deletes = state
-        .clusters
-        .iter()
-        .map(|n| async move { (n, kind.delete(n, kc).run().await) });
+    // One kubeconfig per delete: kind locks the file, so parallel deletes sharing one fail.
+    let deletes = state.clusters.iter().map(|n| async move {
+        let path = kc.with_file_name(format!("kubeconfig-deleted-{n}"));
+        (n, kind.delete(n, &path).run().await)
+    });
     for (n, r) in futures::future::join_all(deletes).await {
         match r {
             Ok(_) => msgs.push(format!("deleted kind cluster {n}")),
             Err(e) => failed.push(format!("kind delete {n}: {e}")),
         }
     }
-    if let Some((subnet, comment)) = &state.egress {
-        let rule = EgressRule {
-            subnet: *subnet,
-            comment: comment.clone(),
-        };
+    if let Some(rule) = &state.egress {
+        let comment = &rule.comment;
         match rule.disarm().await {
             Ok(()) => msgs.push(format!("removed the egress rule '{comment}'")),
             // Already gone (an earlier `meshconf down`): nothing left to remove.
@@ -514,12 +515,13 @@ impl ClusterProvider for KindProvider {
         let kind = self.kind();
         if self.opts.images.is_some() {
             p.setup_commands.push(format!(
-                "docker network create --driver bridge --subnet {s} -o com.docker.network.bridge.enable_ip_masquerade=true kind",
+                "docker network create --driver bridge --subnet {s} -o com.docker.network.bridge.enable_ip_masquerade=true -o com.docker.network.bridge.name={b} kind",
+                b = crate::tools::KIND_BRIDGE,
                 s = self.opts.subnet
             ));
             p.setup_commands.push(format!(
-                "iptables -I DOCKER-USER 1 -s {s} ! -d {s} -m comment --comment meshconf-egress -j DROP   # egress-packets: must stay 0",
-                s = self.opts.subnet
+                "iptables -I DOCKER-USER 1 -i {b} ! -o {b} -m comment --comment meshconf-egress -j DROP   # egress-packets: must stay 0",
+                b = crate::tools::KIND_BRIDGE
             ));
         }
         for c in &scenario.clusters {
@@ -801,14 +803,7 @@ impl ClusterProvider for KindProvider {
                     &state.egress,
                     self.egress_unmeasured.lock().ok().and_then(|u| u.clone()),
                 ) {
-                    (Some((subnet, comment)), _) => {
-                        EgressRule {
-                            subnet: *subnet,
-                            comment: comment.clone(),
-                        }
-                        .read()
-                        .await
-                    }
+                    (Some(rule), _) => rule.read().await,
                     (None, Some(why)) => EgressCount::Unmeasured(why),
                     (None, None) => EgressCount::Unmeasured("no kind network was set up".into()),
                 };
@@ -942,7 +937,7 @@ mod tests {
             docker_host: Some("unix:///c/docker.sock".into()),
             clusters: vec!["meshconf-cluster1".into()],
             network_created: true,
-            egress: Some(("172.30.0.0/16".parse().expect("net"), "meshconf-egress r".into())),
+            egress: Some(EgressRule::new("meshconf-kind", "r")),
         };
         let back: KindState = serde_json::from_str(&serde_json::to_string(&s).expect("ser")).expect("de");
         assert_eq!(back.clusters, s.clusters);

@@ -140,6 +140,7 @@ impl Docker {
             .args(["network", "create", "--driver", "bridge", "--subnet", subnet])
             .args(["-o", "com.docker.network.bridge.enable_ip_masquerade=true"])
             .args(["-o", "com.docker.network.driver.mtu=1500"])
+            .args(["-o", &format!("com.docker.network.bridge.name={KIND_BRIDGE}")])
             .args(["--label", "io.meshconf.created=true", "kind"])
             .timeout(Duration::from_secs(60))
     }
@@ -176,6 +177,9 @@ impl Docker {
             .timeout(Duration::from_secs(15))
     }
 }
+
+/// The Linux bridge of a `kind` network meshconf creates (the egress rule names it).
+pub const KIND_BRIDGE: &str = "meshconf-kind";
 
 /// Where meshconf's own engine listens (tools/engine.sh starts it there).
 pub fn meshconf_engine_host() -> String {

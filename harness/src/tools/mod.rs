@@ -7,7 +7,7 @@ mod process;
 mod redact;
 
 pub use istioctl::{Istioctl, IstioctlSource, download_istioctl, release_urls};
-pub use kind::{Docker, Kind, find_engine, meshconf_engine_host};
+pub use kind::{Docker, KIND_BRIDGE, Kind, find_engine, meshconf_engine_host};
 pub use process::{Cmd, CmdOutput, ToolError, which};
 pub use redact::{redact, tail};
 
