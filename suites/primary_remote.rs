@@ -1,9 +1,9 @@
 //! `cargo test --test primary_remote`: the Install Primary-Remote guide end to end on `MESHCONF_PROVIDER`
-//! (default kind), plus a failure-injection trial (rehearsal only).
+//! (default kind), plus a failure-injection trial (on kind and on the rehearsal).
 
 mod common;
 
-use common::{assert_conformance, assert_failed, run, scenario};
+use common::{Fault, FaultAt, assert_conformance, assert_failed, run, scenario};
 
 use libtest_mimic::Trial;
 use meshconf::ExitStatus;
@@ -19,25 +19,11 @@ fn main() -> std::process::ExitCode {
         || {
             // Break the east-west gateway's address: the MetalLB pool is taken away when the gateway step starts.
             let s = scenario("primary-remote.yaml", |t| t)?;
-            let fault =
-                |p: std::sync::Arc<meshconf::provider::KwokProvider>| -> Box<dyn meshconf::report::Reporter> {
-                    Box::new(common::OnStepStart {
-                        step: "eastwest-gateway/cluster1".into(),
-                        action: Some(move || {
-                            // MetalLB keeps running but has nothing to assign: the gateway stays <pending>.
-                            use meshconf::provider::ClusterProvider;
-                            let kubeconfig = p.run_dir().join("kubeconfig");
-                            let deleted = tokio::task::block_in_place(|| {
-                                tokio::runtime::Handle::current()
-                                    .block_on(common::delete_metallb_pool(&kubeconfig, "kwok-cluster1"))
-                            });
-                            if let Err(e) = deleted {
-                                eprintln!("fault injection failed: {e}");
-                            }
-                        }),
-                    })
-                };
-            let r = common::run_with("primary_remote.no-lb", &s, 31600, Some(&fault), &|cfg| {
+            let fault = FaultAt {
+                step: "eastwest-gateway/cluster1",
+                fault: Fault::RemovePool("cluster1"),
+            };
+            let r = common::run_with("primary_remote.no-lb", &s, 31600, Some(fault), &|cfg| {
                 cfg.run.lb_timeout = std::time::Duration::from_secs(30);
             })?;
             assert_failed(
@@ -48,5 +34,5 @@ fn main() -> std::process::ExitCode {
             )
         },
     )];
-    common::main(conformance, faults)
+    common::main(conformance, faults, Vec::new())
 }

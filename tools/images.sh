@@ -35,9 +35,16 @@ command -v jq >/dev/null || die "jq is missing (apt-get install jq)"
 mkdir -p "$out"
 work="$out/work" && rm -rf "$work" && mkdir -p "$work"
 
+# debootstrap waits on the network and disks, go build on the CPUs: run the rootfs builds beside the binaries.
+bash "$here/rootfs.sh" base >"$work/rootfs-base.out" &
+base_pid=$!
+bash "$here/rootfs.sh" node >"$work/rootfs-node.out" &
+node_pid=$!
 bin=$(bash "$here/build.sh" kind | tail -n1) || die "building the binaries failed (see above)"
-base_dir=$(bash "$here/rootfs.sh" base | tail -n1) || die "the base rootfs failed"
-node_dir=$(bash "$here/rootfs.sh" node | tail -n1) || die "the node rootfs failed"
+wait "$base_pid" || die "the base rootfs failed (see above)"
+wait "$node_pid" || die "the node rootfs failed (see above)"
+base_dir=$(tail -n1 "$work/rootfs-base.out")
+node_dir=$(tail -n1 "$work/rootfs-node.out")
 
 # --- inputs that are not Go modules of build.sh ---------------------------------------------------------------
 gobin="$out/gobin" && mkdir -p "$gobin"

@@ -1,9 +1,7 @@
 //! `meshconf doctor`: each prerequisite as pass or fail, with what to do.
 
-use std::time::Duration;
-
 use crate::provider::ToolsBin;
-use crate::tools::{Cmd, Istioctl, which};
+use crate::tools::{Istioctl, IstioctlSource, which};
 
 /// One prerequisite check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,34 +61,61 @@ pub async fn run() -> Vec<Check> {
         )),
         Some(p) => {
             out.push(check("docker CLI", true, p.display().to_string()));
-            match Cmd::new("docker")
-                .args(["info", "--format", "{{.ServerVersion}}"])
-                .timeout(Duration::from_secs(10))
-                .run()
-                .await
-            {
-                Ok(o) => out.push(check(
+            match crate::tools::find_engine(&p).await {
+                Ok(None) => out.push(check(
                     "Docker engine",
                     true,
-                    format!("server {}", o.stdout.trim()),
+                    "yours (DOCKER_HOST or the default socket)",
                 )),
-                Err(e) => out.push(check(
-                    "Docker engine",
-                    false,
-                    format!("no engine answers ({e}); start Docker, or use --provider kwok for a rehearsal"),
-                )),
+                Ok(Some(h)) => out.push(check("Docker engine", true, format!("meshconf's own at {h}"))),
+                Err(e) => out.push(check("Docker engine", false, e)),
             }
         }
     }
+    match crate::images::ImageSet::locate() {
+        Ok(Some(i)) => out.push(check(
+            "kind images built here",
+            true,
+            format!(
+                "node image {}, {} images, Envoy {}",
+                i.node_image,
+                i.images.len(),
+                i.envoy
+            ),
+        )),
+        Ok(None) => out.push(check(
+            "kind images built here",
+            true,
+            "none: the kind provider uses released images (run `make images` where no registry answers)",
+        )),
+        Err(e) => out.push(check("kind images built here", false, e.to_string())),
+    }
+    let built = crate::images::ImageSet::locate()
+        .ok()
+        .flatten()
+        .map(|i| i.tools_bin);
+    let built_kind = built.as_ref().map(|b| b.join("kind")).filter(|p| p.is_file());
     match crate::provider::kind_version().await {
         Some(v) => out.push(check("kind", true, v)),
+        None if built_kind.is_some() => out.push(check(
+            "kind",
+            true,
+            format!(
+                "{} (built by make images)",
+                built_kind.unwrap_or_default().display()
+            ),
+        )),
         None => out.push(check(
             "kind",
             false,
-            "not on PATH: go install sigs.k8s.io/kind@v0.32.0",
+            "not on PATH: `make images` builds it, or go install sigs.k8s.io/kind@v0.33.0",
         )),
     }
-    match Istioctl::from_path() {
+    let built_istioctl = built.map(|b| Istioctl {
+        bin: b.join("istioctl"),
+        source: IstioctlSource::RehearsalTools,
+    });
+    match Istioctl::from_path().or_else(|e| built_istioctl.filter(|i| i.bin.is_file()).ok_or(e)) {
         Ok(i) => match i.version().await {
             Ok(v) => out.push(check("istioctl", true, format!("{} ({})", v, i.bin.display()))),
             Err(e) => out.push(check("istioctl", false, format!("{}: {e}", i.bin.display()))),

@@ -113,14 +113,94 @@ impl RunResult {
     }
 }
 
-/// Runs `scenario` on the suite's provider; `fault` may build a reporter that breaks something mid-run.
+/// What a failure-injection trial breaks, the same on every provider that creates its clusters.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// istiod of this cluster goes away (rehearsal: its process is killed; kind: its pods are deleted and its
+    /// Deployment scaled to 0).
+    KillIstiod(&'static str),
+    /// MetalLB's address pool in this cluster is deleted: a LoadBalancer Service never gets an address.
+    RemovePool(&'static str),
+}
+
+/// A fault and the step whose start triggers it.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultAt {
+    pub step: &'static str,
+    pub fault: Fault,
+}
+
+/// Runs `scenario` on the suite's provider; `fault` breaks something when its step starts.
 pub fn run(
     name: &str,
     scenario: &Scenario,
     port_base: u16,
-    fault: Option<&dyn Fn(Arc<KwokProvider>) -> Box<dyn Reporter>>,
+    fault: Option<FaultAt>,
 ) -> Result<RunResult, Failed> {
     run_with(name, scenario, port_base, fault, &|_| {})
+}
+
+/// Carries out `fault` (blocking the caller until done; reporters are synchronous).
+fn inject(fault: Fault, kind: ProviderKind, run_dir: &std::path::Path, kwok: Option<&KwokProvider>) {
+    let kubeconfig = |c: &str| match kind {
+        ProviderKind::Kwok => (run_dir.join("kubeconfig"), format!("kwok-{c}")),
+        _ => (
+            run_dir.join(format!("kubeconfig-{c}")),
+            format!("kind-meshconf-{c}"),
+        ),
+    };
+    let result = match fault {
+        Fault::KillIstiod(c) => match kwok {
+            Some(p) => {
+                p.kill_process(&format!("istiod-{c}"));
+                Ok(())
+            }
+            None => {
+                let (kc, ctx) = kubeconfig(c);
+                block_on(kill_istiod(&kc, &ctx))
+            }
+        },
+        Fault::RemovePool(c) => {
+            let (kc, ctx) = kubeconfig(c);
+            let pool = if kind == ProviderKind::Kwok {
+                "rehearsal"
+            } else {
+                "default-pool"
+            };
+            block_on(delete_metallb_pool(&kc, &ctx, pool))
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("fault injection {fault:?} failed: {e}");
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// Fault: scale istiod to 0 and delete its pods (what an operator's mistake or an eviction storm does).
+pub async fn kill_istiod(kubeconfig: &std::path::Path, context: &str) -> Result<(), String> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+    let client = meshconf::kube::client_for(kubeconfig, context)
+        .await
+        .map_err(|e| e.to_string())?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "istio-system");
+    let scale = serde_json::json!({ "spec": { "replicas": 0 } });
+    deployments
+        .patch("istiod", &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .map_err(|e| format!("scale istiod to 0: {e}"))?;
+    let pods: Api<Pod> = Api::namespaced(client, "istio-system");
+    pods.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=istiod"),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("delete istiod pods: {e}"))
 }
 
 /// [`run`] with a chance to adjust the session configuration (e.g. shorter waits in failure tests).
@@ -128,7 +208,7 @@ pub fn run_with(
     name: &str,
     scenario: &Scenario,
     port_base: u16,
-    fault: Option<&dyn Fn(Arc<KwokProvider>) -> Box<dyn Reporter>>,
+    fault: Option<FaultAt>,
     tweak: &dyn Fn(&mut SessionConfig),
 ) -> Result<RunResult, Failed> {
     let kind = provider()?;
@@ -141,7 +221,9 @@ pub fn run_with(
         .map_err(|e| e.to_string())?;
     let mut cfg = SessionConfig::new(kind, root().join("reports"), name.to_string());
     cfg.port_base = port_base;
+    cfg.run_dir = Some(session::fresh_run_dir(scenario));
     tweak(&mut cfg);
+    let run_dir = cfg.run_dir.clone().unwrap_or_default();
     let collector = Collector::default();
     let events = collector.events.clone();
     let status = rt.block_on(async {
@@ -153,13 +235,26 @@ pub fn run_with(
                     tools,
                     KwokOptions {
                         port_base,
-                        run_dir: session::fresh_run_dir(scenario),
+                        run_dir: run_dir.clone(),
                         shim_exe: exe,
                         keep: false,
                     },
                 ));
-                let r = f(p.clone());
+                let hook = p.clone();
+                let dir = run_dir.clone();
+                let r: Box<dyn Reporter> = Box::new(OnStepStart {
+                    step: f.step.into(),
+                    action: Some(move || inject(f.fault, ProviderKind::Kwok, &dir, Some(&hook))),
+                });
                 (p as Arc<dyn ClusterProvider>, vec![r])
+            }
+            (_, Some(f)) => {
+                let dir = run_dir.clone();
+                let r: Box<dyn Reporter> = Box::new(OnStepStart {
+                    step: f.step.into(),
+                    action: Some(move || inject(f.fault, kind, &dir, None)),
+                });
+                (session::build_provider(&cfg, scenario)?, vec![r])
             }
             _ => (session::build_provider(&cfg, scenario)?, Vec::new()),
         };
@@ -171,18 +266,31 @@ pub fn run_with(
     Ok(RunResult { status, events })
 }
 
-/// Asserts cleanup removed everything the run created (for the rehearsal: no process left, no port listening).
+/// Asserts cleanup removed everything the run created (for the rehearsal: no process left, no port listening)
+/// and, on kind, that no packet left the machine (`egress-packets` is 0, measured).
 pub fn assert_clean(r: &RunResult) -> Result<(), Failed> {
-    match r.events.iter().find_map(|e| match e {
-        Event::CleanupFinished {
-            complete, message, ..
-        } => Some((*complete, message.clone())),
-        _ => None,
-    }) {
-        Some((true, _)) => Ok(()),
-        Some((false, m)) => Err(format!("cleanup incomplete: {m}").into()),
-        None => Err("no cleanup event".into()),
+    let (complete, message, properties) = r
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::CleanupFinished {
+                complete,
+                message,
+                properties,
+            } => Some((*complete, message.clone(), properties.clone())),
+            _ => None,
+        })
+        .ok_or("no cleanup event")?;
+    if !complete {
+        return Err(format!("cleanup incomplete: {message}").into());
     }
+    if provider()? == ProviderKind::Kind {
+        match properties.get("egress-packets").map(String::as_str) {
+            Some("0") => {}
+            other => return Err(format!("egress-packets must be 0, got {other:?}").into()),
+        }
+    }
+    Ok(())
 }
 
 /// Asserts the happy path: status Passed and, from every source, both versions answered by the right cluster.
@@ -208,9 +316,7 @@ pub fn assert_conformance(r: &RunResult, sources: &[&str]) -> Result<(), Failed>
 
 /// Asserts a run failed with `status` and that step `id` failed with a message containing `needle`.
 pub fn assert_failed(r: &RunResult, status: ExitStatus, id: &str, needle: &str) -> Result<(), Failed> {
-    if provider()? == ProviderKind::Kwok {
-        assert_clean(r)?;
-    }
+    assert_clean(r)?;
     if r.status != status {
         return Err(format!("expected {status:?}, run ended {:?}:\n{}", r.status, r.failures()).into());
     }
@@ -224,18 +330,91 @@ pub fn assert_failed(r: &RunResult, status: ExitStatus, id: &str, needle: &str) 
     }
 }
 
-/// Runs the suite's trials. Failure-injection trials need the rehearsal (they break real processes).
-pub fn main(conformance: Trial, faults: Vec<Trial>) -> std::process::ExitCode {
+/// Runs the suite's trials. Failure-injection trials break what the run created, so they run on the providers
+/// that create their clusters (kwok, kind) and are listed as ignored on `existing` (a user's clusters); `kwok_only`
+/// trials need the rehearsal's own processes. An ignored trial is reported as such, never as a pass.
+pub fn main(conformance: Trial, faults: Vec<Trial>, kwok_only: Vec<Trial>) -> std::process::ExitCode {
+    main_with(conformance, faults, kwok_only, Vec::new())
+}
+
+/// [`main`] plus trials that need the kind provider's Docker engine.
+pub fn main_with(
+    conformance: Trial,
+    faults: Vec<Trial>,
+    kwok_only: Vec<Trial>,
+    kind_only: Vec<Trial>,
+) -> std::process::ExitCode {
     meshconf::rehearsal::run_if_shim();
     let mut args = Arguments::from_args();
     // Rehearsals are heavy on a small machine and bind fixed port ranges: run trials one at a time.
     if args.test_threads.is_none() {
         args.test_threads = Some(1);
     }
-    let kwok = provider().map(|p| p == ProviderKind::Kwok).unwrap_or(false);
+    let p = provider().ok();
+    let kwok = p == Some(ProviderKind::Kwok);
+    let creates = kwok || p == Some(ProviderKind::Kind);
     let mut trials = vec![conformance];
-    trials.extend(faults.into_iter().map(|t| t.with_ignored_flag(!kwok)));
+    trials.extend(faults.into_iter().map(|t| t.with_ignored_flag(!creates)));
+    trials.extend(kwok_only.into_iter().map(|t| t.with_ignored_flag(!kwok)));
+    trials.extend(
+        kind_only
+            .into_iter()
+            .map(|t| t.with_ignored_flag(p != Some(ProviderKind::Kind))),
+    );
     libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// Issue: a user's own Docker engine is used as it is and no second engine starts. The engine this suite runs
+/// on plays the user's: `DOCKER_HOST` points at it while meshconf's engine directory is an empty one, so
+/// `tools/engine.sh up` could only start a new engine there: it must use the user's and start none.
+pub fn users_engine_is_used_as_is() -> Result<(), Failed> {
+    let bin = meshconf::tools::which("docker").ok_or("the docker CLI is not on PATH")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let host = match rt.block_on(meshconf::tools::find_engine(&bin))? {
+        Some(ours) => ours,
+        None => std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
+    };
+    let dockerds = || -> Result<usize, Failed> {
+        let out = std::process::Command::new("pgrep")
+            .args(["-x", "dockerd"])
+            .output()
+            .map_err(|e| format!("pgrep: {e}"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+    };
+    let before = dockerds()?;
+    let empty = tempfile_dir()?;
+    let out = std::process::Command::new("bash")
+        .arg(root().join("tools/engine.sh"))
+        .arg("up")
+        .env("DOCKER_HOST", &host)
+        .env("MESHCONF_ENGINE_DIR", &empty)
+        .output()
+        .map_err(|e| format!("tools/engine.sh: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || stdout.lines().last() != Some(host.as_str()) {
+        return Err(
+            format!("engine.sh up with DOCKER_HOST={host} printed {stdout:?}, said {stderr:?}").into(),
+        );
+    }
+    if !stderr.contains("meshconf starts none") {
+        return Err(format!("engine.sh did not say it uses the user's engine: {stderr:?}").into());
+    }
+    let after = dockerds()?;
+    let _ = std::fs::remove_dir_all(&empty);
+    if after != before || std::path::Path::new(&empty).join("docker.sock").exists() {
+        return Err(format!("a second engine started: {before} dockerd before, {after} after").into());
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf, Failed> {
+    let d = std::env::temp_dir().join(format!("meshconf-engine-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+    Ok(d)
 }
 
 /// Fault helper: a reporter that runs `action` once, when step `step` starts.
@@ -357,8 +536,12 @@ pub fn existing_provider_leaves_what_it_did_not_create() -> Result<(), Failed> {
     .map_err(Failed::from)
 }
 
-/// Fault: deletes the rehearsal's MetalLB IPAddressPool in one cluster.
-pub async fn delete_metallb_pool(kubeconfig: &std::path::Path, context: &str) -> Result<(), String> {
+/// Fault: deletes a MetalLB IPAddressPool in one cluster.
+pub async fn delete_metallb_pool(
+    kubeconfig: &std::path::Path,
+    context: &str,
+    pool: &str,
+) -> Result<(), String> {
     use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
     let client = meshconf::kube::client_for(kubeconfig, context)
         .await
@@ -366,7 +549,7 @@ pub async fn delete_metallb_pool(kubeconfig: &std::path::Path, context: &str) ->
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("metallb.io", "v1beta1", "IPAddressPool"));
     let pools: Api<DynamicObject> = Api::namespaced_with(client, "metallb-system", &ar);
     pools
-        .delete("rehearsal", &DeleteParams::default())
+        .delete(pool, &DeleteParams::default())
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())

@@ -10,8 +10,8 @@ pub use apply::{Applier, parse_documents};
 pub use client::client_for;
 pub use exec::{ExecOutput, exec};
 pub use wait::{
-    PodsReady, delete_webhook_configuration, rollout_complete, wait_for, wait_lb_address, wait_pods_ready,
-    wait_rollout, wait_webhook_ca_bundle,
+    PodsReady, delete_webhook_configuration, persistent_create_failure, rollout_complete, wait_for,
+    wait_lb_address, wait_pods_ready, wait_rollout, wait_webhook_ca_bundle,
 };
 
 use std::time::Duration;
@@ -50,6 +50,10 @@ pub enum KubeError {
         last: Option<String>,
     },
     /// A wait saw a state that can never become the wanted one (e.g. a pod without its sidecar).
+    /// A controller keeps failing (e.g. pods cannot be created: the injection webhook does not answer). An
+    /// infrastructure error, reported with the controller's own message.
+    #[error("{0}")]
+    Stuck(String),
     #[error("{0}")]
     Unmet(String),
 }

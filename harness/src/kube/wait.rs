@@ -129,6 +129,35 @@ fn pod_readiness(p: &Pod) -> (String, usize, usize, bool) {
     (name, ready_main + ready_side, total, pod_ready && !deleting)
 }
 
+/// Returns (as an error) once a ReplicaSet in `ns` has failed to create pods for at least `persist` (events
+/// `FailedCreate`, e.g. an injection webhook whose istiod is gone). The ReplicaSet controller retries, so a
+/// failure that clears within `persist` is not reported. Never returns `Ok`: race it against a pod wait.
+pub async fn persistent_create_failure(client: &Client, ns: &str, persist: Duration) -> KubeError {
+    use k8s_openapi::api::core::v1::Event;
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let lp = kube::api::ListParams::default().fields("reason=FailedCreate");
+    let mut first_seen: std::collections::BTreeMap<String, tokio::time::Instant> = Default::default();
+    loop {
+        if let Ok(list) = events.list(&lp).await {
+            for e in list.items {
+                let object = e.involved_object.name.clone().unwrap_or_default();
+                let since = *first_seen
+                    .entry(object.clone())
+                    .or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= persist {
+                    return KubeError::Stuck(format!(
+                        "{} {ns}/{object} has failed to create pods for {}s: {}",
+                        e.involved_object.kind.as_deref().unwrap_or("controller"),
+                        persist.as_secs(),
+                        e.message.as_deref().unwrap_or("(no message)")
+                    ));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
 /// Waits until at least one pod matches `selector` and every matching pod is Ready with `containers`
 /// containers (2 with a sidecar, 1 without). A Ready pod with another container count fails at once: it will
 /// never gain or lose a sidecar.

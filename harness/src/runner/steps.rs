@@ -397,8 +397,14 @@ async fn deploy_apps(
     let checks = waits
         .iter()
         .map(|sel| k::wait_pods_ready(&c.client, ns, sel, want, Duration::from_secs(300)));
+    // A ReplicaSet that keeps failing to create pods (its injection webhook is down) fails the step with the
+    // controller's own message instead of a 300 s timeout that says only "no matching pods".
+    let results = tokio::select! {
+        r = futures::future::join_all(checks) => r,
+        e = k::persistent_create_failure(&c.client, ns, Duration::from_secs(30)) => return Err(e.into()),
+    };
     let mut props = Props::new();
-    for (sel, r) in waits.iter().zip(futures::future::join_all(checks).await) {
+    for (sel, r) in waits.iter().zip(results) {
         let ready = r?;
         for (name, r, t) in ready.pods {
             log.log(format!("pod {name} {r}/{t} Running ({sel})"));
