@@ -70,6 +70,8 @@ pub struct KindProvider {
     opts: KindOptions,
     state: Arc<Mutex<KindState>>,
     egress_unmeasured: Arc<Mutex<Option<String>>>,
+    /// Seconds per phase of cluster creation, for the reports.
+    phases: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 const STATE_FILE: &str = "kind-state.json";
@@ -81,6 +83,16 @@ impl KindProvider {
             opts,
             state: Arc::new(Mutex::new(KindState::default())),
             egress_unmeasured: Arc::new(Mutex::new(None)),
+            phases: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    fn phase(&self, name: &str, since: std::time::Instant) {
+        if let Ok(mut p) = self.phases.lock() {
+            p.insert(
+                format!("kind-{name}-seconds"),
+                format!("{:.1}", since.elapsed().as_secs_f64()),
+            );
         }
     }
 
@@ -658,6 +670,7 @@ impl ClusterProvider for KindProvider {
                 let subnet = self.prepare_network().await?;
                 tracing::info!("kind network {subnet}");
             }
+            let started = std::time::Instant::now();
             let creates = scenario.clusters.iter().map(|c| {
                 let name = kind_cluster_name(&self.opts.prefix, &c.name);
                 self.update(|s| s.clusters.push(name.clone()));
@@ -666,6 +679,7 @@ impl ClusterProvider for KindProvider {
             for r in futures::future::join_all(creates).await {
                 r?;
             }
+            self.phase("create", started);
             let mut out = Vec::new();
             for c in &scenario.clusters {
                 let context = format!("kind-{}", kind_cluster_name(&self.opts.prefix, &c.name));
@@ -677,10 +691,16 @@ impl ClusterProvider for KindProvider {
                     client,
                 ));
             }
+            let started = std::time::Instant::now();
             let ready = out.iter().map(|c| async move {
                 self.gate_ready(c).await?;
-                self.load_images(&kind_cluster_name(&self.opts.prefix, &c.name))
-                    .await
+                self.phase(&format!("ready-{}", c.name), started);
+                let loaded = std::time::Instant::now();
+                let n = self
+                    .load_images(&kind_cluster_name(&self.opts.prefix, &c.name))
+                    .await?;
+                self.phase(&format!("load-{n}-images-{}", c.name), loaded);
+                Ok::<_, ProviderError>(())
             });
             for r in futures::future::join_all(ready).await {
                 r?;
@@ -797,7 +817,7 @@ impl ClusterProvider for KindProvider {
     fn cleanup(&self) -> BoxFuture<'_, CleanupReport> {
         Box::pin(async move {
             let state = self.state();
-            let mut properties = BTreeMap::new();
+            let mut properties = self.phases.lock().map(|p| p.clone()).unwrap_or_default();
             if self.opts.images.is_some() {
                 let count = match (
                     &state.egress,

@@ -61,6 +61,22 @@ impl ConsoleReporter {
     }
 }
 
+/// `v1@cluster1 ×46, v2@cluster2 ×54; p=0.4237; answered by pod@cluster ×N, …` for a traffic check.
+fn traffic_detail(p: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let join = |prefix: &str| {
+        p.iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| format!("{k} ×{v}")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let counts = join("count/");
+    if counts.is_empty() {
+        return None;
+    }
+    let pv = p.get("p-value").map(|v| format!("; p={v}")).unwrap_or_default();
+    Some(format!("{counts}{pv}; answered by {}", join("answered-by/")))
+}
+
 impl Reporter for ConsoleReporter {
     fn on_event(&mut self, event: &Event) {
         match event {
@@ -105,6 +121,7 @@ impl Reporter for ConsoleReporter {
                 outcome,
                 duration,
                 attempts,
+                properties,
                 ..
             } => {
                 self.bar.inc(1);
@@ -117,6 +134,9 @@ impl Reporter for ConsoleReporter {
                     Outcome::Passed => {
                         self.passed += 1;
                         self.line(format!("  PASS  {id} ({:.1}s){retries}", duration.as_secs_f64()));
+                        if let Some(d) = traffic_detail(properties) {
+                            self.line(format!("        {d}"));
+                        }
                     }
                     Outcome::Skipped { reason } => {
                         self.skipped += 1;
@@ -182,5 +202,38 @@ impl Reporter for ConsoleReporter {
 
     fn finish(&mut self) -> Result<(), ReportError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::traffic_detail;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_traffic_check_line_shows_counts_p_value_and_the_pods_that_answered() {
+        let p: BTreeMap<String, String> = [
+            ("count/v1@cluster1", "46"),
+            ("count/v2@cluster2", "54"),
+            ("p-value", "0.4237"),
+            ("answered-by/helloworld-v1-a@cluster1", "46"),
+            ("answered-by/helloworld-v2-b@cluster2", "54"),
+            ("requests", "100"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            traffic_detail(&p).as_deref(),
+            Some(
+                "v1@cluster1 ×46, v2@cluster2 ×54; p=0.4237; answered by helloworld-v1-a@cluster1 ×46, \
+                 helloworld-v2-b@cluster2 ×54"
+            )
+        );
+        assert_eq!(
+            traffic_detail(&BTreeMap::new()),
+            None,
+            "other steps get no detail line"
+        );
     }
 }

@@ -556,6 +556,9 @@ async fn check_traffic(
     for (k, n) in &v.errors {
         props.insert(format!("error/{k}"), n.to_string());
     }
+    for (k, n) in &v.instances {
+        props.insert(format!("answered-by/{k}"), n.to_string());
+    }
     if let Some(p) = v.p_value {
         props.insert("p-value".into(), format!("{p:.4}"));
     }

@@ -20,6 +20,8 @@ pub struct SourceVerdict {
     pub requests: u32,
     /// Answers per `(version, cluster that served it)`; cluster `?` when no API knows the pod.
     pub counts: BTreeMap<String, u64>,
+    /// Answers per `pod@cluster` that served them: the attribution, pod by pod.
+    pub instances: BTreeMap<String, u64>,
     /// Non-HelloWorld answers (errors), with how often each occurred.
     pub errors: BTreeMap<String, u64>,
     /// p-value of the even-split test over expected versions.
@@ -48,6 +50,7 @@ pub fn judge(
     let mut per_version: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut problems = Vec::new();
+    let mut instances: BTreeMap<String, u64> = BTreeMap::new();
     let mut misplaced: BTreeMap<String, u64> = BTreeMap::new();
     for a in answers {
         match a {
@@ -57,6 +60,7 @@ pub fn judge(
                     .map(|c| c.to_string())
                     .unwrap_or_else(|| "?".into());
                 *counts.entry(format!("{version}@{cluster}")).or_default() += 1;
+                *instances.entry(format!("{instance}@{cluster}")).or_default() += 1;
                 *per_version.entry(version.clone()).or_default() += 1;
                 match expect.get(&AppVersion::new(version.clone())) {
                     Some(want) if want.as_str() == cluster => {}
@@ -129,6 +133,7 @@ pub fn judge(
         from: from.clone(),
         requests,
         counts,
+        instances,
         errors,
         p_value,
         problems,
