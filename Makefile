@@ -37,16 +37,17 @@ engine-down:
 
 ## The kind path's images (node image, Kubernetes parts, MetalLB, Istio with upstream Envoy, samples).
 images: engine
-	@bash tools/build.sh >/dev/null
 	@DOCKER_HOST="$$(bash tools/engine.sh up 2>/dev/null | tail -n1)" bash tools/images.sh >/dev/null
 
-## Unit, snapshot and mock-API tests, both suites on the kwok rehearsal, then both suites on kind; stops
-## meshconf's engine at the end, whatever happened.
-test: tools
+## Unit, snapshot and mock-API tests, both suites on the kwok rehearsal, then both suites on kind, then every
+## report read by a third-party JUnit reader against its JSON record; stops meshconf's engine at the end.
+test:
 	@status=0; \
-	$(CARGO) test --workspace || status=$$?; \
-	if [ $$status -eq 0 ]; then MESHCONF_TOOLS_BIN="$(TOOLS_BIN)" MESHCONF_PROVIDER=kwok $(CARGO) test --test multi_primary --test primary_remote || status=$$?; fi; \
+	$(MAKE) --no-print-directory tools || status=$$?; \
+	if [ $$status -eq 0 ]; then $(CARGO) test --workspace || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then MESHCONF_TOOLS_BIN="$$(bash tools/build.sh)" MESHCONF_PROVIDER=kwok $(CARGO) test --test multi_primary --test primary_remote || status=$$?; fi; \
 	if [ $$status -eq 0 ]; then $(KIND_SUITES) || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then bash tools/readers.sh $(REPORTS) || status=$$?; fi; \
 	bash tools/engine.sh down; exit $$status
 
 unit:

@@ -172,6 +172,13 @@ cp "$bin/metallb-speaker" "$work/speaker" && cp "$bin/metallb-controller" "$work
 build "quay.io/metallb/controller:$METALLB_VERSION" binary "$metallb_src" --build-arg BIN=controller --build-arg AT=/ --bin "$work/controller"
 build "quay.io/metallb/speaker:$METALLB_VERSION" binary "$metallb_src" --build-arg BIN=speaker --build-arg AT=/ --bin "$work/speaker"
 
+# Keep the engine's disk bounded: node images of earlier inputs (about 1 GB each) and the staging image go. An image a
+# running cluster still uses is kept by Docker itself.
+docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^meshconf.local/kind-node(-stage)?:' | grep -v -- "-$key\$" \
+  | xargs -r docker image rm >/dev/null 2>&1 || true
+docker image rm "meshconf.local/kind-node-stage:$key" >/dev/null 2>&1 || true
+docker image prune -f >/dev/null 2>&1 || true
+
 # --- the manifest ---------------------------------------------------------------------------------------------------
 printf '%s\n' "${records[@]}" | grep -v '^$' | jq -s \
   --arg node "$node_image" --arg k8s "$K8S_VERSION" --arg key "$key" --arg envoy "$envoy_banner" \

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Checks the reports under REPORT_DIR (default: reports) with third-party readers: junitparser reads every
+# JUnit file and its counts and times are compared with the run's JSON record, which must validate against
+# harness/schemas/meshconf-events-v1.schema.json. The readers live in a venv under the cache (made once).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache=${MESHCONF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf}
+key=$(sha256sum "$here/readers/requirements.txt" | cut -c1-12)
+venv="$cache/pyenv/readers-$key"
+if [[ ! -x "$venv/bin/python" ]]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  timeout 600 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/readers/requirements.txt" \
+    || { echo "meshconf readers: pip install failed" >&2; rm -rf "$venv"; exit 3; }
+fi
+exec "$venv/bin/python" "$here/readers/check_reports.py" "$here/../harness/schemas/meshconf-events-v1.schema.json" "${1:-reports}"
