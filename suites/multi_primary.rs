@@ -59,7 +59,12 @@ fn main() -> std::process::ExitCode {
                 meshconf::plan::ProviderKind::Kwok => "CERTIFICATE_VERIFY_FAILED",
                 _ => "v2 (in cluster2) never answered cluster1's curl",
             };
-            assert_failed(&r, ExitStatus::ConformanceFailure, "check-traffic/from-cluster1", needle)
+            assert_failed(
+                &r,
+                ExitStatus::ConformanceFailure,
+                "check-traffic/from-cluster1",
+                needle,
+            )
         }),
         Trial::test(
             "multi_primary::fails_when_namespace_lacks_injection_label",
