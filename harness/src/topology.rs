@@ -42,14 +42,19 @@ struct InspectNetwork {
     options: std::collections::BTreeMap<String, String>,
 }
 
+/// The one network `docker network inspect kind` describes.
+fn first_network(inspect_json: &str) -> Result<InspectNetwork, TopologyError> {
+    let nets: Vec<InspectNetwork> =
+        serde_json::from_str(inspect_json).map_err(|e| TopologyError::BadInspect(e.to_string()))?;
+    nets.into_iter()
+        .next()
+        .ok_or_else(|| TopologyError::BadInspect("empty array".into()))
+}
+
 /// The Linux bridge behind the `kind` network in `docker network inspect kind` JSON: the name set with
 /// `com.docker.network.bridge.name`, else Docker's `br-<first 12 characters of the id>`.
 pub fn kind_network_bridge(inspect_json: &str) -> Result<String, TopologyError> {
-    let nets: Vec<InspectNetwork> =
-        serde_json::from_str(inspect_json).map_err(|e| TopologyError::BadInspect(e.to_string()))?;
-    let net = nets
-        .first()
-        .ok_or_else(|| TopologyError::BadInspect("empty array".into()))?;
+    let net = first_network(inspect_json)?;
     if let Some(n) = net.options.get("com.docker.network.bridge.name") {
         return Ok(n.clone());
     }
@@ -74,11 +79,7 @@ struct InspectIpamConfig {
 /// Finds the IPv4 subnet in `docker network inspect kind` JSON. Docker may list the IPv6 ULA first, and the
 /// subnet is whatever Docker chose, so neither position nor 172.18.0.0/16 is assumed.
 pub fn kind_network_ipv4(inspect_json: &str) -> Result<Ipv4Net, TopologyError> {
-    let nets: Vec<InspectNetwork> =
-        serde_json::from_str(inspect_json).map_err(|e| TopologyError::BadInspect(e.to_string()))?;
-    let net = nets
-        .first()
-        .ok_or_else(|| TopologyError::BadInspect("empty array".into()))?;
+    let net = first_network(inspect_json)?;
     let subnets: Vec<String> = net
         .ipam
         .config

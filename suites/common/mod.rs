@@ -311,6 +311,16 @@ pub fn assert_conformance(r: &RunResult, sources: &[&str]) -> Result<(), Failed>
             }
         }
     }
+    if provider()? == ProviderKind::Kind {
+        // Every sidecar accepted every config istiod sent (the upstream Envoy lacks Istio's own filters).
+        let acks = r.events.iter().find_map(|e| match e {
+            Event::CleanupFinished { properties, .. } => properties.get("istiod-ack-errors").cloned(),
+            _ => None,
+        });
+        if acks.as_deref() != Some("0") {
+            return Err(format!("istiod logged rejected configs (ACK ERROR): {acks:?}").into());
+        }
+    }
     assert_clean(r)
 }
 

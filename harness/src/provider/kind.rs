@@ -429,6 +429,28 @@ impl KindProvider {
             .map_err(|e| ProviderError::Other(format!("download {url}: {e}")))
     }
 
+    /// Counts Envoy config rejections in every istiod's log (`ADS:… ACK ERROR`: the word NACK never appears):
+    /// the proof that the upstream Envoy accepted all the config istiod sent. `N`, or `N; unreadable: …`.
+    async fn ack_errors(&self, state: &KindState) -> String {
+        let mut total = 0usize;
+        let mut unreadable = Vec::new();
+        for name in &state.clusters {
+            let Some(cluster) = name.strip_prefix(&format!("{}-", self.opts.prefix)) else {
+                continue;
+            };
+            let kc = self.opts.run_dir.join(format!("kubeconfig-{cluster}"));
+            match istiod_ack_errors(&kc, &format!("kind-{name}")).await {
+                Ok(n) => total += n,
+                Err(e) => unreadable.push(format!("{cluster}: {e}")),
+            }
+        }
+        if unreadable.is_empty() {
+            total.to_string()
+        } else {
+            format!("{total}; unreadable: {}", unreadable.join("; "))
+        }
+    }
+
     /// Removes what a kept or interrupted run left, from its state file (`meshconf down`).
     pub async fn down(run_dir: &Path) -> Result<Vec<String>, String> {
         let path = run_dir.join(STATE_FILE);
@@ -496,6 +518,35 @@ async fn remove_created(
         msgs.extend(failed);
         Err(msgs.join("; "))
     }
+}
+
+/// `ACK ERROR` lines in the logs of the istiod pods of one cluster (none when it runs no istiod: a remote).
+async fn istiod_ack_errors(kubeconfig: &Path, context: &str) -> Result<usize, String> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{ListParams, LogParams};
+    let client = k::client_for(kubeconfig, context)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pods: Api<Pod> = Api::namespaced(client, "istio-system");
+    let list = pods
+        .list(&ListParams::default().labels("app=istiod"))
+        .await
+        .map_err(|e| format!("list istiod pods: {e}"))?;
+    let mut n = 0;
+    for p in list.items {
+        let name = p.metadata.name.unwrap_or_default();
+        let logs = pods
+            .logs(&name, &LogParams::default())
+            .await
+            .map_err(|e| format!("logs of {name}: {e}"))?;
+        n += count_ack_errors(&logs);
+    }
+    Ok(n)
+}
+
+/// How many lines of an istiod log report a rejected config.
+pub fn count_ack_errors(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("ACK ERROR")).count()
 }
 
 const CGROUP_V1_PATCH: &str = "kind: KubeletConfiguration\nfailCgroupV1: false\n";
@@ -819,6 +870,7 @@ impl ClusterProvider for KindProvider {
             let state = self.state();
             let mut properties = self.phases.lock().map(|p| p.clone()).unwrap_or_default();
             if self.opts.images.is_some() {
+                properties.insert("istiod-ack-errors".into(), self.ack_errors(&state).await);
                 let count = match (
                     &state.egress,
                     self.egress_unmeasured.lock().ok().and_then(|u| u.clone()),
@@ -948,6 +1000,23 @@ mod tests {
             bad.expect_err("a list is not a kind config")
                 .to_string()
                 .contains("bad.yaml")
+        );
+    }
+
+    #[test]
+    fn ack_errors_are_counted_line_by_line() {
+        let log = "2026-11-25T01:00:00Z info ads CDS: PUSH for node:x resources:20
+                   2026-11-25T01:00:01Z warn ads ADS:CDS: ACK ERROR sidecar~10.10.0.5 Internal:Didn't find a registered implementation for 'istio.metadata_exchange'
+                   2026-11-25T01:00:02Z info ads LDS: PUSH
+                   2026-11-25T01:00:03Z warn ads ADS:LDS: ACK ERROR sidecar~10.10.0.5 Internal:istio.stats
+";
+        assert_eq!(count_ack_errors(log), 2);
+        assert_eq!(
+            count_ack_errors(
+                "info ads CDS: PUSH
+"
+            ),
+            0
         );
     }
 
