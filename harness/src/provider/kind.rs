@@ -201,7 +201,7 @@ impl KindProvider {
         {
             let probe = self
                 .docker()
-                .cmd_image_inspect(&img)
+                .image_inspect(&img)
                 .timeout(Duration::from_secs(20))
                 .run()
                 .await;
@@ -555,17 +555,6 @@ fn metallb_url() -> String {
     format!(
         "https://raw.githubusercontent.com/metallb/metallb/{METALLB_VERSION}/config/manifests/metallb-native.yaml"
     )
-}
-
-impl Docker {
-    /// `docker image inspect IMAGE` (fails when the engine lacks it).
-    pub fn cmd_image_inspect(&self, image: &str) -> Cmd {
-        let mut c = Cmd::new(&self.bin).args(["image", "inspect", "--format", "{{.Id}}", image]);
-        if let Some(h) = &self.docker_host {
-            c = c.env("DOCKER_HOST", h.as_str());
-        }
-        c
-    }
 }
 
 impl ClusterProvider for KindProvider {

@@ -145,6 +145,13 @@ impl Docker {
             .timeout(Duration::from_secs(60))
     }
 
+    /// `docker image inspect IMAGE` (fails when the engine lacks it).
+    pub fn image_inspect(&self, image: &str) -> Cmd {
+        self.cmd()
+            .args(["image", "inspect", "--format", "{{.Id}}", image])
+            .timeout(Duration::from_secs(20))
+    }
+
     /// `docker network rm kind`.
     pub fn remove_kind_network(&self) -> Cmd {
         self.cmd()
