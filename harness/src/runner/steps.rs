@@ -399,9 +399,26 @@ async fn deploy_apps(
         .map(|sel| k::wait_pods_ready(&c.client, ns, sel, want, Duration::from_secs(300)));
     // A ReplicaSet that keeps failing to create pods (its injection webhook is down) fails the step with the
     // controller's own message instead of a 300 s timeout that says only "no matching pods".
+    // Where sidecars are real, an istiod that stays down (the control plane of this cluster) fails the step with
+    // that cause instead of a timeout on pods whose proxies wait for it.
+    let control_plane = ctx
+        .scenario
+        .cluster(cluster)
+        .and_then(|sc| sc.primary.clone())
+        .unwrap_or_else(|| cluster.clone());
+    let real_proxies = ctx.provider.profile(&ctx.scenario).dataplane != crate::plan::DataPlane::Computed;
+    let istiod_watch = async {
+        match (real_proxies, ctx.cluster(&control_plane)) {
+            (true, Ok(cp)) => {
+                k::istiod_down(&cp.client, control_plane.as_str(), Duration::from_secs(30)).await
+            }
+            _ => std::future::pending().await,
+        }
+    };
     let results = tokio::select! {
         r = futures::future::join_all(checks) => r,
         e = k::persistent_create_failure(&c.client, ns, Duration::from_secs(30)) => return Err(e.into()),
+        e = istiod_watch => return Err(e.into()),
     };
     let mut props = Props::new();
     for (sel, r) in waits.iter().zip(results) {
