@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{Fault, FaultAt, assert_conformance, assert_failed, run, run_with, scenario, scenario_checked};
+use common::{
+    Fault, FaultAt, assert_conformance, assert_diagnosis, assert_failed, run, run_with, scenario,
+    scenario_checked,
+};
 use libtest_mimic::Trial;
 use meshconf::ExitStatus;
 
@@ -17,7 +20,7 @@ fn main() -> std::process::ExitCode {
         let s = scenario("multi-primary.yaml", |t| t)?;
         let r = run("multi_primary", &s, 31000, None)?;
         assert_conformance(&r, &["cluster1", "cluster2"])?;
-        let junit = common::root().join("reports/multi_primary.junit.xml");
+        let junit = common::report_dir().join("multi_primary.junit.xml");
         let xml = std::fs::read_to_string(&junit).map_err(|e| format!("{}: {e}", junit.display()))?;
         if !xml.contains("check-traffic/from-cluster1") {
             return Err("JUnit report lacks the traffic check".into());
@@ -38,9 +41,13 @@ fn main() -> std::process::ExitCode {
             )?;
             // cluster2 still holds cluster1's secret, so its check passes: the failure is precise.
             match r.outcome("check-traffic/from-cluster2") {
-                Some((meshconf::report::Outcome::Passed, _)) => Ok(()),
-                other => Err(format!("from-cluster2 should pass, got {other:?}").into()),
+                Some((meshconf::report::Outcome::Passed, _)) => {}
+                other => return Err(format!("from-cluster2 should pass, got {other:?}").into()),
             }
+            assert_diagnosis(
+                &r,
+                "cluster1 has no remote secret for cluster2: istiod in cluster1 sees no endpoints in cluster2",
+            )
         }),
         Trial::test("multi_primary::fails_without_shared_root", || {
             let s = scenario_checked("multi-primary.yaml", |t| {
@@ -64,6 +71,11 @@ fn main() -> std::process::ExitCode {
                 ExitStatus::ConformanceFailure,
                 "check-traffic/from-cluster1",
                 needle,
+            )?;
+            // What the client sees differs by data plane; the roots themselves say why.
+            assert_diagnosis(
+                &r,
+                "cluster1 and cluster2 have different root certificates (sha256 ",
             )
         }),
         Trial::test(
@@ -81,9 +93,53 @@ fn main() -> std::process::ExitCode {
                     ExitStatus::ConformanceFailure,
                     "deploy-apps/cluster1",
                     "1 container(s), expected 2: the sidecar was not injected",
-                )
+                )?;
+                assert_diagnosis(&r, "namespace sample in cluster1 lacks the istio-injection label")
             },
         ),
+        Trial::test("multi_primary::a_check_that_passes_on_a_retry_is_flaky", || {
+            // The secret into cluster1 is missing at first, so cluster1's check fails; its first failed attempt
+            // triggers the repair (the secret is created as the guide does), and the retry passes.
+            let s = scenario_checked("multi-primary.yaml", |t| {
+                t.replace("  - remote-secret: { from: cluster2, into: cluster1 }\n", "")
+            })?;
+            let repair = FaultAt {
+                step: "check-traffic/from-cluster1",
+                fault: Fault::AddRemoteSecret {
+                    from: "cluster2",
+                    into: "cluster1",
+                },
+            };
+            let r = run_with("multi_primary.flaky", &s, 31700, Some(repair), &|cfg| {
+                short_convergence(cfg);
+                cfg.run.check_retries = 1;
+            })?;
+            common::assert_clean(&r)?;
+            if r.status != ExitStatus::Passed {
+                return Err(format!(
+                    "the retry should pass; run ended {:?}:\n{}",
+                    r.status,
+                    r.failures()
+                )
+                .into());
+            }
+            let attempts = r.attempts("check-traffic/from-cluster1");
+            if attempts.len() != 1 || !attempts[0].contains("v2 (in cluster2) never answered") {
+                return Err(format!("expected one failed attempt naming v2, got {attempts:?}").into());
+            }
+            let junit = common::report_dir().join("multi_primary.flaky.junit.xml");
+            let xml = std::fs::read_to_string(&junit).map_err(|e| format!("{}: {e}", junit.display()))?;
+            let case = xml
+                .split("<testcase")
+                .find(|c| c.contains("check-traffic/from-cluster1"))
+                .ok_or("no JUnit case for check-traffic/from-cluster1")?;
+            if !case.contains("<flakyFailure") || case.contains("<failure") {
+                return Err(
+                    format!("the case must pass with a flakyFailure per failed attempt:\n{case}").into(),
+                );
+            }
+            Ok(())
+        }),
         Trial::test(
             "multi_primary::istiod_killed_mid_run_is_an_infrastructure_error",
             || {
@@ -98,7 +154,8 @@ fn main() -> std::process::ExitCode {
                     meshconf::plan::ProviderKind::Kwok => "istiod-cluster2",
                     _ => "istiod",
                 };
-                assert_failed(&r, ExitStatus::Infrastructure, "deploy-apps/cluster2", needle)
+                assert_failed(&r, ExitStatus::Infrastructure, "deploy-apps/cluster2", needle)?;
+                assert_diagnosis(&r, "istiod in cluster2 is down")
             },
         ),
     ];

@@ -31,6 +31,10 @@ fn main() -> std::process::ExitCode {
                 ExitStatus::Infrastructure,
                 "eastwest-gateway/cluster1",
                 "external IP on service istio-system/istio-eastwestgateway",
+            )?;
+            common::assert_diagnosis(
+                &r,
+                "istio-system/istio-eastwestgateway in cluster1 has no LoadBalancer address",
             )
         },
     )];

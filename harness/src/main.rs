@@ -56,6 +56,13 @@ enum Command {
         /// Run directory for kubeconfigs, certs and logs (default: a fresh one under the temp dir).
         #[arg(long)]
         run_dir: Option<PathBuf>,
+        /// Most bytes a failed run's diagnostics (<report-dir>/<name>.diagnostics/) may take, e.g. 5MiB, 512KiB, 10MB.
+        #[arg(long, default_value = "5MiB", value_parser = parse_bytes)]
+        diagnostics_budget: u64,
+        /// Retry a failed traffic check up to N times; a check that passes only on a retry is reported as flaky
+        /// (JUnit flakyFailure, one per failed attempt), never as a plain pass.
+        #[arg(long, default_value_t = 0)]
+        retries: u32,
     },
     /// Report each prerequisite (Docker engine, kind, istioctl, inotify limits, rehearsal tools) as pass or fail.
     Doctor,
@@ -89,6 +96,31 @@ struct Target {
     /// kwok: first 127.0.0.1 port of the rehearsal's range (20 ports per cluster).
     #[arg(long, default_value_t = session::DEFAULT_PORT_BASE)]
     port_base: u16,
+}
+
+/// `5MB`, `512KiB`, `1048576` → bytes (decimal and binary units).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size: write bytes or a number with a unit (5MB, 512KiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1000,
+        "kib" => 1024,
+        "mb" | "m" => 1000 * 1000,
+        "mib" => 1024 * 1024,
+        "gb" | "g" => 1000 * 1000 * 1000,
+        "gib" => 1024 * 1024 * 1024,
+        other => {
+            return Err(format!(
+                "'{s}': unknown unit '{other}' (use B, KB, KiB, MB, MiB, GB, GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
 }
 
 fn parse_mapping(s: &str) -> Result<(String, String), String> {
@@ -308,7 +340,7 @@ fn main() -> ExitCode {
                 }
                 ExitStatus::Passed
             }
-            Command::Run { scenario, target, report_dir, report_name, keep, run_dir } => {
+            Command::Run { scenario, target, report_dir, report_name, keep, run_dir, diagnostics_budget, retries } => {
                 let s = match load(&scenario) {
                     Ok(s) => s,
                     Err(_) => return ExitStatus::BadInput,
@@ -320,6 +352,8 @@ fn main() -> ExitCode {
                 let mut cfg = session_config(&target, report_dir, report_name.unwrap_or_else(|| s.name.clone()));
                 cfg.keep = keep;
                 cfg.run_dir = run_dir;
+                cfg.run.diagnostics_budget = diagnostics_budget;
+                cfg.run.check_retries = retries;
                 session::run(&cfg, &s).await
             }
             Command::Doctor => {
@@ -331,4 +365,20 @@ fn main() -> ExitCode {
         }
     });
     ExitCode::from(status.code() as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units_and_reject_the_rest() {
+        assert_eq!(parse_bytes("5MiB"), Ok(5 * 1024 * 1024));
+        assert_eq!(parse_bytes("5MB"), Ok(5_000_000));
+        assert_eq!(parse_bytes("512 KiB"), Ok(512 * 1024));
+        assert_eq!(parse_bytes("1048576"), Ok(1_048_576));
+        assert!(parse_bytes("5 parsecs").is_err_and(|e| e.contains("unknown unit")));
+        assert!(parse_bytes("MB").is_err());
+        assert!(parse_bytes("99999999999GiB").is_err_and(|e| e.contains("too large")));
+    }
 }

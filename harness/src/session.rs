@@ -11,7 +11,7 @@ use crate::plan::ProviderKind;
 use crate::provider::{
     ClusterProvider, ExistingProvider, KindOptions, KindProvider, KwokOptions, KwokProvider, ToolsBin,
 };
-use crate::report::{ConsoleReporter, EventBus, JsonReporter, JunitReporter, Reporter};
+use crate::report::{ConsoleReporter, EventBus, HtmlReporter, JsonReporter, JunitReporter, Reporter};
 use crate::runner::{RunOptions, Runner};
 use crate::scenario::{ClusterName, Scenario};
 
@@ -162,8 +162,24 @@ pub async fn run_with(
     reporters.push(Box::new(JsonReporter::new(
         cfg.report_dir.join(format!("{}.json", cfg.report_name)),
     )));
+    reporters.push(Box::new(HtmlReporter::new(
+        cfg.report_dir.join(format!("{}.html", cfg.report_name)),
+    )));
     reporters.extend(extra);
-    let runner = Runner::new(provider, EventBus::new(reporters), cfg.run.clone());
+    let mut opts = cfg.run.clone();
+    opts.report_dir.clone_from(&cfg.report_dir);
+    let diagnostics = cfg.report_dir.join(format!("{}.diagnostics", cfg.report_name));
+    // An earlier run's evidence under the same name would be mistaken for this run's.
+    if diagnostics.exists()
+        && let Err(e) = std::fs::remove_dir_all(&diagnostics)
+    {
+        eprintln!(
+            "meshconf: cannot remove the earlier {}: {e}",
+            diagnostics.display()
+        );
+    }
+    opts.diagnostics_dir = Some(diagnostics);
+    let runner = Runner::new(provider, EventBus::new(reporters), opts);
     let flag = runner.interrupt_flag();
     let watcher = tokio::spawn(async move {
         let term = async {

@@ -1,5 +1,5 @@
 //! Shared driver of the end-to-end suites: one libtest-mimic trial per check, on the provider named by
-//! `MESHCONF_PROVIDER` (default `kind`). Reports go to `reports/<suite>.junit.xml`.
+//! `MESHCONF_PROVIDER` (default `kind`). Reports go to `reports/<provider>/<suite>.junit.xml`.
 
 // Each suite binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -18,6 +18,13 @@ use meshconf::session::{self, SessionConfig};
 /// The repository root (suites run from the root package).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where the suites write reports: `reports/<provider>/`, so the rehearsal's and kind's reports of one
+/// `make test` sit side by side.
+pub fn report_dir() -> PathBuf {
+    let p = provider().map(|p| p.as_str()).unwrap_or("unknown");
+    root().join("reports").join(p)
 }
 
 /// The provider the suite runs on.
@@ -80,6 +87,11 @@ pub fn ensure_tools() -> Result<(), Failed> {
 pub struct RunResult {
     pub status: ExitStatus,
     pub events: Vec<Event>,
+    /// Report base name.
+    pub name: String,
+    /// Secret values the run created, read from its clusters and run directory while they existed, as
+    /// `(what, value)`: they must appear in no report file.
+    pub secrets: Vec<(String, String)>,
 }
 
 impl RunResult {
@@ -94,6 +106,19 @@ impl RunResult {
             } if i.0 == id => Some((outcome.clone(), properties.clone())),
             _ => None,
         })
+    }
+
+    /// The failed attempts before step `id`'s final outcome.
+    pub fn attempts(&self, id: &str) -> Vec<String> {
+        self.events
+            .iter()
+            .find_map(|e| match e {
+                Event::StepFinished { id: i, attempts, .. } if i.0 == id => {
+                    Some(attempts.iter().map(|a| a.message.clone()).collect())
+                }
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 
     /// A readable summary of failed steps.
@@ -121,9 +146,12 @@ pub enum Fault {
     KillIstiod(&'static str),
     /// MetalLB's address pool in this cluster is deleted: a LoadBalancer Service never gets an address.
     RemovePool(&'static str),
+    /// A repair rather than a fault: the remote secret `from` → `into` is created and applied the way the
+    /// guide's step does. Triggered by the first failed attempt of the step, so the retry can pass.
+    AddRemoteSecret { from: &'static str, into: &'static str },
 }
 
-/// A fault and the step whose start triggers it.
+/// A fault and the step whose start (or, for a repair, first failed attempt) triggers it.
 #[derive(Debug, Clone, Copy)]
 pub struct FaultAt {
     pub step: &'static str,
@@ -140,15 +168,26 @@ pub fn run(
     run_with(name, scenario, port_base, fault, &|_| {})
 }
 
-/// Carries out `fault` (blocking the caller until done; reporters are synchronous).
-fn inject(fault: Fault, kind: ProviderKind, run_dir: &std::path::Path, kwok: Option<&KwokProvider>) {
-    let kubeconfig = |c: &str| match kind {
+/// The kubeconfig and context the provider wrote for cluster `c` of a run.
+fn cluster_kubeconfig(kind: ProviderKind, run_dir: &std::path::Path, c: &str) -> (PathBuf, String) {
+    match kind {
         ProviderKind::Kwok => (run_dir.join("kubeconfig"), format!("kwok-{c}")),
         _ => (
             run_dir.join(format!("kubeconfig-{c}")),
             format!("kind-meshconf-{c}"),
         ),
-    };
+    }
+}
+
+/// Carries out `fault` (blocking the caller until done; reporters are synchronous).
+fn inject(
+    fault: Fault,
+    kind: ProviderKind,
+    run_dir: &std::path::Path,
+    kwok: Option<&KwokProvider>,
+    provider: &Arc<dyn ClusterProvider>,
+) {
+    let kubeconfig = |c: &str| cluster_kubeconfig(kind, run_dir, c);
     let result = match fault {
         Fault::KillIstiod(c) => match kwok {
             Some(p) => {
@@ -169,6 +208,12 @@ fn inject(fault: Fault, kind: ProviderKind, run_dir: &std::path::Path, kwok: Opt
             };
             block_on(delete_metallb_pool(&kc, &ctx, pool))
         }
+        Fault::AddRemoteSecret { from, into } => block_on(add_remote_secret(
+            provider.as_ref(),
+            kubeconfig(from),
+            kubeconfig(into),
+            from,
+        )),
     };
     if let Err(e) = result {
         eprintln!("fault injection {fault:?} failed: {e}");
@@ -177,6 +222,51 @@ fn inject(fault: Fault, kind: ProviderKind, run_dir: &std::path::Path, kwok: Opt
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// Repair: `istioctl create-remote-secret` for `from` (read the way the provider's remote-secret step reads it),
+/// applied in `into`'s istio-system.
+async fn add_remote_secret(
+    provider: &dyn ClusterProvider,
+    (from_kc, from_ctx): (PathBuf, String),
+    (into_kc, into_ctx): (PathBuf, String),
+    from: &str,
+) -> Result<(), String> {
+    use meshconf::provider::ClusterAccess;
+    let src_client = meshconf::kube::client_for(&from_kc, &from_ctx)
+        .await
+        .map_err(|e| e.to_string())?;
+    let dst_client = meshconf::kube::client_for(&into_kc, &into_ctx)
+        .await
+        .map_err(|e| e.to_string())?;
+    let src = ClusterAccess::new(
+        meshconf::scenario::ClusterName::new(from),
+        from_kc,
+        from_ctx,
+        src_client,
+    );
+    let source = provider
+        .remote_secret_source(&src)
+        .await
+        .map_err(|e| e.to_string())?;
+    let istioctl = provider.istioctl().await.map_err(|e| e.to_string())?;
+    let variant = meshconf::mesh::Variant::for_version(istioctl.version().await.map_err(|e| e.to_string())?);
+    let out = istioctl
+        .create_remote_secret(
+            variant.remote_secret_words(),
+            &source.kubeconfig,
+            &source.context,
+            from,
+            &source.flags,
+        )
+        .run()
+        .await
+        .map_err(|e| e.to_string())?;
+    meshconf::kube::Applier::new(dst_client)
+        .apply_yaml(&out.stdout, Some("istio-system"))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Fault: scale istiod to 0 and delete its pods (what an operator's mistake or an eviction storm does).
@@ -219,19 +309,31 @@ pub fn run_with(
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let mut cfg = SessionConfig::new(kind, root().join("reports"), name.to_string());
+    let mut cfg = SessionConfig::new(kind, report_dir(), name.to_string());
     cfg.port_base = port_base;
     cfg.run_dir = Some(session::fresh_run_dir(scenario));
     tweak(&mut cfg);
     let run_dir = cfg.run_dir.clone().unwrap_or_default();
     let collector = Collector::default();
     let events = collector.events.clone();
+    let harvest = SecretHarvest {
+        kind,
+        run_dir: run_dir.clone(),
+        clusters: scenario
+            .clusters
+            .iter()
+            .map(|c| c.name.as_str().to_string())
+            .collect(),
+        found: Arc::new(std::sync::Mutex::new(Vec::new())),
+    };
+    let secrets = harvest.found.clone();
     let status = rt.block_on(async {
-        let (provider, extra): (Arc<dyn ClusterProvider>, Vec<Box<dyn Reporter>>) = match (kind, fault) {
-            (ProviderKind::Kwok, Some(f)) => {
+        // The rehearsal's processes can be killed by name, so fault trials keep a handle on its provider.
+        let kwok = match (kind, fault) {
+            (ProviderKind::Kwok, Some(_)) => {
                 let tools = ToolsBin::locate().map_err(|e| e.to_string())?;
                 let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-                let p = Arc::new(KwokProvider::new(
+                Some(Arc::new(KwokProvider::new(
                     tools,
                     KwokOptions {
                         port_base,
@@ -239,31 +341,221 @@ pub fn run_with(
                         shim_exe: exe,
                         keep: false,
                     },
-                ));
-                let hook = p.clone();
-                let dir = run_dir.clone();
-                let r: Box<dyn Reporter> = Box::new(OnStepStart {
-                    step: f.step.into(),
-                    action: Some(move || inject(f.fault, ProviderKind::Kwok, &dir, Some(&hook))),
-                });
-                (p as Arc<dyn ClusterProvider>, vec![r])
+                )))
             }
-            (_, Some(f)) => {
+            _ => None,
+        };
+        let provider: Arc<dyn ClusterProvider> = match &kwok {
+            Some(p) => p.clone(),
+            None => session::build_provider(&cfg, scenario)?,
+        };
+        let extra: Vec<Box<dyn Reporter>> = match fault {
+            Some(f) => {
                 let dir = run_dir.clone();
-                let r: Box<dyn Reporter> = Box::new(OnStepStart {
+                let target = provider.clone();
+                vec![Box::new(OnTrigger {
                     step: f.step.into(),
-                    action: Some(move || inject(f.fault, kind, &dir, None)),
-                });
-                (session::build_provider(&cfg, scenario)?, vec![r])
+                    on_retry: matches!(f.fault, Fault::AddRemoteSecret { .. }),
+                    action: Some(move || inject(f.fault, kind, &dir, kwok.as_deref(), &target)),
+                })]
             }
-            _ => (session::build_provider(&cfg, scenario)?, Vec::new()),
+            None => Vec::new(),
         };
         let mut extra = extra;
         extra.push(Box::new(collector));
+        extra.push(Box::new(harvest));
         Ok::<_, String>(session::run_with(&cfg, scenario, provider, extra).await)
     })?;
     let events = events.lock().map(|v| v.clone()).unwrap_or_default();
-    Ok(RunResult { status, events })
+    let secrets = secrets.lock().map(|v| v.clone()).unwrap_or_default();
+    Ok(RunResult {
+        status,
+        events,
+        name: name.to_string(),
+        secrets,
+    })
+}
+
+/// Reads the secret values a run created while its clusters stand (after each traffic check, and when
+/// diagnostics are collected): the kubeconfigs' client keys and tokens, every remote secret's credentials, the
+/// plugged CA key.
+struct SecretHarvest {
+    kind: ProviderKind,
+    run_dir: PathBuf,
+    clusters: Vec<String>,
+    found: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+/// Values of `key:` lines in a kubeconfig text (client-key-data, token, …).
+fn kubeconfig_values(text: &str, key: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .filter(|v| v.len() >= 16)
+        .collect()
+}
+
+/// The base64 body lines of a PEM block (each a secret fragment of a key).
+fn pem_body_lines(pem: &str) -> Vec<String> {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 40)
+        .map(str::to_string)
+        .collect()
+}
+
+impl SecretHarvest {
+    async fn read(&self) -> Vec<(String, String)> {
+        use k8s_openapi::api::core::v1::Secret;
+        use kube::api::{Api, ListParams};
+        let mut out = Vec::new();
+        for c in &self.clusters {
+            let (kc, ctx) = cluster_kubeconfig(self.kind, &self.run_dir, c);
+            if let Ok(text) = std::fs::read_to_string(&kc) {
+                for key in ["client-key-data", "token"] {
+                    out.extend(
+                        kubeconfig_values(&text, key)
+                            .into_iter()
+                            .map(|v| (format!("{key} of {}", kc.display()), v)),
+                    );
+                }
+            }
+            let Ok(client) = meshconf::kube::client_for(&kc, &ctx).await else {
+                continue;
+            };
+            let api: Api<Secret> = Api::namespaced(client, "istio-system");
+            let Ok(list) = api.list(&ListParams::default()).await else {
+                continue;
+            };
+            for s in list.items {
+                let name = s.metadata.name.clone().unwrap_or_default();
+                let remote = s
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.get("istio/multiCluster").map(String::as_str) == Some("true"));
+                for (k, v) in s.data.unwrap_or_default() {
+                    let text = String::from_utf8_lossy(&v.0).to_string();
+                    if remote {
+                        for key in ["token", "client-key-data"] {
+                            out.extend(
+                                kubeconfig_values(&text, key)
+                                    .into_iter()
+                                    .map(|x| (format!("{key} in remote secret {name} ({c})"), x)),
+                            );
+                        }
+                    } else if name == "cacerts" && k.ends_with("key.pem") {
+                        out.extend(
+                            pem_body_lines(&text)
+                                .into_iter()
+                                .map(|x| (format!("cacerts/{k} ({c})"), x)),
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Reporter for SecretHarvest {
+    fn on_event(&mut self, event: &Event) {
+        let now = match event {
+            Event::StepFinished { id, .. } => id.0.starts_with("check-traffic/"),
+            Event::Diagnostics { .. } => true,
+            _ => false,
+        };
+        if now {
+            let values = block_on(self.read());
+            if let Ok(mut f) = self.found.lock() {
+                for v in values {
+                    if !f.contains(&v) {
+                        f.push(v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), meshconf::report::ReportError> {
+        Ok(())
+    }
+}
+
+/// Asserts no secret value the run created appears in any report file of the run (JUnit, JSON, HTML,
+/// diagnostics), and that there were values to look for.
+pub fn assert_no_secrets_in_reports(r: &RunResult) -> Result<(), Failed> {
+    if r.secrets.is_empty() {
+        return Err("no secret values were harvested from the run: the check would look for nothing".into());
+    }
+    let dir = report_dir();
+    let mut files = Vec::new();
+    for ext in ["junit.xml", "json", "html"] {
+        files.push(dir.join(format!("{}.{ext}", r.name)));
+    }
+    if let Ok(rd) = std::fs::read_dir(dir.join(format!("{}.diagnostics", r.name))) {
+        files.extend(rd.flatten().map(|e| e.path()));
+    }
+    let mut leaks = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        for (what, value) in &r.secrets {
+            if text.contains(value.as_str()) {
+                leaks.push(format!("{what} appears in {}", f.display()));
+            }
+        }
+    }
+    if leaks.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("secret values reached the reports:\n{}", leaks.join("\n")).into())
+    }
+}
+
+/// Asserts a failed run kept diagnostics within the default 5 MB budget whose diagnosis contains `needle`, that
+/// the JUnit links them and the HTML report shows the diagnosis, and that no secret reached any report file.
+pub fn assert_diagnosis(r: &RunResult, needle: &str) -> Result<(), Failed> {
+    let (link, bytes, diagnosis) = r
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Diagnostics {
+                link,
+                bytes,
+                diagnosis,
+                ..
+            } => Some((link.clone(), *bytes, diagnosis.clone())),
+            _ => None,
+        })
+        .ok_or("the failed run collected no diagnostics")?;
+    match &diagnosis {
+        Some(d) if d.contains(needle) => {}
+        other => return Err(format!("diagnosis should contain {needle:?}, got {other:?}").into()),
+    }
+    let dir = report_dir().join(&link);
+    let on_disk: u64 = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    if on_disk != bytes || on_disk > meshconf::diagnose::DEFAULT_BUDGET {
+        return Err(format!(
+            "{} holds {on_disk} bytes; the record says {bytes}; budget 5 MB",
+            dir.display()
+        )
+        .into());
+    }
+    let junit = report_dir().join(format!("{}.junit.xml", r.name));
+    let xml = std::fs::read_to_string(&junit).map_err(|e| format!("{}: {e}", junit.display()))?;
+    if !xml.contains(&format!("diagnostics: {link}/")) {
+        return Err(format!("{} does not link {link}/ from the failing case", junit.display()).into());
+    }
+    let html_path = report_dir().join(format!("{}.html", r.name));
+    let html = std::fs::read_to_string(&html_path).map_err(|e| format!("{}: {e}", html_path.display()))?;
+    if !html.contains("id=\"diagnosis\"") || !html.contains(&needle.replace('&', "&amp;")) {
+        return Err(format!("{} does not show the diagnosis", html_path.display()).into());
+    }
+    assert_no_secrets_in_reports(r)
 }
 
 /// Asserts cleanup removed everything the run created (for the rehearsal: no process left, no port listening)
@@ -427,18 +719,24 @@ fn tempfile_dir() -> Result<PathBuf, Failed> {
     Ok(d)
 }
 
-/// Fault helper: a reporter that runs `action` once, when step `step` starts.
-pub struct OnStepStart<F: FnMut() + Send> {
+/// Fault helper: a reporter that runs `action` once, when step `step` starts (or, with `on_retry`, when its
+/// first attempt has failed and the runner is about to retry it).
+pub struct OnTrigger<F: FnMut() + Send> {
     pub step: String,
+    pub on_retry: bool,
     pub action: Option<F>,
 }
 
-impl<F: FnMut() + Send> Reporter for OnStepStart<F> {
+impl<F: FnMut() + Send> Reporter for OnTrigger<F> {
     fn on_event(&mut self, event: &Event) {
-        if let Event::StepStarted { id, .. } = event
-            && id.0 == self.step
-            && let Some(mut a) = self.action.take()
-        {
+        let fire = match event {
+            Event::StepStarted { id, .. } => !self.on_retry && id.0 == self.step,
+            Event::StepLog { id, message } => {
+                self.on_retry && id.0 == self.step && message.starts_with("attempt 1 failed")
+            }
+            _ => false,
+        };
+        if fire && let Some(mut a) = self.action.take() {
             a();
         }
     }
@@ -504,11 +802,7 @@ pub fn existing_provider_leaves_what_it_did_not_create() -> Result<(), Failed> {
                 session::fresh_run_dir(&s),
                 Some(istioctl),
             ));
-            let mut cfg = SessionConfig::new(
-                ProviderKind::Existing,
-                root().join("reports"),
-                "existing_provider",
-            );
+            let mut cfg = SessionConfig::new(ProviderKind::Existing, report_dir(), "existing_provider");
             cfg.console = true;
             let status = session::run_with(&cfg, &s, existing, Vec::new()).await;
             if status != ExitStatus::Passed {

@@ -52,6 +52,34 @@ def read(junit_path):
     return seen
 
 
+def diagnostics_problems(record, junit_path):
+    """A diagnostics event must point at files that exist, add up to what it says and fit its budget, and the
+    JUnit case of each failed step it covers must link to it."""
+    problems = []
+    xml = None
+    for e in record["events"]:
+        if e["event"] != "diagnostics":
+            continue
+        d = junit_path.parent / e["link"]
+        if not d.is_dir():
+            problems.append(f"diagnostics {e['link']}/ missing")
+            continue
+        on_disk = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+        if on_disk != e["bytes"] or on_disk > e["budget"]:
+            problems.append(f"diagnostics {e['link']}/ holds {on_disk} bytes; record says {e['bytes']} of {e['budget']}")
+        for f in e["files"]:
+            p = d / f["name"]
+            if not p.is_file() or p.stat().st_size != f["bytes"]:
+                problems.append(f"diagnostics file {f['name']} missing or not {f['bytes']} bytes")
+        xml = xml or JUnitXml.fromfile(str(junit_path))
+        suites = list(xml) if xml._tag == "testsuites" else [xml]
+        for step in e["steps"]:
+            cases = [c for s in suites for c in s if c.name.startswith(f"{step}: ")]
+            if not any(e["link"] in (c.system_out or "") for c in cases):
+                problems.append(f"the JUnit case of {step} does not link to {e['link']}/")
+    return problems
+
+
 def main():
     schema = json.loads(pathlib.Path(sys.argv[1]).read_text())
     reports = sorted(pathlib.Path(sys.argv[2]).glob("*.junit.xml"))
@@ -77,6 +105,7 @@ def main():
         diffs = [f"{k}: junit {got.get(k)} vs record {want[k]}" for k in ("tests", "failures", "errors", "skipped")
                  if got.get(k) != want[k]]
         diffs += [f"{k}: declared {v}" for k, v in got.items() if k.startswith("declared-")]
+        diffs += diagnostics_problems(record, junit)
         if want["time"] is not None and abs(got["time"] - want["time"]) > 0.01 + 0.001 * want["time"]:
             diffs.append(f"time: junit {got['time']:.3f}s vs record {want['time']:.3f}s")
         status = "MISMATCH" if diffs else "ok"

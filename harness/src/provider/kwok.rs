@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
 use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError};
+use crate::diagnose::EndpointFact;
 use crate::kube::{self as k, Applier};
 use crate::mesh::InstallOverlay;
 use crate::plan::{DataPlane, ProviderKind, ProviderProfile};
@@ -984,6 +985,35 @@ impl ClusterProvider for KwokProvider {
             .iter()
             .map(|p| (p.name.clone(), p.log.clone()))
             .collect()
+    }
+
+    fn computed_endpoints<'a>(
+        &'a self,
+        cluster: &'a ClusterAccess,
+        namespace: &'a str,
+        pod: &'a str,
+        envoy_cluster: &'a str,
+    ) -> Option<BoxFuture<'a, Result<Vec<EndpointFact>, ProviderError>>> {
+        Some(Box::pin(async move {
+            let seen = crate::rehearsal::shim::ads_view(
+                &self.state_path(),
+                cluster.name.as_str(),
+                namespace,
+                pod,
+                envoy_cluster,
+            )
+            .await
+            .map_err(ProviderError::Other)?;
+            Ok(seen
+                .into_iter()
+                .map(|e| EndpointFact {
+                    address: e.address,
+                    port: e.port,
+                    health: crate::rehearsal::xds::health_name(e.health).to_string(),
+                    cluster: e.cluster_id,
+                })
+                .collect())
+        }))
     }
 }
 

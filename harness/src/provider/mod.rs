@@ -21,6 +21,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use kube::api::{Api, ListParams};
 
+use crate::diagnose::EndpointFact;
 use crate::kube::{self as k, Applier, KubeError};
 use crate::plan::{ProviderKind, ProviderProfile};
 use crate::scenario::{ClusterName, Scenario};
@@ -251,5 +252,17 @@ pub trait ClusterProvider: Send + Sync {
     /// Diagnostic files worth attaching on failure (e.g. istiod logs), as `(label, path)`.
     fn diagnostics(&self) -> BTreeMap<String, PathBuf> {
         BTreeMap::new()
+    }
+    /// Where the data plane is computed there is no proxy to ask: istiod's endpoints for `envoy_cluster` as the
+    /// sidecar of `namespace/pod` would get them. `None` where real proxies run (ask them with `istioctl
+    /// proxy-config endpoints`).
+    fn computed_endpoints<'a>(
+        &'a self,
+        _cluster: &'a ClusterAccess,
+        _namespace: &'a str,
+        _pod: &'a str,
+        _envoy_cluster: &'a str,
+    ) -> Option<BoxFuture<'a, Result<Vec<EndpointFact>, ProviderError>>> {
+        None
     }
 }

@@ -242,6 +242,62 @@ fn helloworld_version(p: &Pod) -> String {
         .unwrap_or_else(|| "v1".into())
 }
 
+/// The identity a pod's sidecar presents to istiod (its `ISTIO_META_*` env), or `None` without a sidecar.
+fn proxy_identity(source: &Pod, cluster: &str) -> Option<ProxyIdentity> {
+    let env = sidecar_env(source)?;
+    let mut metadata: BTreeMap<String, String> = env
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("ISTIO_META_")?.to_string(), v.clone())))
+        .collect();
+    metadata
+        .entry("CLUSTER_ID".into())
+        .or_insert_with(|| cluster.to_string());
+    metadata.insert("INTERCEPTION_MODE".into(), "REDIRECT".into());
+    Some(ProxyIdentity {
+        ip: source
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_default(),
+        pod: source.metadata.name.clone().unwrap_or_default(),
+        namespace: source.metadata.namespace.clone().unwrap_or_default(),
+        metadata,
+        labels: source
+            .metadata
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    })
+}
+
+/// istiod's answer for `envoy_cluster` as the sidecar of `namespace/pod` in `cluster` would get it: the
+/// rehearsal's counterpart of `istioctl proxy-config endpoints`, for diagnostics.
+pub async fn ads_view(
+    state_path: &Path,
+    cluster: &str,
+    namespace: &str,
+    pod: &str,
+    envoy_cluster: &str,
+) -> Result<Vec<SeenEndpoint>, String> {
+    let state = RehearsalState::read(state_path)?;
+    let me = state
+        .clusters
+        .get(cluster)
+        .ok_or_else(|| format!("unknown rehearsal cluster {cluster}"))?;
+    let client = client_from(&me.kubeconfig).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let source = pods
+        .get(pod)
+        .await
+        .map_err(|e| format!("get pod {namespace}/{pod} in {cluster}: {e}"))?;
+    let proxy = proxy_identity(&source, cluster)
+        .ok_or_else(|| format!("{namespace}/{pod} in {cluster} has no istio-proxy sidecar"))?;
+    let xds_addr = istiod_for(&state, cluster, &client).await?;
+    xds::endpoints(&xds_addr, &proxy, envoy_cluster, Duration::from_secs(10)).await
+}
+
 async fn answer(
     state: &RehearsalState,
     cluster: &str,
@@ -250,37 +306,9 @@ async fn answer(
     t: &Target,
 ) -> Result<String, String> {
     let src_ns = source.metadata.namespace.clone().unwrap_or_default();
-    let chosen: (String, Option<String>) = match sidecar_env(source) {
-        Some(env) => {
+    let chosen: (String, Option<String>) = match proxy_identity(source, cluster) {
+        Some(proxy) => {
             let xds_addr = istiod_for(state, cluster, client).await?;
-            let ip = source
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.clone())
-                .unwrap_or_default();
-            let mut metadata: BTreeMap<String, String> = BTreeMap::new();
-            for (k, v) in &env {
-                if let Some(m) = k.strip_prefix("ISTIO_META_") {
-                    metadata.insert(m.to_string(), v.clone());
-                }
-            }
-            metadata
-                .entry("CLUSTER_ID".into())
-                .or_insert_with(|| cluster.to_string());
-            metadata.insert("INTERCEPTION_MODE".into(), "REDIRECT".into());
-            let proxy = ProxyIdentity {
-                ip,
-                pod: source.metadata.name.clone().unwrap_or_default(),
-                namespace: src_ns.clone(),
-                metadata,
-                labels: source
-                    .metadata
-                    .labels
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-            };
             let name = format!(
                 "outbound|{}||{}.{}.svc.cluster.local",
                 t.port, t.service, t.namespace

@@ -156,6 +156,19 @@ pub async fn endpoints(
         .map_err(|_| format!("istiod at {xds_addr} did not answer EDS within {timeout:?}"))?
 }
 
+/// Envoy's name for a health status code (`envoy.config.core.v3.HealthStatus`).
+pub fn health_name(code: i32) -> &'static str {
+    match code {
+        0 => "UNKNOWN",
+        1 => "HEALTHY",
+        2 => "UNHEALTHY",
+        3 => "DRAINING",
+        4 => "TIMEOUT",
+        5 => "DEGRADED",
+        _ => "OTHER",
+    }
+}
+
 /// Envoy's choice set: healthy or unknown endpoints of the lowest priority present.
 pub fn eligible(endpoints: &[SeenEndpoint]) -> Vec<SeenEndpoint> {
     let ok: Vec<&SeenEndpoint> = endpoints

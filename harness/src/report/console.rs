@@ -17,6 +17,7 @@ pub struct ConsoleReporter {
     failed: usize,
     skipped: usize,
     rehearsal: bool,
+    diagnosis: Option<String>,
 }
 
 impl Default for ConsoleReporter {
@@ -49,6 +50,7 @@ impl ConsoleReporter {
             failed: 0,
             skipped: 0,
             rehearsal: false,
+            diagnosis: None,
         }
     }
 
@@ -128,12 +130,17 @@ impl Reporter for ConsoleReporter {
                 let retries = if attempts.is_empty() {
                     String::new()
                 } else {
-                    format!(" after {} retries", attempts.len())
+                    format!(": passed after {} failed attempt(s)", attempts.len())
                 };
                 match outcome {
                     Outcome::Passed => {
                         self.passed += 1;
-                        self.line(format!("  PASS  {id} ({:.1}s){retries}", duration.as_secs_f64()));
+                        // nextest's word for a pass that needed retries.
+                        let tag = if attempts.is_empty() { "PASS " } else { "FLAKY" };
+                        self.line(format!("  {tag} {id} ({:.1}s){retries}", duration.as_secs_f64()));
+                        for (n, a) in attempts.iter().enumerate() {
+                            self.line(format!("        attempt {} failed: {}", n + 1, a.message));
+                        }
                         if let Some(d) = traffic_detail(properties) {
                             self.line(format!("        {d}"));
                         }
@@ -169,6 +176,30 @@ impl Reporter for ConsoleReporter {
                     }
                 }
             }
+            Event::Diagnostics {
+                path,
+                files,
+                bytes,
+                budget,
+                diagnosis,
+                findings,
+                ..
+            } => {
+                match diagnosis {
+                    Some(d) => self.line(format!("  DIAGNOSIS {d}")),
+                    None => self.line("  DIAGNOSIS none: no rule matched the collected facts".to_string()),
+                }
+                for f in findings.iter().skip(1) {
+                    self.line(format!("        also: {f}"));
+                }
+                self.line(format!(
+                    "        diagnostics: {path} ({} files, {} of {} KiB)",
+                    files.len(),
+                    bytes.div_ceil(1024),
+                    budget / 1024
+                ));
+                self.diagnosis.clone_from(diagnosis);
+            }
             Event::CleanupFinished {
                 complete,
                 message,
@@ -195,6 +226,9 @@ impl Reporter for ConsoleReporter {
                 ));
                 for f in &self.failures {
                     self.line(format!("   - {f}"));
+                }
+                if let Some(d) = &self.diagnosis {
+                    self.line(format!("   diagnosis: {d}"));
                 }
             }
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::diagnose::StoredFile;
 use crate::exit::ExitStatus;
 use crate::plan::{DataPlane, ProviderKind, StepClass, StepId};
 
@@ -110,6 +111,27 @@ pub enum Event {
         attempts: Vec<Attempt>,
         /// Measurements (counts, p-values, convergence times) as report properties.
         properties: BTreeMap<String, String>,
+    },
+    /// Evidence collected after a failure, before cleanup.
+    Diagnostics {
+        /// The failed steps the evidence is about.
+        steps: Vec<StepId>,
+        /// The directory holding the files.
+        path: String,
+        /// The same directory relative to the report directory (for links from JUnit and HTML).
+        link: String,
+        /// Files written.
+        files: Vec<StoredFile>,
+        /// Bytes written.
+        bytes: u64,
+        /// The byte budget (`--diagnostics-budget`).
+        budget: u64,
+        /// The one-line diagnosis (the most fundamental finding), when the evidence is clear.
+        diagnosis: Option<String>,
+        /// Every finding, most fundamental first.
+        findings: Vec<String>,
+        /// What could not be collected, and why.
+        unavailable: Vec<String>,
     },
     /// Cleanup ended.
     CleanupFinished {

@@ -62,6 +62,21 @@ pub fn render_junit(events: &[Event]) -> Result<String, ReportError> {
     let mut total = Duration::ZERO;
     let mut finished: BTreeMap<String, ()> = BTreeMap::new();
     let mut suite_out: Vec<String> = Vec::new();
+    // Diagnostics arrive after the failing step; index them first so that step's case can carry them.
+    let mut evidence: BTreeMap<String, (Option<String>, String)> = BTreeMap::new();
+    for e in events {
+        if let Event::Diagnostics {
+            steps,
+            link,
+            diagnosis,
+            ..
+        } = e
+        {
+            for s in steps {
+                evidence.insert(s.0.clone(), (diagnosis.clone(), link.clone()));
+            }
+        }
+    }
     for e in events {
         match e {
             Event::RunStarted {
@@ -145,7 +160,10 @@ pub fn render_junit(events: &[Event]) -> Result<String, ReportError> {
                             FailureKind::Infrastructure => NonSuccessKind::Error,
                         };
                         let mut s = TestCaseStatus::non_success(k);
-                        s.set_message(message.as_str());
+                        match evidence.get(&id.0) {
+                            Some((Some(d), _)) => s.set_message(format!("{message} (diagnosis: {d})")),
+                            _ => s.set_message(message.as_str()),
+                        };
                         s.set_type(match kind {
                             FailureKind::Conformance => "conformance",
                             FailureKind::Infrastructure => "infrastructure",
@@ -180,8 +198,20 @@ pub fn render_junit(events: &[Event]) -> Result<String, ReportError> {
                 for (k, v) in properties {
                     case.add_property(Property::new(k.as_str(), v.as_str()));
                 }
-                if !state.log.is_empty() {
-                    case.set_system_out(state.log.join("\n"));
+                let mut out = state.log;
+                if let Some((diagnosis, link)) = evidence.get(&id.0) {
+                    out.push(format!(
+                        "diagnosis: {}",
+                        diagnosis
+                            .as_deref()
+                            .unwrap_or("none (no rule matched the collected facts)")
+                    ));
+                    out.push(format!(
+                        "diagnostics: {link}/ (diagnosis.txt, facts.json, log tails)"
+                    ));
+                }
+                if !out.is_empty() {
+                    case.set_system_out(out.join("\n"));
                 }
                 total += *duration;
                 suite.add_test_case(case);
@@ -198,6 +228,19 @@ pub fn render_junit(events: &[Event]) -> Result<String, ReportError> {
                 for (k, v) in properties {
                     suite.add_property(Property::new(k.as_str(), v.as_str()));
                 }
+            }
+            Event::Diagnostics {
+                link,
+                bytes,
+                budget,
+                diagnosis,
+                ..
+            } => {
+                suite.add_property(Property::new("diagnostics", link.as_str()));
+                if let Some(d) = diagnosis {
+                    suite.add_property(Property::new("diagnosis", d.as_str()));
+                }
+                suite_out.push(format!("diagnostics: {link}/ ({bytes} of {budget} bytes)"));
             }
             Event::RunFinished { status, duration } => {
                 suite.add_property(Property::new("exit-status", format!("{status:?}")));
@@ -317,6 +360,30 @@ mod tests {
                 duration: Duration::from_secs(20),
             },
         ]
+    }
+
+    #[test]
+    fn a_check_that_passed_on_a_retry_is_flaky_with_every_attempt() {
+        let mut evs = events();
+        if let Some(Event::StepFinished { outcome, .. }) = evs
+            .iter_mut()
+            .find(|e| matches!(e, Event::StepFinished { id, .. } if id.0 == "check-traffic/from-cluster1"))
+        {
+            *outcome = Outcome::Passed;
+        }
+        let xml = render_junit(&evs).expect("xml");
+        let case = xml
+            .split("<testcase")
+            .find(|c| c.contains("check-traffic/from-cluster1"))
+            .expect("case");
+        assert!(
+            case.contains("<flakyFailure") && case.contains("message=\"first try\""),
+            "{case}"
+        );
+        assert!(
+            !case.contains("<failure"),
+            "a flaky pass is not a failure: {case}"
+        );
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! Events and reporters. The runner emits [`Event`]s; reporters (console, JUnit, JSON) consume them and never
+//! Events and reporters. The runner emits [`Event`]s; reporters (console, JUnit, JSON, HTML) consume them and never
 //! call back into the runner or a cluster.
 
 mod console;
 mod events;
+mod html;
 mod json;
 mod junit;
 
 pub use console::ConsoleReporter;
 pub use events::*;
+pub use html::{HtmlReporter, render_html};
 pub use json::JsonReporter;
 pub use junit::{JunitReporter, render_junit};
 

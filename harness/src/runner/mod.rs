@@ -19,6 +19,9 @@ use crate::scenario::Scenario;
 
 pub use context::{RunContext, StepError};
 
+/// Deadline for collecting a failed run's diagnostics.
+const DIAGNOSTICS_DEADLINE: Duration = Duration::from_secs(120);
+
 /// Run options.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -30,6 +33,12 @@ pub struct RunOptions {
     pub lb_timeout: Duration,
     /// Where `meshconf run` writes files users may want (also holds nothing secret).
     pub report_dir: PathBuf,
+    /// Where a failed run's diagnostics go (`<report dir>/<name>.diagnostics`); `None` keeps none.
+    pub diagnostics_dir: Option<PathBuf>,
+    /// Byte budget for the diagnostics of one run.
+    pub diagnostics_budget: u64,
+    /// How often a failed traffic check is retried; a pass after retries is reported as flaky.
+    pub check_retries: u32,
 }
 
 impl Default for RunOptions {
@@ -39,6 +48,9 @@ impl Default for RunOptions {
             convergence_timeout: Duration::from_secs(180),
             lb_timeout: Duration::from_secs(180),
             report_dir: PathBuf::from("reports"),
+            diagnostics_dir: None,
+            diagnostics_budget: crate::diagnose::DEFAULT_BUDGET,
+            check_retries: 0,
         }
     }
 }
@@ -180,8 +192,15 @@ impl Runner {
                 continue;
             }
             let runs = stage.steps.iter().map(|s| self.run_step(s, ctx));
-            for outcome in futures::future::join_all(runs).await {
+            let mut failed = Vec::new();
+            for (s, outcome) in stage.steps.iter().zip(futures::future::join_all(runs).await) {
+                if outcome != ExitStatus::Passed {
+                    failed.push(s.id.clone());
+                }
                 status = status.worst(outcome);
+            }
+            if !failed.is_empty() && !self.interrupted.load(Ordering::SeqCst) {
+                self.diagnose(ctx, failed).await;
             }
             if self.interrupted.load(Ordering::SeqCst) {
                 stop_reason = Some("interrupted".into());
@@ -190,6 +209,50 @@ impl Runner {
             }
         }
         status
+    }
+
+    /// Collects evidence about the failed `steps` while the clusters still stand, and reports it.
+    async fn diagnose(&self, ctx: &Arc<RunContext>, steps: Vec<plan::StepId>) {
+        let Some(dir) = self.opts.diagnostics_dir.clone() else {
+            return;
+        };
+        let link = match dir.strip_prefix(&self.opts.report_dir) {
+            Ok(rel) => rel.display().to_string(),
+            Err(_) => dir.display().to_string(),
+        };
+        let budget = self.opts.diagnostics_budget;
+        let work = crate::diagnose::collect(ctx, &dir, budget);
+        let event =
+            match tokio::time::timeout(DIAGNOSTICS_DEADLINE, work).await {
+                Ok(Ok(c)) => Event::Diagnostics {
+                    steps,
+                    path: dir.display().to_string(),
+                    link,
+                    files: c.files,
+                    bytes: c.bytes,
+                    budget,
+                    diagnosis: c.findings.first().map(|f| f.line.clone()),
+                    findings: c.findings.into_iter().map(|f| f.line).collect(),
+                    unavailable: c
+                        .facts
+                        .clusters
+                        .iter()
+                        .flat_map(|f| f.unavailable.iter().map(move |u| format!("{}: {u}", f.name)))
+                        .chain(c.facts.views.iter().filter_map(|v| {
+                            v.error.as_ref().map(|e| format!("{}: endpoints: {e}", v.client))
+                        }))
+                        .collect(),
+                },
+                Ok(Err(e)) => Event::StepLog {
+                    id: plan::StepId("diagnostics".into()),
+                    message: format!("could not write diagnostics to {}: {e}", dir.display()),
+                },
+                Err(_) => Event::StepLog {
+                    id: plan::StepId("diagnostics".into()),
+                    message: format!("diagnostics were not collected within {DIAGNOSTICS_DEADLINE:?}"),
+                },
+            };
+        self.bus.emit(event);
     }
 
     fn skip(&self, s: &PlannedStep, reason: &str) {
@@ -213,35 +276,34 @@ impl Runner {
         });
         let started = Instant::now();
         let log = ctx.logger(self.bus.clone(), s.id.clone());
-        let interrupted = self.interrupted.clone();
-        let work = steps::run(s, ctx, &log);
-        let provider = self.provider.clone();
-        let result = tokio::select! {
-            r = tokio::time::timeout(self.opts.step_timeout, work) => match r {
-                Ok(r) => r,
-                Err(_) => Err(StepError::infra(format!("step did not finish within {:?}", self.opts.step_timeout))),
-            },
-            _ = wait_flag(interrupted) => Err(StepError::infra("interrupted".to_string())),
-            // A process the provider started (istiod, MetalLB) dying ends the step at once instead of letting it
-            // wait out its deadline for something that can no longer happen.
-            _ = wait_dead(provider) => Ok(BTreeMap::new()),
+        // A check may be retried (`--retries`); every failed attempt is kept and reported, so a check that passed
+        // only on a retry shows as flaky rather than as a plain pass.
+        let retries = if s.class == StepClass::Check {
+            self.opts.check_retries as usize
+        } else {
+            0
         };
-        let dead = self.provider.dead_processes();
-        let result = match (result, dead.is_empty()) {
-            (Ok(p), true) => Ok(p),
-            (Ok(_), false) => Err(StepError::infra(format!(
-                "a process the rehearsal started has died: {}",
-                dead.join("\n")
-            ))),
-            (Err(e), true) => Err(e),
-            (Err(mut e), false) => {
-                e.message = format!(
-                    "{} (and a process the rehearsal started has died: {})",
-                    e.message,
-                    dead.join("; ")
-                );
-                e.kind = FailureKind::Infrastructure;
+        let mut attempts = Vec::new();
+        let result = loop {
+            let attempt_started = Instant::now();
+            match self.attempt(s, ctx, &log).await {
                 Err(e)
+                    if e.kind == FailureKind::Conformance
+                        && attempts.len() < retries
+                        && !self.interrupted.load(Ordering::SeqCst) =>
+                {
+                    log.log(format!(
+                        "attempt {} failed: {}; retrying ({} left)",
+                        attempts.len() + 1,
+                        e.message,
+                        retries - attempts.len()
+                    ));
+                    attempts.push(crate::report::Attempt {
+                        message: e.message,
+                        duration: attempt_started.elapsed(),
+                    });
+                }
+                r => break r,
             }
         };
         let (outcome, properties, status) = match result {
@@ -269,10 +331,50 @@ impl Runner {
             class: s.class,
             outcome,
             duration: started.elapsed(),
-            attempts: Vec::new(),
+            attempts,
             properties,
         });
         status
+    }
+
+    /// One attempt of a step, under the step deadline, ended early by an interrupt or a dead process.
+    async fn attempt(
+        &self,
+        s: &PlannedStep,
+        ctx: &Arc<RunContext>,
+        log: &context::StepLogger,
+    ) -> Result<BTreeMap<String, String>, StepError> {
+        let interrupted = self.interrupted.clone();
+        let work = steps::run(s, ctx, log);
+        let provider = self.provider.clone();
+        let result = tokio::select! {
+            r = tokio::time::timeout(self.opts.step_timeout, work) => match r {
+                Ok(r) => r,
+                Err(_) => Err(StepError::infra(format!("step did not finish within {:?}", self.opts.step_timeout))),
+            },
+            _ = wait_flag(interrupted) => Err(StepError::infra("interrupted".to_string())),
+            // A process the provider started (istiod, MetalLB) dying ends the step at once instead of letting it
+            // wait out its deadline for something that can no longer happen.
+            _ = wait_dead(provider) => Ok(BTreeMap::new()),
+        };
+        let dead = self.provider.dead_processes();
+        match (result, dead.is_empty()) {
+            (Ok(p), true) => Ok(p),
+            (Ok(_), false) => Err(StepError::infra(format!(
+                "a process the rehearsal started has died: {}",
+                dead.join("\n")
+            ))),
+            (Err(e), true) => Err(e),
+            (Err(mut e), false) => {
+                e.message = format!(
+                    "{} (and a process the rehearsal started has died: {})",
+                    e.message,
+                    dead.join("; ")
+                );
+                e.kind = FailureKind::Infrastructure;
+                Err(e)
+            }
+        }
     }
 }
 

@@ -77,6 +77,23 @@ impl Istioctl {
             .timeout(Duration::from_secs(600))
     }
 
+    /// `istioctl proxy-config endpoints POD.NS --cluster ENVOY_CLUSTER -o json`: the endpoints that proxy holds.
+    pub fn proxy_config_endpoints(
+        &self,
+        kubeconfig: &Path,
+        context: &str,
+        pod_ns: &str,
+        envoy_cluster: &str,
+    ) -> Cmd {
+        Cmd::new(&self.bin)
+            .args(["proxy-config", "endpoints", pod_ns])
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--context={context}"))
+            .arg(format!("--cluster={envoy_cluster}"))
+            .args(["-o", "json"])
+            .timeout(Duration::from_secs(30))
+    }
+
     /// `istioctl [x] create-remote-secret --kubeconfig K --context C --name N [extra]`. Its stdout is a Secret
     /// with a bearer token: never log it.
     pub fn create_remote_secret(

@@ -1,0 +1,484 @@
+//! Collects a failed run's facts and files from its clusters, each read under a deadline, into a bounded store:
+//! remote secrets (names, targets, hashes), root fingerprints, pods, istiod, the east-west gateway, events, the
+//! endpoints each client's proxy gets, and istiod's log tail.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Namespace, Pod, Secret, Service};
+use kube::api::{Api, ListParams, LogParams};
+use serde::Serialize;
+
+use super::facts::*;
+use super::rules::{Finding, diagnose};
+use super::store::{Store, StoredFile};
+use crate::provider::ClusterAccess;
+use crate::runner::RunContext;
+use crate::scenario::{Role, Step};
+
+/// Deadline for one cluster's reads, and for one client's endpoint view.
+const PER_CLUSTER: Duration = Duration::from_secs(30);
+/// Events kept per cluster.
+const EVENTS_KEPT: usize = 40;
+/// istiod log lines kept per cluster.
+const LOG_LINES: i64 = 400;
+
+/// What a collection produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Collected {
+    /// The facts.
+    pub facts: MeshFacts,
+    /// Findings, most fundamental first.
+    pub findings: Vec<Finding>,
+    /// Files written.
+    pub files: Vec<StoredFile>,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// The namespace and Envoy cluster of the traffic check (`helloworld.sample:5000` →
+/// `outbound|5000||helloworld.sample.svc.cluster.local`).
+pub fn checked_service(ctx: &RunContext) -> (String, Option<String>) {
+    let mut ns = "sample".to_string();
+    let mut envoy = None;
+    for s in &ctx.scenario.steps {
+        match s {
+            Step::DeployApps(d) => ns = d.namespace.as_str().to_string(),
+            Step::CheckTraffic(c) => envoy = envoy_cluster(&c.url),
+            _ => {}
+        }
+    }
+    (ns, envoy)
+}
+
+/// `http://helloworld.sample:5000/hello` → `outbound|5000||helloworld.sample.svc.cluster.local`.
+pub fn envoy_cluster(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hostport = rest.split('/').next()?;
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "80"));
+    let mut parts = host.split('.');
+    let svc = parts.next().filter(|s| !s.is_empty())?;
+    let ns = parts.next().unwrap_or("default");
+    Some(format!("outbound|{port}||{svc}.{ns}.svc.cluster.local"))
+}
+
+/// Collects everything into `dir` within `budget` bytes.
+pub async fn collect(ctx: &RunContext, dir: &Path, budget: u64) -> std::io::Result<Collected> {
+    let (app_ns, envoy) = checked_service(ctx);
+    let namespaces = [app_ns.clone(), "istio-system".to_string()];
+    let reads = ctx.scenario.clusters.iter().filter_map(|c| {
+        let access = ctx.cluster(&c.name).ok()?;
+        let needs_gateway = ctx
+            .scenario
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::EastwestGateway { cluster } if cluster == &c.name));
+        let skeleton = ClusterFacts {
+            name: c.name.as_str().to_string(),
+            role: match c.role {
+                Role::Primary => ClusterRole::Primary,
+                Role::Remote => ClusterRole::Remote,
+            },
+            primary: c.primary.as_ref().map(|p| p.as_str().to_string()),
+            needs_gateway,
+            remote_secrets: Vec::new(),
+            root_sha256: None,
+            namespaces: Vec::new(),
+            pods: Vec::new(),
+            istiod: None,
+            eastwest: None,
+            events: Vec::new(),
+            unavailable: Vec::new(),
+        };
+        let namespaces = namespaces.clone();
+        Some(async move {
+            let mut f = skeleton;
+            if tokio::time::timeout(PER_CLUSTER, read_cluster(&access, &namespaces, &mut f))
+                .await
+                .is_err()
+            {
+                f.unavailable.push(format!(
+                    "reading {} did not finish within {PER_CLUSTER:?}",
+                    f.name
+                ));
+            }
+            let log = istiod_log(&access, f.role).await;
+            (f, log)
+        })
+    });
+    let read: Vec<(ClusterFacts, Option<String>)> = futures::future::join_all(reads).await;
+    let mut facts = MeshFacts::default();
+    let mut logs = Vec::new();
+    for (f, log) in read {
+        if let Some(l) = log {
+            logs.push((f.name.clone(), l));
+        }
+        facts.clusters.push(f);
+    }
+    // Process logs the provider keeps (the rehearsal's out-of-cluster istiod).
+    for (label, path) in ctx
+        .provider
+        .diagnostics()
+        .into_iter()
+        .filter(|(l, _)| l.starts_with("istiod"))
+    {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            logs.push((label, tail_lines(&text, LOG_LINES as usize)));
+        }
+    }
+    facts.exited = ctx
+        .provider
+        .dead_processes()
+        .iter()
+        .filter_map(|d| d.split_whitespace().next().map(str::to_string))
+        .collect();
+    if let Some(envoy) = &envoy {
+        facts.views = views(ctx, &facts, &app_ns, envoy).await;
+    }
+    let findings = diagnose(&facts, &app_ns);
+
+    let mut store = Store::create(dir, budget)?;
+    let diagnosis: Vec<String> = findings.iter().map(|f| f.line.clone()).collect();
+    let text = if diagnosis.is_empty() {
+        "no rule matched the collected facts; see facts.json\n".to_string()
+    } else {
+        format!("{}\n", diagnosis.join("\n"))
+    };
+    store.write(
+        "diagnosis.txt",
+        "one-line diagnoses, most fundamental first",
+        &text,
+        false,
+    )?;
+    let json = serde_json::to_string_pretty(&facts).map_err(std::io::Error::other)?;
+    store.write(
+        "facts.json",
+        "remote secrets (hashes), roots, pods, istiod, gateway, events, endpoint views per client",
+        &json,
+        false,
+    )?;
+    for (label, text) in logs {
+        let name = format!("log-{}.txt", label.replace(['/', ' '], "-"));
+        store.write(&name, &format!("tail of {label}'s log"), &text, true)?;
+    }
+    Ok(Collected {
+        facts,
+        findings,
+        files: store.files().to_vec(),
+        bytes: store.used(),
+    })
+}
+
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+async fn read_cluster(c: &ClusterAccess, namespaces: &[String], f: &mut ClusterFacts) {
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "istio-system");
+    match secrets
+        .list(&ListParams::default().labels("istio/multiCluster=true"))
+        .await
+    {
+        Ok(l) => {
+            f.remote_secrets = l
+                .items
+                .iter()
+                .map(|s| {
+                    let data = s.data.clone().unwrap_or_default();
+                    let mut bytes = Vec::new();
+                    for (k, v) in &data {
+                        bytes.extend_from_slice(k.as_bytes());
+                        bytes.extend_from_slice(&v.0);
+                    }
+                    RemoteSecretFact {
+                        name: s.metadata.name.clone().unwrap_or_default(),
+                        points_at: data.keys().cloned().collect(),
+                        sha256: short_sha256(&bytes),
+                    }
+                })
+                .collect();
+        }
+        Err(e) => f.unavailable.push(format!("remote secrets: {e}")),
+    }
+    for ns in namespaces {
+        let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), ns);
+        if f.root_sha256.is_none()
+            && let Ok(Some(cm)) = cms.get_opt("istio-ca-root-cert").await
+            && let Some(pem) = cm.data.as_ref().and_then(|d| d.get("root-cert.pem"))
+        {
+            f.root_sha256 = Some(short_sha256(pem.trim().as_bytes()));
+        }
+        let nss: Api<Namespace> = Api::all(c.client.clone());
+        match nss.get_opt(ns).await {
+            Ok(n) => f.namespaces.push(NamespaceFact {
+                name: ns.clone(),
+                exists: n.is_some(),
+                injection: n
+                    .and_then(|n| n.metadata.labels)
+                    .and_then(|l| l.get("istio-injection").cloned()),
+            }),
+            Err(e) => f.unavailable.push(format!("namespace {ns}: {e}")),
+        }
+        let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+        match pods.list(&ListParams::default()).await {
+            Ok(l) => f.pods.extend(l.items.iter().map(|p| pod_fact(ns, p))),
+            Err(e) => f.unavailable.push(format!("pods in {ns}: {e}")),
+        }
+        let events: Api<KubeEvent> = Api::namespaced(c.client.clone(), ns);
+        match events.list(&ListParams::default()).await {
+            Ok(l) => {
+                let mut evs: Vec<_> = l
+                    .items
+                    .iter()
+                    .map(|e| {
+                        let when = e
+                            .last_timestamp
+                            .as_ref()
+                            .map(|t| t.0.to_string())
+                            .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
+                            .unwrap_or_default();
+                        let obj = format!("{ns}/{}", e.involved_object.name.clone().unwrap_or_default());
+                        let line = format!(
+                            "{when} {obj} {} {}: {}",
+                            e.type_.clone().unwrap_or_default(),
+                            e.reason.clone().unwrap_or_default(),
+                            e.message.clone().unwrap_or_default().trim()
+                        );
+                        (when, line)
+                    })
+                    .collect();
+                evs.sort();
+                f.events.extend(evs.into_iter().map(|(_, l)| l));
+            }
+            Err(e) => f.unavailable.push(format!("events in {ns}: {e}")),
+        }
+    }
+    f.events.sort();
+    let n = f.events.len();
+    f.events.drain(..n.saturating_sub(EVENTS_KEPT));
+    if f.role == ClusterRole::Primary {
+        let deps: Api<Deployment> = Api::namespaced(c.client.clone(), "istio-system");
+        match deps.get_opt("istiod").await {
+            Ok(d) => {
+                f.istiod = d.map(|d| ReplicaFact {
+                    desired: d.spec.and_then(|s| s.replicas).unwrap_or(1),
+                    ready: d.status.and_then(|s| s.ready_replicas).unwrap_or(0),
+                })
+            }
+            Err(e) => f.unavailable.push(format!("istiod Deployment: {e}")),
+        }
+    }
+    let svcs: Api<Service> = Api::namespaced(c.client.clone(), "istio-system");
+    match svcs.get_opt("istio-eastwestgateway").await {
+        Ok(s) => {
+            f.eastwest = s.map(|s| ServiceFact {
+                name: s.metadata.name.clone().unwrap_or_default(),
+                kind: s
+                    .spec
+                    .as_ref()
+                    .and_then(|sp| sp.type_.clone())
+                    .unwrap_or_default(),
+                address: s
+                    .status
+                    .and_then(|st| st.load_balancer)
+                    .and_then(|lb| lb.ingress)
+                    .and_then(|i| i.into_iter().find_map(|i| i.ip.or(i.hostname))),
+            })
+        }
+        Err(e) => f.unavailable.push(format!("east-west gateway Service: {e}")),
+    }
+}
+
+fn pod_fact(ns: &str, p: &Pod) -> PodFact {
+    let containers: Vec<String> = p
+        .spec
+        .as_ref()
+        .map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .filter(|c| {
+                    // A native sidecar is an init container that keeps running.
+                    s.containers.iter().any(|x| x.name == c.name)
+                        || c.restart_policy.as_deref() == Some("Always")
+                })
+                .map(|c| c.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = p.status.as_ref();
+    let ready = status
+        .map(|s| {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
+                .filter(|c| c.ready && containers.contains(&c.name))
+                .count()
+        })
+        .unwrap_or(0);
+    PodFact {
+        namespace: ns.to_string(),
+        name: p.metadata.name.clone().unwrap_or_default(),
+        ip: status.and_then(|s| s.pod_ip.clone()),
+        phase: status.and_then(|s| s.phase.clone()).unwrap_or_default(),
+        ready,
+        sidecar: containers.iter().any(|c| c == "istio-proxy"),
+        containers: containers.len(),
+    }
+}
+
+async fn istiod_log(c: &ClusterAccess, role: ClusterRole) -> Option<String> {
+    if role != ClusterRole::Primary {
+        return None;
+    }
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "istio-system");
+    let fut = async {
+        let l = pods
+            .list(&ListParams::default().labels("app=istiod"))
+            .await
+            .ok()?;
+        let name = l.items.into_iter().find_map(|p| p.metadata.name)?;
+        let params = LogParams {
+            container: Some("discovery".into()),
+            tail_lines: Some(LOG_LINES),
+            ..Default::default()
+        };
+        pods.logs(&name, &params).await.ok()
+    };
+    tokio::time::timeout(PER_CLUSTER, fut).await.ok().flatten()
+}
+
+async fn views(ctx: &RunContext, facts: &MeshFacts, ns: &str, envoy: &str) -> Vec<EndpointView> {
+    let app = ctx.variant.client.name();
+    let reads = ctx.scenario.clusters.iter().filter_map(|c| {
+        let access = ctx.cluster(&c.name).ok()?;
+        let cf = facts.cluster(c.name.as_str())?;
+        let pod = cf
+            .pods
+            .iter()
+            .find(|p| p.namespace == ns && p.name.starts_with(&format!("{app}-")) && p.phase == "Running")?
+            .name
+            .clone();
+        Some(async move {
+            let source;
+            let read = match ctx.provider.computed_endpoints(&access, ns, &pod, envoy) {
+                Some(fut) => {
+                    source = "istiod's ADS answer for this sidecar (computed data plane)".to_string();
+                    tokio::time::timeout(PER_CLUSTER, fut)
+                        .await
+                        .map_err(|_| format!("no ADS answer within {PER_CLUSTER:?}"))
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                }
+                None => {
+                    let cmd = ctx.istioctl.proxy_config_endpoints(
+                        &access.kubeconfig,
+                        &access.context,
+                        &format!("{pod}.{ns}"),
+                        envoy,
+                    );
+                    source =
+                        format!("istioctl proxy-config endpoints {pod}.{ns} --cluster '{envoy}' -o json");
+                    match cmd.run().await {
+                        Ok(out) => parse_proxy_endpoints(&out.stdout),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            let (endpoints, error) = match read {
+                Ok(mut eps) => {
+                    for e in &mut eps {
+                        // Attribute by what the clusters hold (pod IPs, gateway addresses) before istio's label.
+                        if let Some(owner) = facts.owner_of(&e.address) {
+                            e.cluster = Some(owner);
+                        }
+                    }
+                    (eps, None)
+                }
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            EndpointView {
+                client_cluster: c.name.as_str().to_string(),
+                client: format!("{pod}.{ns}"),
+                envoy_cluster: envoy.to_string(),
+                source,
+                endpoints,
+                error,
+            }
+        })
+    });
+    futures::future::join_all(reads).await
+}
+
+/// Parses `istioctl proxy-config endpoints … -o json` (Envoy admin `ClusterStatus` objects).
+pub fn parse_proxy_endpoints(json: &str) -> Result<Vec<EndpointFact>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("istioctl printed no JSON endpoint list: {e}"))?;
+    let clusters = v
+        .as_array()
+        .ok_or("istioctl printed JSON that is not a list of clusters")?;
+    let mut out = Vec::new();
+    for c in clusters {
+        for h in c["hostStatuses"].as_array().into_iter().flatten() {
+            let sa = &h["address"]["socketAddress"];
+            let Some(address) = sa["address"].as_str() else {
+                continue;
+            };
+            out.push(EndpointFact {
+                address: address.to_string(),
+                port: sa["portValue"]
+                    .as_u64()
+                    .and_then(|p| u32::try_from(p).ok())
+                    .unwrap_or(0),
+                health: h["healthStatus"]["edsHealthStatus"]
+                    .as_str()
+                    .unwrap_or("UNKNOWN")
+                    .to_string(),
+                cluster: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envoy_cluster_from_the_guide_url() {
+        assert_eq!(
+            envoy_cluster("http://helloworld.sample:5000/hello").as_deref(),
+            Some("outbound|5000||helloworld.sample.svc.cluster.local")
+        );
+        assert_eq!(
+            envoy_cluster("helloworld.sample:5000/hello").as_deref(),
+            Some("outbound|5000||helloworld.sample.svc.cluster.local")
+        );
+    }
+
+    #[test]
+    fn proxy_config_endpoints_json_is_read() {
+        let json = r#"[{"name":"outbound|5000||helloworld.sample.svc.cluster.local","addedViaApi":true,
+          "hostStatuses":[
+            {"address":{"socketAddress":{"address":"10.10.0.7","portValue":5000}},
+             "healthStatus":{"edsHealthStatus":"HEALTHY"},"weight":1},
+            {"address":{"socketAddress":{"address":"172.30.255.201","portValue":15443}},
+             "healthStatus":{}}]}]"#;
+        let eps = parse_proxy_endpoints(json).expect("parse");
+        assert_eq!(eps.len(), 2);
+        assert_eq!(
+            (eps[0].address.as_str(), eps[0].port, eps[0].health.as_str()),
+            ("10.10.0.7", 5000, "HEALTHY")
+        );
+        assert_eq!(eps[1].health, "UNKNOWN");
+        assert!(parse_proxy_endpoints("Error: pod not found").is_err());
+    }
+
+    #[test]
+    fn tail_keeps_the_newest_lines() {
+        assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc");
+    }
+}
