@@ -585,7 +585,8 @@ pub fn assert_clean(r: &RunResult) -> Result<(), Failed> {
     Ok(())
 }
 
-/// Asserts the happy path: status Passed and, from every source, both versions answered by the right cluster.
+/// Asserts the happy path: status Passed and, from every source, both versions answered by the right cluster;
+/// no secret value the run created in its reports.
 pub fn assert_conformance(r: &RunResult, sources: &[&str]) -> Result<(), Failed> {
     if r.status != ExitStatus::Passed {
         return Err(format!("run ended {:?}:\n{}", r.status, r.failures()).into());
@@ -613,7 +614,8 @@ pub fn assert_conformance(r: &RunResult, sources: &[&str]) -> Result<(), Failed>
             return Err(format!("istiod logged rejected configs (ACK ERROR): {acks:?}").into());
         }
     }
-    assert_clean(r)
+    assert_clean(r)?;
+    assert_no_secrets_in_reports(r)
 }
 
 /// Asserts a run failed with `status` and that step `id` failed with a message containing `needle`.

@@ -111,13 +111,19 @@ async fn curl(args: Vec<String>) -> i32 {
     }
 }
 
-async fn run(cluster: &str, state_path: &Path, urls: &[String]) -> Result<Vec<String>, String> {
+/// The rehearsal's state and a client for `cluster` from it.
+async fn state_and_client(state_path: &Path, cluster: &str) -> Result<(RehearsalState, Client), String> {
     let state = RehearsalState::read(state_path)?;
     let me = state
         .clusters
         .get(cluster)
         .ok_or_else(|| format!("unknown rehearsal cluster {cluster}"))?;
     let client = client_from(&me.kubeconfig).await?;
+    Ok((state, client))
+}
+
+async fn run(cluster: &str, state_path: &Path, urls: &[String]) -> Result<Vec<String>, String> {
+    let (state, client) = state_and_client(state_path, cluster).await?;
     let pods: Api<Pod> = Api::all(client.clone());
     let list = pods
         .list(&ListParams::default().labels("app in (curl,sleep)"))
@@ -281,12 +287,7 @@ pub async fn ads_view(
     pod: &str,
     envoy_cluster: &str,
 ) -> Result<Vec<SeenEndpoint>, String> {
-    let state = RehearsalState::read(state_path)?;
-    let me = state
-        .clusters
-        .get(cluster)
-        .ok_or_else(|| format!("unknown rehearsal cluster {cluster}"))?;
-    let client = client_from(&me.kubeconfig).await?;
+    let (state, client) = state_and_client(state_path, cluster).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let source = pods
         .get(pod)

@@ -38,16 +38,7 @@ impl Reporter for HtmlReporter {
 
     fn finish(&mut self) -> Result<(), ReportError> {
         let text = render_html(&self.events);
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        std::fs::write(&self.path, text).map_err(|source| ReportError::Write {
-            path: self.path.clone(),
-            source,
-        })
+        super::write_file(&self.path, text)
     }
 }
 

@@ -29,15 +29,6 @@ impl Reporter for JsonReporter {
     fn finish(&mut self) -> Result<(), ReportError> {
         let doc = serde_json::json!({ "format": "meshconf-events/v1", "events": self.events });
         let text = serde_json::to_string_pretty(&doc)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        std::fs::write(&self.path, text).map_err(|source| ReportError::Write {
-            path: self.path.clone(),
-            source,
-        })
+        super::write_file(&self.path, text)
     }
 }

@@ -39,16 +39,7 @@ impl Reporter for JunitReporter {
 
     fn finish(&mut self) -> Result<(), ReportError> {
         let xml = render_junit(&self.events)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        std::fs::write(&self.path, xml).map_err(|source| ReportError::Write {
-            path: self.path.clone(),
-            source,
-        })
+        super::write_file(&self.path, xml)
     }
 }
 

@@ -34,6 +34,20 @@ pub enum ReportError {
     Json(#[from] serde_json::Error),
 }
 
+/// Writes a report file, creating its directory.
+pub(crate) fn write_file(path: &std::path::Path, text: impl AsRef<[u8]>) -> Result<(), ReportError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::write(path, text).map_err(|source| ReportError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// A consumer of run events.
 pub trait Reporter: Send {
     /// Called for every event, in order.
