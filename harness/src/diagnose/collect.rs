@@ -112,7 +112,7 @@ pub async fn collect(ctx: &RunContext, dir: &Path, budget: u64) -> std::io::Resu
     let mut logs = Vec::new();
     for (f, log) in read {
         if let Some(l) = log {
-            logs.push((f.name.clone(), l));
+            logs.push((format!("istiod-{}", f.name), l));
         }
         facts.clusters.push(f);
     }
