@@ -8,6 +8,45 @@ use crate::mesh::{ClientApp, Variant};
 /// Port helloworld listens on (Service port and containerPort).
 pub const HELLOWORLD_PORT: u16 = 5000;
 
+/// The in-mesh service a check's URL names (`http://helloworld.sample:5000/hello`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceTarget {
+    /// Service name.
+    pub service: String,
+    /// Namespace (`default` when the host has no second label).
+    pub namespace: String,
+    /// Port (80 when the URL names none).
+    pub port: u16,
+}
+
+impl ServiceTarget {
+    /// Parses `[scheme://]service[.namespace][:port][/path]`; `None` for a port that is not a number.
+    pub fn parse(url: &str) -> Option<Self> {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let hostport = rest.split('/').next()?;
+        let (host, port) = hostport
+            .split_once(':')
+            .map(|(h, p)| (h, p.parse().ok()))
+            .unwrap_or((hostport, Some(80)));
+        let mut parts = host.split('.');
+        let service = parts.next().filter(|s| !s.is_empty())?.to_string();
+        let namespace = parts.next().unwrap_or("default").to_string();
+        Some(Self {
+            service,
+            namespace,
+            port: port?,
+        })
+    }
+
+    /// The Envoy cluster a sidecar uses for it: `outbound|5000||helloworld.sample.svc.cluster.local`.
+    pub fn envoy_cluster(&self) -> String {
+        format!(
+            "outbound|{}||{}.{}.svc.cluster.local",
+            self.port, self.service, self.namespace
+        )
+    }
+}
+
 /// Relative path the guide uses for the HelloWorld manifest.
 pub const HELLOWORLD_PATH: &str = "samples/helloworld/helloworld.yaml";
 
@@ -153,6 +192,27 @@ pub fn select_documents(
 mod tests {
     use super::*;
     use crate::mesh::IstioVersion;
+
+    #[test]
+    fn targets_parse_like_curl() {
+        let t = ServiceTarget::parse("helloworld.sample:5000/hello").expect("t");
+        assert_eq!(
+            (t.service.as_str(), t.namespace.as_str(), t.port),
+            ("helloworld", "sample", 5000)
+        );
+        let t = ServiceTarget::parse("http://web.ns/").expect("t");
+        assert_eq!(t.port, 80);
+        assert!(ServiceTarget::parse("h:notaport/").is_none());
+    }
+
+    #[test]
+    fn envoy_cluster_from_the_guide_url() {
+        let t = ServiceTarget::parse("http://helloworld.sample:5000/hello").expect("t");
+        assert_eq!(
+            t.envoy_cluster(),
+            "outbound|5000||helloworld.sample.svc.cluster.local"
+        );
+    }
 
     fn docs(s: &str) -> Vec<serde_json::Value> {
         serde_saphyr::from_multiple(s).expect("yaml")

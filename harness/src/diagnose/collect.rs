@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::facts::*;
 use super::rules::{Finding, diagnose};
 use super::store::{Store, StoredFile};
+use crate::apps::ServiceTarget;
 use crate::provider::ClusterAccess;
 use crate::runner::RunContext;
 use crate::scenario::{Role, Step};
@@ -45,22 +46,11 @@ pub fn checked_service(ctx: &RunContext) -> (String, Option<String>) {
     for s in &ctx.scenario.steps {
         match s {
             Step::DeployApps(d) => ns = d.namespace.as_str().to_string(),
-            Step::CheckTraffic(c) => envoy = envoy_cluster(&c.url),
+            Step::CheckTraffic(c) => envoy = ServiceTarget::parse(&c.url).map(|t| t.envoy_cluster()),
             _ => {}
         }
     }
     (ns, envoy)
-}
-
-/// `http://helloworld.sample:5000/hello` → `outbound|5000||helloworld.sample.svc.cluster.local`.
-pub fn envoy_cluster(url: &str) -> Option<String> {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let hostport = rest.split('/').next()?;
-    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "80"));
-    let mut parts = host.split('.');
-    let svc = parts.next().filter(|s| !s.is_empty())?;
-    let ns = parts.next().unwrap_or("default");
-    Some(format!("outbound|{port}||{svc}.{ns}.svc.cluster.local"))
 }
 
 /// Collects everything into `dir` within `budget` bytes.
@@ -228,30 +218,22 @@ async fn read_cluster(c: &ClusterAccess, namespaces: &[String], f: &mut ClusterF
         }
         let events: Api<KubeEvent> = Api::namespaced(c.client.clone(), ns);
         match events.list(&ListParams::default()).await {
-            Ok(l) => {
-                let mut evs: Vec<_> = l
-                    .items
-                    .iter()
-                    .map(|e| {
-                        let when = e
-                            .last_timestamp
-                            .as_ref()
-                            .map(|t| t.0.to_string())
-                            .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
-                            .unwrap_or_default();
-                        let obj = format!("{ns}/{}", e.involved_object.name.clone().unwrap_or_default());
-                        let line = format!(
-                            "{when} {obj} {} {}: {}",
-                            e.type_.clone().unwrap_or_default(),
-                            e.reason.clone().unwrap_or_default(),
-                            e.message.clone().unwrap_or_default().trim()
-                        );
-                        (when, line)
-                    })
-                    .collect();
-                evs.sort();
-                f.events.extend(evs.into_iter().map(|(_, l)| l));
-            }
+            // `when` leads each line, so the sort below orders the events of every namespace by time.
+            Ok(l) => f.events.extend(l.items.iter().map(|e| {
+                let when = e
+                    .last_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
+                    .unwrap_or_default();
+                let obj = format!("{ns}/{}", e.involved_object.name.clone().unwrap_or_default());
+                format!(
+                    "{when} {obj} {} {}: {}",
+                    e.type_.clone().unwrap_or_default(),
+                    e.reason.clone().unwrap_or_default(),
+                    e.message.clone().unwrap_or_default().trim()
+                )
+            })),
             Err(e) => f.unavailable.push(format!("events in {ns}: {e}")),
         }
     }
@@ -446,18 +428,6 @@ pub fn parse_proxy_endpoints(json: &str) -> Result<Vec<EndpointFact>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn envoy_cluster_from_the_guide_url() {
-        assert_eq!(
-            envoy_cluster("http://helloworld.sample:5000/hello").as_deref(),
-            Some("outbound|5000||helloworld.sample.svc.cluster.local")
-        );
-        assert_eq!(
-            envoy_cluster("helloworld.sample:5000/hello").as_deref(),
-            Some("outbound|5000||helloworld.sample.svc.cluster.local")
-        );
-    }
 
     #[test]
     fn proxy_config_endpoints_json_is_read() {

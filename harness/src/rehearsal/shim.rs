@@ -16,6 +16,7 @@ use kube::{Client, Config};
 
 use super::state::RehearsalState;
 use super::xds::{self, ProxyIdentity, SeenEndpoint};
+use crate::apps::ServiceTarget;
 
 /// Environment variable that turns a meshconf binary into the curl stand-in.
 pub const SHIM_ENV: &str = "MESHCONF_SHIM";
@@ -62,29 +63,6 @@ async fn client_from(kubeconfig: &Path) -> Result<Client, String> {
         .await
         .map_err(|e| e.to_string())?;
     Client::try_from(cfg).map_err(|e| e.to_string())
-}
-
-struct Target {
-    service: String,
-    namespace: String,
-    port: u16,
-}
-
-fn parse_target(url: &str) -> Option<Target> {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    let hostport = rest.split('/').next()?;
-    let (host, port) = hostport
-        .split_once(':')
-        .map(|(h, p)| (h, p.parse().ok()))
-        .unwrap_or((hostport, Some(80)));
-    let mut parts = host.split('.');
-    let service = parts.next()?.to_string();
-    let namespace = parts.next().unwrap_or("default").to_string();
-    Some(Target {
-        service,
-        namespace,
-        port: port?,
-    })
 }
 
 async fn curl(args: Vec<String>) -> i32 {
@@ -140,7 +118,7 @@ async fn run(cluster: &str, state_path: &Path, urls: &[String]) -> Result<Vec<St
         .ok_or_else(|| format!("no running curl pod in {cluster}"))?;
     let mut out = Vec::new();
     for url in urls {
-        let t = parse_target(url).ok_or_else(|| format!("cannot parse URL {url}"))?;
+        let t = ServiceTarget::parse(url).ok_or_else(|| format!("cannot parse URL {url}"))?;
         out.push(answer(&state, cluster, &client, &source, &t).await?);
     }
     Ok(out)
@@ -304,16 +282,13 @@ async fn answer(
     cluster: &str,
     client: &Client,
     source: &Pod,
-    t: &Target,
+    t: &ServiceTarget,
 ) -> Result<String, String> {
     let src_ns = source.metadata.namespace.clone().unwrap_or_default();
     let chosen: (String, Option<String>) = match proxy_identity(source, cluster) {
         Some(proxy) => {
             let xds_addr = istiod_for(state, cluster, client).await?;
-            let name = format!(
-                "outbound|{}||{}.{}.svc.cluster.local",
-                t.port, t.service, t.namespace
-            );
+            let name = t.envoy_cluster();
             let seen: Vec<SeenEndpoint> =
                 xds::eligible(&xds::endpoints(&xds_addr, &proxy, &name, Duration::from_secs(10)).await?);
             if seen.is_empty() {
@@ -385,18 +360,6 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_parse_like_curl() {
-        let t = parse_target("helloworld.sample:5000/hello").expect("t");
-        assert_eq!(
-            (t.service.as_str(), t.namespace.as_str(), t.port),
-            ("helloworld", "sample", 5000)
-        );
-        let t = parse_target("http://web.ns/").expect("t");
-        assert_eq!(t.port, 80);
-        assert!(parse_target("h:notaport/").is_none());
-    }
 
     #[test]
     fn version_comes_from_the_image() {
