@@ -86,6 +86,10 @@ def problems_of(browser, page, record):
             el = dom.by_id(key)
             if not el or el["text"].strip() != start[key]:
                 problems.append(f"#{key} shows {el and el['text']!r}, record says {start[key]!r}")
+        want_kind = "REHEARSAL" if start["dataplane"] == "computed" else "CONFORMANCE RUN"
+        el = dom.by_id("run-kind")
+        if not el or el["text"].strip() != want_kind:
+            problems.append(f"#run-kind shows {el and el['text']!r}; a {start['dataplane']} data plane is a {want_kind}")
     finished = [e for e in events if e["event"] == "step-finished" and e["outcome"]["status"] != "skipped"]
     steps = [e for e in dom.with_class("rect", "step")]
     if sorted(s["attrs"].get("data-step") for s in steps) != sorted(e["id"] for e in finished):

@@ -296,17 +296,26 @@ fn page(
     };
     let (status, code) = finish.map_or(("Unfinished", -1), |f| (f.0.as_str(), f.1));
     let verdict_class = if code == 0 { "ok" } else { "bad" };
+    // As the console and JUnit do: a rehearsal never passes for a conformance run.
+    let kind_of_run = if dataplane == "computed" {
+        "REHEARSAL"
+    } else {
+        "CONFORMANCE RUN"
+    };
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
-                title { "meshconf: " (scenario) " on " (provider) " — " (status) }
+                title { "meshconf " (kind_of_run) ": " (scenario) " on " (provider) " — " (status) }
                 style { (PreEscaped(STYLE)) }
             }
             body {
                 header id="summary" class=(verdict_class) {
-                    h1 { "meshconf: " span id="scenario" { (scenario) } }
+                    h1 { span id="run-kind" { (kind_of_run) } ": " span id="scenario" { (scenario) } }
+                    @if dataplane == "computed" {
+                        p id="rehearsal" { "Rehearsal: real control planes, data plane computed from istiod's answers (no Envoy ran)." }
+                    }
                     p id="verdict" { (status) " (exit " (code) ")" @if let Some(f) = finish { " in " (format!("{:.1}", f.2.as_secs_f64())) " s" } }
                     dl {
                         dt { "guide" } dd { (guide) }
@@ -586,6 +595,25 @@ mod tests {
             ),
             (t(90.0), Event::RunFinished { status: ExitStatus::ConformanceFailure, duration: t(90.0) }),
         ]
+    }
+
+    #[test]
+    fn a_rehearsal_page_says_it_is_a_rehearsal() {
+        let mut evs = events();
+        assert!(!render_html(&evs).contains("REHEARSAL"));
+        if let Some((
+            _,
+            Event::RunStarted {
+                provider, dataplane, ..
+            },
+        )) = evs.first_mut()
+        {
+            *provider = ProviderKind::Kwok;
+            *dataplane = DataPlane::Computed;
+        }
+        let page = render_html(&evs);
+        assert!(page.contains("<span id=\"run-kind\">REHEARSAL</span>"), "{page}");
+        assert!(page.contains("id=\"rehearsal\""));
     }
 
     #[test]
