@@ -5,7 +5,8 @@
 #                         istioctl, pilot-discovery, MetalLB controller (the kwok rehearsal)
 #   build.sh kind         those plus kind, crictl, kubelet, kubeadm, kube-proxy, the node's etcd and CoreDNS,
 #                         pilot-agent and the MetalLB speaker (what tools/images.sh puts into images)
-# <key> hashes versions.env and this script, so a second run with the same pins is a no-op.
+# <key> hashes versions.env; each step's marker also hashes that step's own recipe (its function and the shared
+# set-up), so a second run with the same pins is a no-op and editing one recipe rebuilds that step only.
 # Prints the bin directory on the last line of stdout. Needs: go (>= 1.26), network access to the Go module proxy.
 set -euo pipefail
 
@@ -14,7 +15,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.env"
 
 cache_root=${MESHCONF_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf/tools}
-key=$(cat "$here/versions.env" "$here/build.sh" | sha256sum | cut -c1-16)
+key=$(sha256sum <"$here/versions.env" | cut -c1-16)
 dest="$cache_root/$key"
 bin="$dest/bin"
 
@@ -25,17 +26,8 @@ case "$profile" in
   *) echo "usage: $0 [rehearsal|kind]" >&2; exit 2 ;;
 esac
 
-if [[ -f "$bin/.complete-$profile" ]]; then
-  echo "meshconf tools: up to date ($bin)" >&2
-  echo "$bin"
-  exit 0
-fi
-
-command -v go >/dev/null || { echo "meshconf tools: 'go' not found on PATH; install Go >= 1.26" >&2; exit 2; }
-
 # Never let a newer go directive trigger a toolchain download.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath"
-mkdir -p "$bin" "$dest/src"
 start=$(date +%s)
 log() { echo "meshconf tools: [$(( $(date +%s) - start ))s] $*" >&2; }
 
@@ -172,19 +164,31 @@ build_coredns() {
   go build -ldflags "-s -w" -o "$bin/node/coredns" github.com/coredns/coredns
 }
 
-for step in $steps; do
-  # A step's marker names the profile it was built for: the kind profile adds binaries to shared steps.
-  marker="$bin/.built-$step"
-  case "$step" in k8s|istio|metallb) marker="$marker-$profile" ;; esac
-  if [[ "$profile" == rehearsal && -f "$bin/.built-$step-kind" ]]; then marker="$bin/.built-$step-kind"; fi
-  [[ -f "$marker" ]] && { log "$step already built"; continue; }
+# marker STEP PROFILE: names the profile (the kind profile adds binaries to shared steps) and the recipe's hash.
+prefix() { case "$1" in k8s|istio|metallb) echo "$bin/.built-$1-$2-" ;; *) echo "$bin/.built-$1-any-" ;; esac; }
+marker() { echo "$(prefix "$1" "$2")$( { declare -f new_module "build_$1"; echo "$GOFLAGS"; } | sha256sum | cut -c1-12)"; }
+# built STEP: built for this profile, or for kind (a superset) when the rehearsal asks.
+built() { [[ -f "$(marker "$1" "$profile")" ]] || [[ "$profile" == rehearsal && -f "$(marker "$1" kind)" ]]; }
+
+todo=()
+for step in $steps; do built "$step" || todo+=("$step"); done
+if [[ ${#todo[@]} -eq 0 && -f "$bin/.complete-$profile" ]]; then
+  echo "meshconf tools: up to date ($bin)" >&2
+  echo "$bin"
+  exit 0
+fi
+command -v go >/dev/null || { echo "meshconf tools: 'go' not found on PATH; install Go >= 1.26" >&2; exit 2; }
+mkdir -p "$bin" "$dest/src"
+[[ ${#todo[@]} -gt 0 ]] && rm -f "$bin/.complete-"*  # complete again only once each of its steps is
+for step in "${todo[@]}"; do
   log "building $step (go output: $dest/build-$step.log)"
   if ! ( "build_$step" ) >"$dest/build-$step.log" 2>&1; then
     echo "meshconf tools: building $step failed; last lines of $dest/build-$step.log:" >&2
     tail -n 30 "$dest/build-$step.log" >&2
     exit 1
   fi
-  touch "$marker"
+  rm -f "$(prefix "$step" "$profile")"*
+  touch "$(marker "$step" "$profile")"
   log "built $step"
 done
 
@@ -195,7 +199,8 @@ kwok=$KWOK_VERSION
 istio=$ISTIO_BUILD_VERSION ($ISTIO_MODULE_VERSION)
 metallb=$METALLB_VERSION
 V
-[[ "$profile" == kind ]] && cat >> "$bin/VERSIONS" <<V
+# The kind lines stay when a rehearsal build follows a kind one.
+[[ "$profile" == kind || -f "$bin/.complete-kind" ]] && cat >> "$bin/VERSIONS" <<V
 kind=$KIND_VERSION
 crictl=$CRICTL_VERSION
 node-etcd=$NODE_ETCD_VERSION
