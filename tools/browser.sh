@@ -11,8 +11,8 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 echo "meshconf browser: installing Debian's chromium package" >&2
 export DEBIAN_FRONTEND=noninteractive
-if ! timeout 900 apt-get install -y -q chromium >&2; then
-  timeout 300 apt-get update -q >&2 && timeout 900 apt-get install -y -q chromium >&2 \
+if ! timeout 900 apt-get install -y -q -o DPkg::Lock::Timeout=600 chromium >&2; then
+  timeout 300 apt-get update -q -o DPkg::Lock::Timeout=600 >&2 && timeout 900 apt-get install -y -q -o DPkg::Lock::Timeout=600 chromium >&2 \
     || { echo "meshconf browser: apt-get install chromium failed" >&2; exit 3; }
 fi
 command -v chromium

@@ -7,6 +7,9 @@
 #   engine.sh down    stop the engine meshconf started (never a user's) and remove the host state it added
 #                     (iptables chains and rules, FORWARD policy, ip_forward, bridges).
 #   engine.sh status  say which engine would be used.
+#   engine.sh install what `up` would need, without starting anything: Debian's docker.io when no engine answers
+#                     and dockerd is missing, and the capability wrapper (tools/prepare.sh runs it beside the Go
+#                     builds, since it waits on the network and disks, not the CPUs).
 # Exit codes: 0 ok, 3 the engine cannot start (the reason and the log's tail are printed).
 set -euo pipefail
 
@@ -48,8 +51,8 @@ install_engine() {
   command -v apt-get >/dev/null || die "no Docker engine answers and this is not a Debian-like machine: install Docker yourself"
   log "installing Debian's docker.io (apt-get; log: $dir/apt.log)"
   mkdir -p "$dir"
-  { timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq \
-      --no-install-recommends docker.io iptables jq debootstrap; } >"$dir/apt.log" 2>&1 \
+  { timeout 600 apt-get update -qq -o DPkg::Lock::Timeout=600 && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq \
+      -o DPkg::Lock::Timeout=600 --no-install-recommends docker.io iptables jq debootstrap; } >"$dir/apt.log" 2>&1 \
     || { tail -n 20 "$dir/apt.log" >&2; die "apt-get install docker.io failed (log: $dir/apt.log)"; }
 }
 
@@ -128,9 +131,16 @@ status() {
   else echo "no engine"; fi
 }
 
+install() {
+  if users_engine >/dev/null || ours_running; then return 0; fi
+  install_engine
+  build_capwrap
+}
+
 case "${1:-}" in
   up) up ;;
+  install) install ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|install" >&2; exit 2 ;;
 esac

@@ -3,7 +3,7 @@
 # JUnit file and its counts and times are compared with the run's JSON record, which must validate against
 # harness/schemas/meshconf-events-v1.schema.json; every HTML report is rendered in headless Chromium (Debian's
 # package, installed by tools/browser.sh if missing) and checked through its DOM. The readers live in a venv
-# under the cache (made once).
+# under the cache (made once). `readers.sh --prepare` only sets them up.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${MESHCONF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf}
@@ -15,6 +15,8 @@ if [[ ! -x "$venv/bin/python" ]]; then
   timeout 600 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/readers/requirements.txt" \
     || { echo "meshconf readers: pip install failed" >&2; rm -rf "$venv"; exit 3; }
 fi
+# --prepare: only make the venv and find (or install) the browser; tools/prepare.sh runs it beside the Go builds.
+if [[ "${1:-}" == --prepare ]]; then bash "$here/browser.sh" >/dev/null || exit 3; exit 0; fi
 status=0
 "$venv/bin/python" "$here/readers/check_reports.py" "$here/../harness/schemas/meshconf-events-v1.schema.json" \
   "${1:-reports}" || status=$?
