@@ -376,9 +376,13 @@ fn page(
                             p class="stats" {
                                 @if let Some(r) = c.requests { (r) " requests; " }
                                 "p-value " span class="p-value" { (c.p_value.as_deref().unwrap_or("n/a")) }
-                                "; first cross-cluster answer "
-                                span class="convergence" { (c.convergence_seconds.as_deref().map_or("n/a".to_string(), |s| format!("{s} s"))) }
-                                " after the last remote secret"
+                                @if let Some(s) = c.convergence_seconds.as_deref() {
+                                    "; first cross-cluster answer "
+                                    span class="convergence" { (s) " s" }
+                                    " after the last remote secret"
+                                } @else {
+                                    "; no cross-cluster answer"
+                                }
                             }
                             (matrix(c))
                             div class="chart" {}
