@@ -15,7 +15,7 @@ TOOLS_BIN = $(shell bash tools/build.sh)
 KIND_SUITES = MESHCONF_PROVIDER=kind $(CARGO) test --workspace --test multi_primary --test primary_remote
 KWOK_SUITES = MESHCONF_TOOLS_BIN="$$(bash tools/build.sh)" MESHCONF_PROVIDER=kwok $(CARGO) test --workspace --test multi_primary --test primary_remote
 
-.PHONY: all build test test-rehearsal unit suites rehearse rehearsal-tools conformance tools images engine engine-down bench lint report clean doctor
+.PHONY: all build test test-rehearsal unit suites rehearse prepare rehearsal-tools conformance tools images engine engine-down bench lint report clean doctor
 
 all: build
 
@@ -25,6 +25,11 @@ build:
 ## Binaries (etcd, Kubernetes, kwok, kind, istioctl, istiod, pilot-agent, MetalLB, CoreDNS) from the Go module
 ## proxy, and every image of the kind path; cached outside the clone, a second run is a no-op.
 tools: images
+
+## Everything `make test` needs before its first test (Go binaries, apt packages, rootfs trees, readers), the
+## CPU-bound and the network-bound work side by side; a no-op when warm. Handy for baking a CI machine image.
+prepare:
+	@bash tools/prepare.sh kind
 
 ## Only what the kwok rehearsal needs (no Docker).
 rehearsal-tools:
