@@ -10,9 +10,7 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 3
 fi
 echo "meshconf browser: installing Debian's chromium package" >&2
-export DEBIAN_FRONTEND=noninteractive
-if ! timeout 900 apt-get install -y -q -o DPkg::Lock::Timeout=600 chromium >&2; then
-  timeout 300 apt-get update -q -o DPkg::Lock::Timeout=600 >&2 && timeout 900 apt-get install -y -q -o DPkg::Lock::Timeout=600 chromium >&2 \
-    || { echo "meshconf browser: apt-get install chromium failed" >&2; exit 3; }
-fi
+# shellcheck source=apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+apt_install chromium >&2 || { echo "meshconf browser: apt-get install chromium failed" >&2; exit 3; }
 command -v chromium

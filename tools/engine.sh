@@ -51,8 +51,9 @@ install_engine() {
   command -v apt-get >/dev/null || die "no Docker engine answers and this is not a Debian-like machine: install Docker yourself"
   log "installing Debian's docker.io (apt-get; log: $dir/apt.log)"
   mkdir -p "$dir"
-  { timeout 600 apt-get update -qq -o DPkg::Lock::Timeout=600 && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq \
-      -o DPkg::Lock::Timeout=600 --no-install-recommends docker.io iptables jq debootstrap; } >"$dir/apt.log" 2>&1 \
+  # shellcheck source=apt.sh
+  source "$here/apt.sh"
+  apt_install --no-install-recommends docker.io iptables jq debootstrap >"$dir/apt.log" 2>&1 \
     || { tail -n 20 "$dir/apt.log" >&2; die "apt-get install docker.io failed (log: $dir/apt.log)"; }
 }
 

@@ -24,8 +24,8 @@ beside() { # NAME COMMAND...: run beside the Go builds, output to its log
 }
 
 kind_debian() {
-  # docker.io, jq and debootstrap first (one apt run that also refreshes the lists), then the trees and the
-  # browser side by side: debootstrap installs into its own directory, and apt waits for its own lock.
+  # docker.io, jq and debootstrap first (one apt run), then the trees and the browser side by side: debootstrap
+  # installs into its own directory, and apt_install (tools/apt.sh) waits for apt's lock.
   bash "$here/engine.sh" install
   bash "$here/rootfs.sh" base >/dev/null & local b=$!
   bash "$here/rootfs.sh" node >/dev/null & local n=$!

@@ -20,9 +20,9 @@ dest="$cache/rootfs/$1-$key"
 if [[ -f "$dest.complete" ]]; then echo "$dest"; exit 0; fi
 command -v debootstrap >/dev/null || {
   [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null || { echo "meshconf rootfs: debootstrap is missing (apt-get install debootstrap)" >&2; exit 3; }
-  apt_install() { DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends debootstrap >&2; }
-  # A fresh machine may have no package lists yet.
-  apt_install || { timeout 600 apt-get update -qq -o DPkg::Lock::Timeout=600 >&2 && apt_install; } || exit 3
+  # shellcheck source=apt.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+  apt_install --no-install-recommends debootstrap >&2 || exit 3
 }
 rm -rf "$dest" && mkdir -p "$(dirname "$dest")"
 echo "meshconf rootfs: debootstrap $1 from $mirror (log: $dest.log)" >&2
