@@ -294,6 +294,48 @@ async fn lb_wait_times_out_naming_the_service_and_pending() {
     server.abort();
 }
 
+/// A watch that the API server breaks (here: a 500 on the list that starts it) is a transport failure:
+/// infrastructure (exit 3), never a conformance failure of the mesh (exit 1) that a retry would mark flaky.
+#[tokio::test]
+async fn a_broken_watch_is_an_infrastructure_error_not_a_mesh_failure() {
+    let (client, handle) = client();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let server = serve(handle, seen, |method, pq| {
+        if method != "GET" || !pq.starts_with("/api/v1/namespaces/istio-system/services") {
+            return None;
+        }
+        Some(
+            Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .body(Body::from(
+                    serde_json::to_vec(&json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError",
+                    "code": 500, "message": "etcdserver: leader changed"}))
+                    .expect("json"),
+                ))
+                .expect("resp"),
+        )
+    });
+    let e = wait_lb_address(
+        &client,
+        "istio-system",
+        "istio-eastwestgateway",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect_err("the watch broke");
+    assert!(matches!(e, KubeError::Transport(_)), "{e:?}");
+    assert!(e.to_string().contains("watch failed"), "{e}");
+    let step = meshconf::runner::StepError::from(e);
+    assert_eq!(
+        step.kind,
+        meshconf::report::FailureKind::Infrastructure,
+        "{}",
+        step.message
+    );
+    server.abort();
+}
+
 #[tokio::test]
 async fn secrets_are_sent_to_the_server_but_never_echoed_in_errors() {
     let (client, handle) = client();

@@ -48,22 +48,22 @@ pub async fn exec(
         let status = proc.take_status();
         let mut out = proc
             .stdout()
-            .ok_or_else(|| KubeError::Unmet(format!("{what}: no stdout stream")))?;
+            .ok_or_else(|| KubeError::Transport(format!("{what}: no stdout stream")))?;
         let mut err = proc
             .stderr()
-            .ok_or_else(|| KubeError::Unmet(format!("{what}: no stderr stream")))?;
+            .ok_or_else(|| KubeError::Transport(format!("{what}: no stderr stream")))?;
         let mut o = Vec::new();
         let mut e = Vec::new();
         let (r1, r2) = tokio::join!(out.read_to_end(&mut o), err.read_to_end(&mut e));
         r1.and(r2)
-            .map_err(|io| KubeError::Unmet(format!("{what}: reading output: {io}")))?;
+            .map_err(|io| KubeError::Transport(format!("{what}: reading output: {io}")))?;
         let st = match status {
             Some(s) => s.await,
             None => None,
         };
         proc.join()
             .await
-            .map_err(|e| KubeError::Unmet(format!("{what}: {e}")))?;
+            .map_err(|e| KubeError::Transport(format!("{what}: {e}")))?;
         let exit_code = match st {
             Some(s) if s.status.as_deref() == Some("Failure") => s
                 .details

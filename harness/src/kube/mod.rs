@@ -49,11 +49,24 @@ pub enum KubeError {
         /// The last state observed.
         last: Option<String>,
     },
-    /// A wait saw a state that can never become the wanted one (e.g. a pod without its sidecar).
     /// A controller keeps failing (e.g. pods cannot be created: the injection webhook does not answer). An
     /// infrastructure error, reported with the controller's own message.
     #[error("{0}")]
     Stuck(String),
+    /// The connection to the API failed in the middle of an operation: a watch failed or ended, an exec stream
+    /// broke or never opened, the object waited on was deleted under the wait. Infrastructure, never the mesh's
+    /// doing: a transport hiccup during a traffic check must not read as a conformance failure.
+    #[error("{0}")]
+    Transport(String),
+    /// A wait saw a state that can never become the wanted one because of what the mesh did (a pod Ready
+    /// without its sidecar): the only conformance failure of this layer.
     #[error("{0}")]
     Unmet(String),
+}
+
+impl KubeError {
+    /// Whether this error says something about the mesh (a conformance failure) rather than the infrastructure.
+    pub fn is_conformance(&self) -> bool {
+        matches!(self, KubeError::Unmet(_))
+    }
 }

@@ -33,8 +33,8 @@ where
 {
     match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
         Ok(Ok(Some(obj))) => Ok(obj),
-        Ok(Ok(None)) => Err(KubeError::Unmet(format!("{what}: the object was deleted"))),
-        Ok(Err(e)) => Err(KubeError::Unmet(format!("{what}: watch failed: {e}"))),
+        Ok(Ok(None)) => Err(KubeError::Transport(format!("{what}: the object was deleted"))),
+        Ok(Err(e)) => Err(KubeError::Transport(format!("{what}: watch failed: {e}"))),
         Err(_) => {
             let last = match api.get_opt(name).await {
                 Ok(Some(o)) => Some(describe(&o)),
@@ -230,7 +230,7 @@ pub async fn wait_pods_ready(
         match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Some(Ok(_))) => {}
             Ok(Some(Err(e))) => tracing::debug!("pod watch error (retried): {e}"),
-            Ok(None) => return Err(KubeError::Unmet(format!("{what}: watch ended"))),
+            Ok(None) => return Err(KubeError::Transport(format!("{what}: watch ended"))),
             Err(_) => {
                 let last = if pods.is_empty() {
                     "no matching pods".to_string()
@@ -278,7 +278,7 @@ pub async fn wait_lb_address(
         |_| "<pending>".to_string(),
     )
     .await?;
-    lb_ip(Some(&svc)).ok_or_else(|| KubeError::Unmet(format!("service {ns}/{name} lost its address")))
+    lb_ip(Some(&svc)).ok_or_else(|| KubeError::Transport(format!("service {ns}/{name} lost its address")))
 }
 
 /// Waits until every webhook of a MutatingWebhookConfiguration carries a caBundle (istiod patches it).
