@@ -54,7 +54,10 @@ impl Store {
 
     /// Writes `content` as `name`, cutting its end if the budget would be crossed. The newest lines of a log
     /// matter most, so `keep_end` keeps the end instead of the start.
+    /// Secrets are redacted before the budget is applied: a cut that starts inside a private key must not show
+    /// its body.
     pub fn write(&mut self, name: &str, what: &str, content: &str, keep_end: bool) -> std::io::Result<()> {
+        let content = &crate::tools::redact(content);
         let left = self.budget.saturating_sub(self.used);
         let full = content.len() as u64;
         let (text, cut) = if full <= left {
@@ -123,5 +126,17 @@ mod tests {
         assert!(s.files()[1].cut > 0);
         assert_eq!(s.files()[2].bytes, 0, "nothing left for later files");
         assert!(s.used() <= 300, "used {}", s.used());
+    }
+
+    #[test]
+    fn a_log_cut_inside_a_private_key_shows_none_of_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Store::create(&dir.path().join("d"), 200).expect("store");
+        let body = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo".repeat(8);
+        let log = format!("start\n-----BEGIN EC PRIVATE KEY-----\n{body}\n-----END EC PRIVATE KEY-----\nend");
+        s.write("log.txt", "log", &log, true).expect("write");
+        let kept = std::fs::read_to_string(dir.path().join("d/log.txt")).expect("read");
+        assert!(!kept.contains("QUJD"), "{kept}");
+        assert!(kept.ends_with("end"), "{kept}");
     }
 }

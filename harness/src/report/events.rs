@@ -150,3 +150,113 @@ pub enum Event {
         duration: Duration,
     },
 }
+
+impl Event {
+    /// The event with secrets redacted from every free-text field (messages, commands, output tails, findings,
+    /// property values). The bus applies it before any reporter sees an event: the boundary where reports are
+    /// written, whatever a step, a tool or a diagnostic rule put in its text.
+    pub fn redacted(self) -> Event {
+        use crate::tools::redact as r;
+        let map = |m: BTreeMap<String, String>| m.into_iter().map(|(k, v)| (k, r(&v))).collect();
+        let all = |v: Vec<String>| v.iter().map(|s| r(s)).collect();
+        match self {
+            Event::RunStarted {
+                scenario,
+                guide,
+                source,
+                provider,
+                dataplane,
+                variant,
+                real,
+                computed,
+                notes,
+                properties,
+                steps,
+            } => Event::RunStarted {
+                scenario,
+                guide,
+                source,
+                provider,
+                dataplane,
+                variant,
+                real,
+                computed,
+                notes: all(notes),
+                properties: map(properties),
+                steps,
+            },
+            Event::StepLog { id, message } => Event::StepLog {
+                id,
+                message: r(&message),
+            },
+            Event::StepFinished {
+                id,
+                title,
+                class,
+                outcome,
+                duration,
+                attempts,
+                properties,
+            } => Event::StepFinished {
+                id,
+                title,
+                class,
+                outcome: match outcome {
+                    Outcome::Failed {
+                        kind,
+                        message,
+                        command,
+                        output_tail,
+                    } => Outcome::Failed {
+                        kind,
+                        message: r(&message),
+                        command: command.as_deref().map(r),
+                        output_tail: output_tail.as_deref().map(r),
+                    },
+                    Outcome::Skipped { reason } => Outcome::Skipped { reason: r(&reason) },
+                    Outcome::Passed => Outcome::Passed,
+                },
+                duration,
+                attempts: attempts
+                    .into_iter()
+                    .map(|a| Attempt {
+                        message: r(&a.message),
+                        duration: a.duration,
+                    })
+                    .collect(),
+                properties: map(properties),
+            },
+            Event::Diagnostics {
+                steps,
+                path,
+                link,
+                files,
+                bytes,
+                budget,
+                diagnosis,
+                findings,
+                unavailable,
+            } => Event::Diagnostics {
+                steps,
+                path,
+                link,
+                files,
+                bytes,
+                budget,
+                diagnosis: diagnosis.as_deref().map(r),
+                findings: all(findings),
+                unavailable: all(unavailable),
+            },
+            Event::CleanupFinished {
+                complete,
+                message,
+                properties,
+            } => Event::CleanupFinished {
+                complete,
+                message: r(&message),
+                properties: map(properties),
+            },
+            e @ (Event::StepStarted { .. } | Event::RunFinished { .. }) => e,
+        }
+    }
+}

@@ -70,8 +70,9 @@ impl EventBus {
         }
     }
 
-    /// Delivers an event to every reporter.
+    /// Delivers an event to every reporter, secrets redacted first ([`Event::redacted`]).
     pub fn emit(&self, event: Event) {
+        let event = event.redacted();
         tracing::debug!(?event, "event");
         if let Ok(mut rs) = self.inner.lock() {
             for r in rs.iter_mut() {
@@ -112,5 +113,46 @@ impl Reporter for Collector {
 
     fn finish(&mut self) -> Result<(), ReportError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::StepId;
+
+    #[test]
+    fn no_reporter_sees_a_secret_whatever_a_step_put_in_its_text() {
+        let c = Collector::default();
+        let seen = c.events.clone();
+        let bus = EventBus::new(vec![Box::new(c)]);
+        bus.emit(Event::StepLog {
+            id: StepId("remote-secret/a".into()),
+            message: "istioctl create-remote-secret --token=sekrit-value".into(),
+        });
+        bus.emit(Event::StepFinished {
+            id: StepId("x".into()),
+            title: "x".into(),
+            class: crate::plan::StepClass::Mesh,
+            outcome: Outcome::Failed {
+                kind: FailureKind::Infrastructure,
+                message: "apply failed: {\"token\":\"sekrit-value\"}".into(),
+                command: Some("curl -H 'Authorization: Bearer sekrit-value'".into()),
+                output_tail: Some(
+                    "-----BEGIN PRIVATE KEY-----\nsekrit-value\n-----END PRIVATE KEY-----".into(),
+                ),
+            },
+            duration: std::time::Duration::ZERO,
+            attempts: vec![Attempt {
+                message: "token: sekrit-value".into(),
+                duration: std::time::Duration::ZERO,
+            }],
+            properties: Default::default(),
+        });
+        let events = seen.lock().expect("events");
+        let text = format!("{events:?}");
+        assert_eq!(events.len(), 2);
+        assert!(!text.contains("sekrit-value"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
     }
 }
