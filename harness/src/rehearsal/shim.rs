@@ -195,8 +195,9 @@ async fn root_cert(client: &Client, ns: &str) -> Option<String> {
 }
 
 /// HelloWorld's version is baked into its image (`examples-helloworld-v1`); fall back to the env the gen script
-/// sets, then the label.
-fn helloworld_version(p: &Pod) -> String {
+/// sets, then the label. `None` when the pod says none of these: the stand-in then answers an error, never a
+/// version it did not read.
+fn helloworld_version(p: &Pod) -> Option<String> {
     let c = p
         .spec
         .as_ref()
@@ -209,7 +210,7 @@ fn helloworld_version(p: &Pod) -> String {
             .take_while(|ch| ch.is_ascii_alphanumeric())
             .collect();
         if v.len() > 1 {
-            return v;
+            return Some(v);
         }
     }
     if let Some(v) = c
@@ -217,13 +218,9 @@ fn helloworld_version(p: &Pod) -> String {
         .and_then(|e| e.iter().find(|e| e.name == "SERVICE_VERSION"))
         .and_then(|e| e.value.clone())
     {
-        return v;
+        return Some(v);
     }
-    p.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get("version").cloned())
-        .unwrap_or_else(|| "v1".into())
+    p.metadata.labels.as_ref().and_then(|l| l.get("version").cloned())
 }
 
 /// The identity a pod's sidecar presents to istiod (its `ISTIO_META_*` env), or `None` without a sidecar.
@@ -350,11 +347,14 @@ async fn answer(
             return Ok(TLS_FAILURE_BODY.to_string());
         }
     }
-    Ok(format!(
-        "Hello version: {}, instance: {}",
-        helloworld_version(&pod),
-        pod.metadata.name.unwrap_or_default()
-    ))
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let version = helloworld_version(&pod).ok_or_else(|| {
+        format!(
+            "pod {name} in {dest_cluster} (IP {ip}) answers with no version: its helloworld container has no \
+             helloworld-vN image and no SERVICE_VERSION, and the pod no version label"
+        )
+    })?;
+    Ok(format!("Hello version: {version}, instance: {name}"))
 }
 
 #[cfg(test)]
@@ -368,7 +368,17 @@ mod tests {
             "spec": {"containers": [{"name": "helloworld", "image": "registry.istio.io/release/examples-helloworld-v2:1.0"}]}
         }))
         .expect("pod");
-        assert_eq!(helloworld_version(&p), "v2");
+        assert_eq!(helloworld_version(&p).as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn a_pod_that_names_no_version_gets_none_never_a_default() {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "helloworld"}},
+            "spec": {"containers": [{"name": "helloworld", "image": "example/hello:1.0"}]}
+        }))
+        .expect("pod");
+        assert_eq!(helloworld_version(&p), None);
     }
 
     #[test]
