@@ -212,7 +212,7 @@ pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -
             Step::CheckTraffic(ct) => {
                 let requests = ct
                     .requests
-                    .unwrap_or_else(|| verify::default_requests(ct.expect.len()));
+                    .unwrap_or_else(|| verify::default_requests(ct.expect.values().map(BTreeSet::len).sum()));
                 let namespace = scenario
                     .steps
                     .iter()
@@ -247,6 +247,7 @@ pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -
     Plan {
         scenario: scenario.name.clone(),
         guide: scenario.guide.clone(),
+        source: scenario.source.display().to_string(),
         provider: profile,
         variant: variant.clone(),
         stages,

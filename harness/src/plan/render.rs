@@ -284,7 +284,10 @@ fn render_step(o: &mut String, plan: &Plan, s: &PlannedStep) {
             let c = ctx(from);
             let exp: Vec<String> = expect
                 .iter()
-                .map(|(ver, cl)| format!("{ver} from {cl}"))
+                .map(|(ver, cl)| {
+                    let names: Vec<&str> = cl.iter().map(ClusterName::as_str).collect();
+                    format!("{ver} from {}", names.join(" and "))
+                })
                 .collect();
             let _ = writeln!(
                 o,

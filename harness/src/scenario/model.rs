@@ -1,6 +1,6 @@
 //! The validated scenario model: every reference resolved, every name typed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -146,8 +146,8 @@ pub struct CheckTraffic {
     pub from: Vec<ClusterName>,
     /// The URL curl requests, e.g. `http://helloworld.sample:5000/hello`.
     pub url: String,
-    /// Each expected version and the cluster it must be answered from.
-    pub expect: BTreeMap<AppVersion, ClusterName>,
+    /// Each expected version and every cluster it must be answered from (each must answer; none other may).
+    pub expect: BTreeMap<AppVersion, BTreeSet<ClusterName>>,
     /// Requests per source cluster; `None` lets the harness size it from the false-failure bound.
     pub requests: Option<u32>,
 }

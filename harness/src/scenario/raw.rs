@@ -94,9 +94,27 @@ pub(crate) struct RawDeployApps {
 pub(crate) struct RawCheckTraffic {
     pub from: Vec<S<String>>,
     pub url: S<String>,
-    pub expect: BTreeMap<String, S<String>>,
+    pub expect: BTreeMap<String, S<OneOrMany>>,
     #[serde(default)]
     pub requests: Option<S<u32>>,
+}
+
+/// A cluster name, or a list of them (`v1: cluster1`, `v2: [cluster2, cluster3]`). Spanned as a whole: spans
+/// inside an untagged enum are lost.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
 }
 
 /// The part of a kind `Cluster` config the topology needs; everything else is passed to kind untouched.

@@ -436,52 +436,95 @@ pub(crate) fn validate(path: &Path, text: &str, raw: RawScenario) -> Result<Scen
                     }
                     from.push(c);
                 }
-                if !s.url.value.starts_with("http://") {
+                if let Err(why) = crate::apps::ServiceTarget::parse_checked(&s.url.value) {
                     cx.err(
                         &s.url,
-                        format!("url '{}' must start with http://", s.url.value),
+                        format!("url '{}' cannot be checked: {why}", s.url.value),
                         Some("the guide calls http://helloworld.sample:5000/hello".to_string()),
                     );
                 }
                 let mut expect = BTreeMap::new();
-                for (version, cluster) in &s.expect {
-                    if !names.contains(&cluster.value) {
+                for (version, listed) in &s.expect {
+                    let clusters = listed.value.items();
+                    if clusters.is_empty() {
                         cx.err(
-                            cluster,
-                            format!("unknown cluster '{}'", cluster.value),
-                            Some(format!("declared clusters: {known}")),
+                            listed,
+                            format!("check expects {version} from no cluster"),
+                            Some("name the cluster (or clusters) that run it".to_string()),
                         );
                         continue;
                     }
+                    let mut set = std::collections::BTreeSet::new();
+                    for cluster in &clusters {
+                        if !names.contains(cluster) {
+                            cx.err(
+                                listed,
+                                format!("unknown cluster '{cluster}'"),
+                                Some(format!("declared clusters: {known}")),
+                            );
+                            continue;
+                        }
+                        set.insert(ClusterName(cluster.clone()));
+                    }
                     match deployed.get(version) {
                         None => cx.err(
-                            cluster,
+                            listed,
                             format!("check expects version '{version}', which no deploy-apps step deploys"),
                             Some(format!(
                                 "deployed versions: {}",
                                 deployed.keys().cloned().collect::<Vec<_>>().join(", ")
                             )),
                         ),
-                        Some(where_) if !where_.contains(&cluster.value) => cx.err(
-                            cluster,
-                            format!(
-                                "check expects {version} from '{}', but it is deployed in {}",
-                                cluster.value,
-                                where_.iter().cloned().collect::<Vec<_>>().join(", ")
-                            ),
-                            Some("expect each version from the cluster that runs it".to_string()),
-                        ),
-                        Some(_) => {}
+                        Some(where_) => {
+                            let join =
+                                |v: Vec<&String>| v.into_iter().cloned().collect::<Vec<_>>().join(", ");
+                            let not_there: Vec<&String> = clusters
+                                .iter()
+                                .filter(|c| names.contains(*c) && !where_.contains(*c))
+                                .collect();
+                            // The verdict rejects an answer from a cluster the check does not list, so a
+                            // version running where the check does not expect it could never pass.
+                            let unlisted: Vec<&String> =
+                                where_.iter().filter(|c| !clusters.contains(c)).collect();
+                            if !not_there.is_empty() {
+                                cx.err(
+                                    listed,
+                                    format!(
+                                        "check expects {version} from {}, but it is deployed in {}",
+                                        join(not_there),
+                                        join(where_.iter().collect())
+                                    ),
+                                    Some("expect each version from the clusters that run it".to_string()),
+                                );
+                            } else if !unlisted.is_empty() {
+                                cx.err(
+                                    listed,
+                                    format!(
+                                        "{version} also runs in {}, which the check does not list: its answers \
+                                         would count as misplaced",
+                                        join(unlisted)
+                                    ),
+                                    Some(format!(
+                                        "list every cluster that runs it: {version}: [{}]",
+                                        join(where_.iter().collect())
+                                    )),
+                                );
+                            }
+                        }
                     }
-                    expect.insert(AppVersion(version.clone()), ClusterName(cluster.value.clone()));
+                    expect.insert(AppVersion(version.clone()), set);
                 }
+                let pairs: usize = expect.values().map(std::collections::BTreeSet::len).sum();
                 if let Some(r) = &s.requests
-                    && (r.value < 2 * expect.len().max(1) as u32 || r.value > 10_000)
+                    && (r.value < 2 * pairs.max(1) as u32 || r.value > 10_000)
                 {
                     cx.err(
                         r,
                         format!("requests: {} is out of range", r.value),
-                        Some("use at least two requests per expected version and at most 10000".to_string()),
+                        Some(
+                            "use at least two requests per expected version and cluster, and at most 10000"
+                                .to_string(),
+                        ),
                     );
                 }
                 steps.push(Step::CheckTraffic(CheckTraffic {
@@ -660,6 +703,12 @@ steps:\n\
     )]
     #[case::version_nobody_deploys("v2: cluster2}}", "v3: cluster2}}", 13, "expects version 'v3'")]
     #[case::version_in_wrong_cluster("v2: cluster2}}", "v2: cluster1}}", 13, "deployed in cluster2")]
+    #[case::version_in_two_clusters_listed_once(
+        "{cluster1: v1, cluster2: v2}",
+        "{cluster1: v2, cluster2: v2}",
+        13,
+        "also runs in cluster1, which the check does not list"
+    )]
     #[case::self_secret(
         "{from: cluster1, into: cluster2}",
         "{from: cluster1, into: cluster1}",
@@ -668,6 +717,13 @@ steps:\n\
     )]
     #[case::unknown_key("trust: shared-root", "trust: shared-root\ncolour: blue", 4, "colour")]
     #[case::bad_name("name: mp", "name: Multi_Primary", 1, "DNS-1123")]
+    #[case::url_without_host("\"http://helloworld.sample:5000/hello\"", "\"http://\"", 13, "names no host")]
+    #[case::url_with_an_address(
+        "\"http://helloworld.sample:5000/hello\"",
+        "\"http://10.0.0.7:5000/hello\"",
+        13,
+        "is an address"
+    )]
     fn inconsistent_scenarios_are_located(
         #[case] from: &str,
         #[case] to: &str,
@@ -684,6 +740,47 @@ steps:\n\
         let hit = hit.unwrap_or_else(|| panic!("no error containing {needle:?} in:\n{e}"));
         assert_eq!(hit.line, line, "{e}");
         assert!(hit.column >= 1);
+    }
+
+    #[test]
+    fn a_version_in_two_clusters_is_expected_from_both() {
+        let text = GOOD
+            .replacen(
+                "{cluster1: v1, cluster2: v2}",
+                "{cluster1: v1, cluster2: v2, cluster3: v2}",
+                1,
+            )
+            .replacen(
+                "client: [cluster1, cluster2]",
+                "client: [cluster1, cluster2, cluster3]",
+                1,
+            )
+            .replacen("v2: cluster2}", "v2: [cluster2, cluster3]}", 1)
+            .replacen(
+                "steps:\n",
+                "- {name: cluster3, role: primary, network: network2, kind-config: c3.yaml}\nsteps:\n",
+                1,
+            )
+            .replacen(
+                "- remote-secret: {from: cluster1, into: cluster2}\n",
+                "- install-istio: {cluster: cluster3}\n- remote-secret: {from: cluster1, into: cluster2}\n",
+                1,
+            );
+        let dir = fixture_dir();
+        std::fs::write(
+            dir.path().join("c3.yaml"),
+            "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnetworking:\n  podSubnet: \"10.30.0.0/16\"\n  serviceSubnet: \"10.255.40.0/24\"\n",
+        )
+        .expect("write");
+        let s = load_str(&dir.path().join("s.yaml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let Some(Step::CheckTraffic(c)) = s.steps.last() else {
+            panic!("no check")
+        };
+        let v2: Vec<&str> = c.expect[&AppVersion::new("v2")]
+            .iter()
+            .map(ClusterName::as_str)
+            .collect();
+        assert_eq!(v2, ["cluster2", "cluster3"]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Judging one source cluster's answers against the scenario's expectation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -37,12 +37,13 @@ impl SourceVerdict {
     }
 }
 
-/// Judges `answers` from `from`: every expected version answered from the cluster the scenario placed it in,
-/// nothing answered from elsewhere, no errors, and an even split across versions at level [`ALPHA`].
+/// Judges `answers` from `from`: every expected version answered from each cluster the scenario placed it in,
+/// nothing answered from elsewhere, no errors, and an even split across those (version, cluster) endpoints at
+/// level [`ALPHA`] (each runs one replica, and the sidecar balances across endpoints).
 pub fn judge(
     from: &ClusterName,
     answers: &[Answer],
-    expect: &BTreeMap<AppVersion, ClusterName>,
+    expect: &BTreeMap<AppVersion, BTreeSet<ClusterName>>,
     attribution: &Attribution,
     requests: u32,
 ) -> SourceVerdict {
@@ -63,11 +64,13 @@ pub fn judge(
                 *instances.entry(format!("{instance}@{cluster}")).or_default() += 1;
                 *per_version.entry(version.clone()).or_default() += 1;
                 match expect.get(&AppVersion::new(version.clone())) {
-                    Some(want) if want.as_str() == cluster => {}
+                    Some(want) if want.iter().any(|w| w.as_str() == cluster) => {}
                     Some(want) => {
+                        let want: Vec<&str> = want.iter().map(ClusterName::as_str).collect();
                         *misplaced
                             .entry(format!(
-                                "{version} answered by {instance} in {cluster}, expected in {want}"
+                                "{version} answered by {instance} in {cluster}, expected in {}",
+                                want.join(" or ")
                             ))
                             .or_default() += 1
                     }
@@ -95,12 +98,18 @@ pub fn judge(
     if (answers.len() as u64) < u64::from(requests) {
         problems.push(format!("only {} answers to {requests} requests", answers.len()));
     }
-    for (version, cluster) in expect {
-        if per_version.get(version.as_str()).copied().unwrap_or(0) == 0 {
-            problems.push(format!(
-                "{version} (in {cluster}) never answered {from}'s curl in {requests} requests; saw {}",
-                summary()
-            ));
+    let endpoints: Vec<String> = expect
+        .iter()
+        .flat_map(|(v, cs)| cs.iter().map(move |c| format!("{v}@{c}")))
+        .collect();
+    for (version, clusters) in expect {
+        for cluster in clusters {
+            if counts.get(&format!("{version}@{cluster}")).copied().unwrap_or(0) == 0 {
+                problems.push(format!(
+                    "{version} (in {cluster}) never answered {from}'s curl in {requests} requests; saw {}",
+                    summary()
+                ));
+            }
         }
     }
     for (m, n) in &misplaced {
@@ -114,9 +123,9 @@ pub fn judge(
             errs.join(", ")
         ));
     }
-    let expected_counts: Vec<u64> = expect
-        .keys()
-        .map(|v| per_version.get(v.as_str()).copied().unwrap_or(0))
+    let expected_counts: Vec<u64> = endpoints
+        .iter()
+        .map(|e| counts.get(e).copied().unwrap_or(0))
         .collect();
     let p_value = uniform_p_value(&expected_counts);
     if let Some(p) = p_value
@@ -125,7 +134,7 @@ pub fn judge(
     {
         problems.push(format!(
             "answers are not evenly split across {} (chi-square p = {p:.2e} < {ALPHA:e}): {}",
-            expect.keys().map(|v| v.as_str()).collect::<Vec<_>>().join("/"),
+            endpoints.join("/"),
             summary()
         ));
     }
@@ -151,10 +160,14 @@ mod tests {
         }
     }
 
-    fn setup() -> (BTreeMap<AppVersion, ClusterName>, Attribution) {
+    fn one(c: &str) -> BTreeSet<ClusterName> {
+        BTreeSet::from([ClusterName::new(c)])
+    }
+
+    fn setup() -> (BTreeMap<AppVersion, BTreeSet<ClusterName>>, Attribution) {
         let expect = BTreeMap::from([
-            (AppVersion::new("v1"), ClusterName::new("cluster1")),
-            (AppVersion::new("v2"), ClusterName::new("cluster2")),
+            (AppVersion::new("v1"), one("cluster1")),
+            (AppVersion::new("v2"), one("cluster2")),
         ]);
         let attr = Attribution::from([
             ("hw-v1-a".to_string(), ClusterName::new("cluster1")),
@@ -245,6 +258,47 @@ mod tests {
         let v = judge(&ClusterName::new("cluster1"), &answers, &e, &a, 100);
         assert!(
             v.problems.iter().any(|p| p.contains("1 requests failed")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    /// v2 runs in cluster2 and cluster3: answers from both pass, and each of them must answer.
+    #[test]
+    fn a_version_in_two_clusters_passes_from_both_and_fails_when_one_is_silent() {
+        let expect = BTreeMap::from([
+            (AppVersion::new("v1"), one("cluster1")),
+            (
+                AppVersion::new("v2"),
+                BTreeSet::from([ClusterName::new("cluster2"), ClusterName::new("cluster3")]),
+            ),
+        ]);
+        let attr = Attribution::from([
+            ("hw-v1".to_string(), ClusterName::new("cluster1")),
+            ("hw-v2-c2".to_string(), ClusterName::new("cluster2")),
+            ("hw-v2-c3".to_string(), ClusterName::new("cluster3")),
+        ]);
+        let pods = ["hw-v1", "hw-v2-c2", "hw-v2-c3"];
+        let answers: Vec<_> = (0..90)
+            .map(|i| hello(if i % 3 == 0 { "v1" } else { "v2" }, pods[i % 3]))
+            .collect();
+        let v = judge(&ClusterName::new("cluster1"), &answers, &expect, &attr, 90);
+        assert!(v.passed(), "{:?}", v.problems);
+        assert_eq!(v.counts["v2@cluster3"], 30);
+        let silent: Vec<_> = (0..90)
+            .map(|i| {
+                if i % 2 == 0 {
+                    hello("v1", "hw-v1")
+                } else {
+                    hello("v2", "hw-v2-c2")
+                }
+            })
+            .collect();
+        let v = judge(&ClusterName::new("cluster1"), &silent, &expect, &attr, 90);
+        assert!(
+            v.problems
+                .iter()
+                .any(|p| p.starts_with("v2 (in cluster3) never answered cluster1's curl")),
             "{:?}",
             v.problems
         );
