@@ -15,6 +15,18 @@ use crate::report::{ConsoleReporter, EventBus, HtmlReporter, JsonReporter, Junit
 use crate::runner::{RunOptions, Runner};
 use crate::scenario::{ClusterName, Scenario};
 
+/// Set by the first SIGINT or SIGTERM a run sees, for the whole process: a suite that runs many trials stops
+/// after the trial in flight has cleaned up, instead of starting the next one (a CI cancel expects an exit).
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process was interrupted (SIGINT or SIGTERM) during a run.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// The exit code of a process that stops because it was interrupted (128 + SIGINT, as shells report it).
+pub const INTERRUPTED_EXIT: i32 = 130;
+
 /// Default first port of the rehearsal's 127.0.0.1 range.
 pub const DEFAULT_PORT_BASE: u16 = 31000;
 
@@ -181,6 +193,11 @@ pub async fn run_with(
     opts.diagnostics_dir = Some(diagnostics);
     let runner = Runner::new(provider, EventBus::new(reporters), opts);
     let flag = runner.interrupt_flag();
+    // An earlier run of this process was interrupted: this one creates nothing (every step is skipped) and
+    // still writes its report.
+    if interrupted() {
+        flag.store(true, Ordering::SeqCst);
+    }
     let watcher = tokio::spawn(async move {
         let term = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -195,6 +212,7 @@ pub async fn run_with(
             _ = term => {}
         }
         eprintln!("meshconf: interrupted; stopping the current step, cleaning up and writing the report");
+        INTERRUPTED.store(true, Ordering::SeqCst);
         flag.store(true, Ordering::SeqCst);
     });
     let status = runner.run(scenario).await;

@@ -1,6 +1,6 @@
 //! Plan types: everything resolved except runtime facts (addresses, pod names), which steps record as they run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -182,7 +182,7 @@ pub enum Action {
         from: ClusterName,
         namespace: Namespace,
         url: String,
-        expect: BTreeMap<AppVersion, ClusterName>,
+        expect: BTreeMap<AppVersion, BTreeSet<ClusterName>>,
         requests: u32,
     },
 }
@@ -214,6 +214,8 @@ pub struct Plan {
     pub scenario: String,
     /// The guide followed.
     pub guide: String,
+    /// The scenario file the plan was built from (for the reports).
+    pub source: String,
     /// Provider data.
     pub provider: ProviderProfile,
     /// The guide variant chosen from the istioctl version.

@@ -62,10 +62,12 @@ impl From<ToolError> for StepError {
 
 impl From<KubeError> for StepError {
     fn from(e: KubeError) -> Self {
-        match e {
-            // A state that can never become the wanted one is the mesh's doing (e.g. no sidecar injected).
-            KubeError::Unmet(m) => Self::conformance(m),
-            other => Self::infra(other.to_string()),
+        // A state that can never become the wanted one is the mesh's doing (e.g. no sidecar injected); every
+        // other error of the kube layer (API, transport, timeout) is infrastructure.
+        if e.is_conformance() {
+            Self::conformance(e.to_string())
+        } else {
+            Self::infra(e.to_string())
         }
     }
 }
@@ -87,6 +89,11 @@ pub struct StepLogger {
 }
 
 impl StepLogger {
+    /// A logger for step `id` on `bus`.
+    pub fn new(bus: EventBus, id: StepId) -> Self {
+        Self { bus, id }
+    }
+
     /// Logs a line (must not contain secrets).
     pub fn log(&self, message: impl Into<String>) {
         self.bus.emit(Event::StepLog {
@@ -150,7 +157,7 @@ impl RunContext {
 
     /// A logger for a step.
     pub fn logger(&self, bus: EventBus, id: StepId) -> StepLogger {
-        StepLogger { bus, id }
+        StepLogger::new(bus, id)
     }
 
     /// Access to a cluster.

@@ -2,7 +2,10 @@
 //! step as events. It never re-reads scenario files and never talks to reporters except through events.
 
 mod context;
+mod exec;
 mod steps;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,10 +20,8 @@ use crate::provider::ClusterProvider;
 use crate::report::{Event, EventBus, FailureKind, Outcome};
 use crate::scenario::Scenario;
 
-pub use context::{RunContext, StepError};
-
-/// Deadline for collecting a failed run's diagnostics.
-const DIAGNOSTICS_DEADLINE: Duration = Duration::from_secs(120);
+pub use context::{RunContext, StepError, StepLogger};
+pub use exec::{ContextExecutor, Props, StepExecutor};
 
 /// Run options.
 #[derive(Debug, Clone)]
@@ -83,6 +84,20 @@ impl Runner {
     pub async fn run(&self, scenario: &Scenario) -> ExitStatus {
         let started = Instant::now();
         let (status, ctx) = self.run_inner(scenario).await;
+        self.finish(status, ctx, started).await
+    }
+
+    /// Executes `plan` with `executor` as [`Runner::run`] does once the plan is built: the run's start, every
+    /// step, cleanup and the run's end as events. The runner's policy without any cluster (tests).
+    pub async fn run_plan(&self, plan: &Plan, executor: &dyn StepExecutor) -> ExitStatus {
+        let started = Instant::now();
+        self.emit_run_started(plan);
+        let status = self.execute(plan, executor).await;
+        self.finish(status, None, started).await
+    }
+
+    /// Cleanup (always, whatever happened), then the run's end; finishes the reporters.
+    async fn finish(&self, status: ExitStatus, ctx: Option<Arc<RunContext>>, started: Instant) -> ExitStatus {
         if let Some(ctx) = ctx.filter(|_| !self.provider.deletes_clusters()) {
             for line in delete_created_namespaces(&ctx).await {
                 self.bus.emit(Event::StepLog {
@@ -105,6 +120,23 @@ impl Runner {
             eprintln!("meshconf: {e}");
         }
         status
+    }
+
+    fn emit_run_started(&self, plan: &Plan) {
+        let (real, computed) = self.provider.parts();
+        self.bus.emit(Event::RunStarted {
+            scenario: plan.scenario.clone(),
+            guide: plan.guide.clone(),
+            source: plan.source.clone(),
+            provider: plan.provider.kind,
+            dataplane: plan.provider.dataplane,
+            variant: plan.variant.describe(),
+            real,
+            computed,
+            notes: plan.provider.notes.clone(),
+            properties: plan.provider.properties.clone(),
+            steps: plan.steps().map(|s| (s.id.clone(), s.title.clone())).collect(),
+        });
     }
 
     async fn run_inner(&self, scenario: &Scenario) -> (ExitStatus, Option<Arc<RunContext>>) {
@@ -155,19 +187,7 @@ impl Runner {
         };
         let variant = Variant::for_version(version);
         let plan = plan::build(scenario, &variant, self.provider.profile(scenario));
-        self.bus.emit(Event::RunStarted {
-            scenario: scenario.name.clone(),
-            guide: scenario.guide.clone(),
-            source: scenario.source.display().to_string(),
-            provider: plan.provider.kind,
-            dataplane: plan.provider.dataplane,
-            variant: variant.describe(),
-            real,
-            computed,
-            notes: plan.provider.notes.clone(),
-            properties: plan.provider.properties.clone(),
-            steps: plan.steps().map(|s| (s.id.clone(), s.title.clone())).collect(),
-        });
+        self.emit_run_started(&plan);
         let ctx = Arc::new(RunContext::new(
             scenario.clone(),
             variant,
@@ -175,10 +195,11 @@ impl Runner {
             self.provider.clone(),
             self.opts.clone(),
         ));
-        (self.execute(&plan, &ctx).await, Some(ctx))
+        let executor = ContextExecutor { ctx: ctx.clone() };
+        (self.execute(&plan, &executor).await, Some(ctx))
     }
 
-    async fn execute(&self, plan: &Plan, ctx: &Arc<RunContext>) -> ExitStatus {
+    async fn execute(&self, plan: &Plan, executor: &dyn StepExecutor) -> ExitStatus {
         let mut status = ExitStatus::Passed;
         let mut stop_reason: Option<String> = None;
         for stage in &plan.stages {
@@ -189,9 +210,13 @@ impl Runner {
                 for s in &stage.steps {
                     self.skip(s, reason);
                 }
+                // A run cut short by an interrupt has judged nothing it skipped: never a pass.
+                if self.interrupted.load(Ordering::SeqCst) {
+                    status = status.worst(ExitStatus::Infrastructure);
+                }
                 continue;
             }
-            let runs = stage.steps.iter().map(|s| self.run_step(s, ctx));
+            let runs = stage.steps.iter().map(|s| self.run_step(s, executor));
             let mut failed = Vec::new();
             for (s, outcome) in stage.steps.iter().zip(futures::future::join_all(runs).await) {
                 if outcome != ExitStatus::Passed {
@@ -199,8 +224,11 @@ impl Runner {
                 }
                 status = status.worst(outcome);
             }
-            if !failed.is_empty() && !self.interrupted.load(Ordering::SeqCst) {
-                self.diagnose(ctx, failed).await;
+            if !failed.is_empty()
+                && !self.interrupted.load(Ordering::SeqCst)
+                && let Some(event) = executor.diagnose(failed).await
+            {
+                self.bus.emit(event);
             }
             if self.interrupted.load(Ordering::SeqCst) {
                 stop_reason = Some("interrupted".into());
@@ -209,50 +237,6 @@ impl Runner {
             }
         }
         status
-    }
-
-    /// Collects evidence about the failed `steps` while the clusters still stand, and reports it.
-    async fn diagnose(&self, ctx: &Arc<RunContext>, steps: Vec<plan::StepId>) {
-        let Some(dir) = self.opts.diagnostics_dir.clone() else {
-            return;
-        };
-        let link = match dir.strip_prefix(&self.opts.report_dir) {
-            Ok(rel) => rel.display().to_string(),
-            Err(_) => dir.display().to_string(),
-        };
-        let budget = self.opts.diagnostics_budget;
-        let work = crate::diagnose::collect(ctx, &dir, budget);
-        let event =
-            match tokio::time::timeout(DIAGNOSTICS_DEADLINE, work).await {
-                Ok(Ok(c)) => Event::Diagnostics {
-                    steps,
-                    path: dir.display().to_string(),
-                    link,
-                    files: c.files,
-                    bytes: c.bytes,
-                    budget,
-                    diagnosis: c.findings.first().map(|f| f.line.clone()),
-                    findings: c.findings.into_iter().map(|f| f.line).collect(),
-                    unavailable: c
-                        .facts
-                        .clusters
-                        .iter()
-                        .flat_map(|f| f.unavailable.iter().map(move |u| format!("{}: {u}", f.name)))
-                        .chain(c.facts.views.iter().filter_map(|v| {
-                            v.error.as_ref().map(|e| format!("{}: endpoints: {e}", v.client))
-                        }))
-                        .collect(),
-                },
-                Ok(Err(e)) => Event::StepLog {
-                    id: plan::StepId("diagnostics".into()),
-                    message: format!("could not write diagnostics to {}: {e}", dir.display()),
-                },
-                Err(_) => Event::StepLog {
-                    id: plan::StepId("diagnostics".into()),
-                    message: format!("diagnostics were not collected within {DIAGNOSTICS_DEADLINE:?}"),
-                },
-            };
-        self.bus.emit(event);
     }
 
     fn skip(&self, s: &PlannedStep, reason: &str) {
@@ -269,13 +253,13 @@ impl Runner {
         });
     }
 
-    async fn run_step(&self, s: &PlannedStep, ctx: &Arc<RunContext>) -> ExitStatus {
+    async fn run_step(&self, s: &PlannedStep, executor: &dyn StepExecutor) -> ExitStatus {
         self.bus.emit(Event::StepStarted {
             id: s.id.clone(),
             title: s.title.clone(),
         });
         let started = Instant::now();
-        let log = ctx.logger(self.bus.clone(), s.id.clone());
+        let log = StepLogger::new(self.bus.clone(), s.id.clone());
         // A check may be retried (`--retries`); every failed attempt is kept and reported, so a check that passed
         // only on a retry shows as flaky rather than as a plain pass.
         let retries = if s.class == StepClass::Check {
@@ -286,7 +270,7 @@ impl Runner {
         let mut attempts = Vec::new();
         let result = loop {
             let attempt_started = Instant::now();
-            match self.attempt(s, ctx, &log).await {
+            match self.attempt(s, executor, &log).await {
                 Err(e)
                     if e.kind == FailureKind::Conformance
                         && attempts.len() < retries
@@ -341,11 +325,11 @@ impl Runner {
     async fn attempt(
         &self,
         s: &PlannedStep,
-        ctx: &Arc<RunContext>,
-        log: &context::StepLogger,
+        executor: &dyn StepExecutor,
+        log: &StepLogger,
     ) -> Result<BTreeMap<String, String>, StepError> {
         let interrupted = self.interrupted.clone();
-        let work = steps::run(s, ctx, log);
+        let work = executor.run(s, log);
         let provider = self.provider.clone();
         let result = tokio::select! {
             r = tokio::time::timeout(self.opts.step_timeout, work) => match r {

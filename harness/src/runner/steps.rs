@@ -501,7 +501,7 @@ async fn check_traffic(
     from: &ClusterName,
     ns: &str,
     url: &str,
-    expect: &BTreeMap<AppVersion, ClusterName>,
+    expect: &BTreeMap<AppVersion, std::collections::BTreeSet<ClusterName>>,
     requests: u32,
     log: &StepLogger,
 ) -> Result<Props, StepError> {
@@ -522,13 +522,17 @@ async fn check_traffic(
         let attr = attribution(ctx, ns).await?;
         for a in batch(&c, ns, &pod, app, &target, BATCH).await? {
             if let Answer::Hello { version, instance } = &a {
-                *seen.entry(version.clone()).or_default() += 1;
+                let cluster = attr.get(instance).map(ClusterName::as_str).unwrap_or("?");
+                *seen.entry(format!("{version}@{cluster}")).or_default() += 1;
                 if first_cross.is_none() && attr.get(instance).is_some_and(|cl| cl != from) {
                     first_cross = Some(Instant::now());
                 }
             }
         }
-        if expect.keys().all(|v| seen.contains_key(v.as_str())) {
+        if expect
+            .iter()
+            .all(|(v, cs)| cs.iter().all(|c| seen.contains_key(&format!("{v}@{c}"))))
+        {
             break true;
         }
         if Instant::now() >= deadline {
@@ -539,7 +543,7 @@ async fn check_traffic(
     props.insert("convergence-attempts".into(), attempts.to_string());
     if converged {
         log.log(format!(
-            "converged after {:.1}s ({attempts} batches): every expected version answered",
+            "converged after {:.1}s ({attempts} batches): every expected version answered from each of its clusters",
             started.elapsed().as_secs_f64()
         ));
     } else {

@@ -1,0 +1,93 @@
+//! The seam between the runner's policy (stages, parallelism, retries, skips, interrupts, classification) and
+//! what a step does: the runner drives a [`StepExecutor`], so its policy is tested in milliseconds against a
+//! scripted one while runs use [`ContextExecutor`], the steps against real clusters.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::context::{RunContext, StepError, StepLogger};
+use crate::plan::{PlannedStep, StepId};
+use crate::report::Event;
+
+/// Deadline for collecting a failed run's diagnostics.
+const DIAGNOSTICS_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Measurements a step reports as properties.
+pub type Props = BTreeMap<String, String>;
+
+/// Carries out the steps of a plan.
+pub trait StepExecutor: Send + Sync {
+    /// One attempt of `step`; progress goes to `log`.
+    fn run<'a>(
+        &'a self,
+        step: &'a PlannedStep,
+        log: &'a StepLogger,
+    ) -> BoxFuture<'a, Result<Props, StepError>>;
+
+    /// Evidence about the failed `steps`, collected while the clusters still stand, as the event to report.
+    /// By default there is none to collect.
+    fn diagnose(&self, _steps: Vec<StepId>) -> BoxFuture<'_, Option<Event>> {
+        Box::pin(async { None })
+    }
+}
+
+/// The executor of real runs: each step's code against the run's clusters.
+pub struct ContextExecutor {
+    /// The run's shared state.
+    pub ctx: Arc<RunContext>,
+}
+
+impl StepExecutor for ContextExecutor {
+    fn run<'a>(
+        &'a self,
+        step: &'a PlannedStep,
+        log: &'a StepLogger,
+    ) -> BoxFuture<'a, Result<Props, StepError>> {
+        Box::pin(super::steps::run(step, &self.ctx, log))
+    }
+
+    fn diagnose(&self, steps: Vec<StepId>) -> BoxFuture<'_, Option<Event>> {
+        Box::pin(async move {
+            let opts = &self.ctx.opts;
+            let dir = opts.diagnostics_dir.clone()?;
+            let link = match dir.strip_prefix(&opts.report_dir) {
+                Ok(rel) => rel.display().to_string(),
+                Err(_) => dir.display().to_string(),
+            };
+            let budget = opts.diagnostics_budget;
+            let work = crate::diagnose::collect(&self.ctx, &dir, budget);
+            Some(match tokio::time::timeout(DIAGNOSTICS_DEADLINE, work).await {
+                Ok(Ok(c)) => Event::Diagnostics {
+                    steps,
+                    path: dir.display().to_string(),
+                    link,
+                    files: c.files,
+                    bytes: c.bytes,
+                    budget,
+                    diagnosis: c.findings.first().map(|f| f.line.clone()),
+                    findings: c.findings.into_iter().map(|f| f.line).collect(),
+                    unavailable: c
+                        .facts
+                        .clusters
+                        .iter()
+                        .flat_map(|f| f.unavailable.iter().map(move |u| format!("{}: {u}", f.name)))
+                        .chain(c.facts.views.iter().filter_map(|v| {
+                            v.error.as_ref().map(|e| format!("{}: endpoints: {e}", v.client))
+                        }))
+                        .collect(),
+                },
+                Ok(Err(e)) => Event::StepLog {
+                    id: StepId("diagnostics".into()),
+                    message: format!("could not write diagnostics to {}: {e}", dir.display()),
+                },
+                Err(_) => Event::StepLog {
+                    id: StepId("diagnostics".into()),
+                    message: format!("diagnostics were not collected within {DIAGNOSTICS_DEADLINE:?}"),
+                },
+            })
+        })
+    }
+}
