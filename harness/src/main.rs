@@ -236,17 +236,19 @@ async fn down(run_dir: PathBuf) -> ExitStatus {
     let pids = run_dir.join("pids");
     let mut status = ExitStatus::Passed;
     if let Ok(entries) = std::fs::read_dir(&pids) {
+        use meshconf::rehearsal::pidfile;
         for e in entries.flatten() {
-            if let Ok(pid) = std::fs::read_to_string(e.path())
-                .unwrap_or_default()
-                .trim()
-                .parse::<i32>()
-            {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                eprintln!("stopped {} (pid {pid})", e.file_name().to_string_lossy());
+            let name = e.file_name().to_string_lossy().to_string();
+            // Signal only a process proved to be the one the run started: a pid is reused once it is gone.
+            match pidfile::read(&e.path()).and_then(|r| pidfile::still_ours(&r).map(|()| r)) {
+                Ok(r) => {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(r.pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    eprintln!("stopped {name} (pid {})", r.pid);
+                }
+                Err(why) => eprintln!("left {name} alone: {why}"),
             }
         }
     }

@@ -46,7 +46,7 @@ impl Supervised {
         let child = cmd.spawn()?;
         let pids = cwd.parent().unwrap_or(cwd).join("pids");
         let _ = std::fs::create_dir_all(&pids);
-        let _ = std::fs::write(pids.join(name), child.id().to_string());
+        let _ = super::pidfile::record(&pids.join(name), child.id(), program);
         Ok(Self {
             name: name.to_string(),
             log: log.to_path_buf(),
