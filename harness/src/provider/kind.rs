@@ -185,7 +185,13 @@ impl KindProvider {
         match which("docker") {
             None => missing.push("the docker CLI is not on PATH".to_string()),
             Some(bin) => match find_engine(&bin).await {
-                Ok(host) => self.update(|s| s.docker_host = host),
+                // Record the engine actually used, the user's too: `meshconf down` from a shell without this
+                // DOCKER_HOST must reach the same engine.
+                Ok(Some(ours)) => self.update(|s| s.docker_host = Some(ours)),
+                Ok(None) => {
+                    let host = crate::tools::users_engine_host(&bin).await;
+                    self.update(|s| s.docker_host = Some(host));
+                }
                 Err(e) => missing.push(e),
             },
         }
@@ -496,6 +502,17 @@ async fn remove_created(
             Ok(_) => msgs.push(format!("deleted kind cluster {n}")),
             Err(e) => failed.push(format!("kind delete {n}: {e}")),
         }
+    }
+    // The egress rule guards the clusters' traffic and the network carries them: both stay while any cluster
+    // may still be up, so a second `meshconf down` (with the right engine) finds them all again.
+    if !failed.is_empty() {
+        if state.egress.is_some() || state.network_created {
+            failed.push(
+                "kept the egress rule and the kind network: a cluster they guard may still run".to_string(),
+            );
+        }
+        msgs.extend(failed);
+        return Err(msgs.join("; "));
     }
     if let Some(rule) = &state.egress {
         let comment = &rule.comment;
@@ -936,6 +953,42 @@ fn write_private(path: &std::path::Path, body: &str) -> Result<(), ProviderError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `meshconf down` from a shell that reaches no engine (or the wrong one): kind cannot delete the clusters,
+    /// so the egress rule that guards them and the network that carries them must stay for the next attempt.
+    #[tokio::test]
+    async fn a_failed_cluster_delete_keeps_the_egress_rule_and_the_network() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("kind");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock' >&2\nexit 1\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let kind = Kind {
+            bin,
+            node_image: None,
+            docker_host: None,
+        };
+        let docker = Docker {
+            bin: dir.path().join("no-docker"),
+            docker_host: None,
+        };
+        let state = KindState {
+            docker_host: None,
+            clusters: vec!["meshconf-cluster1".into(), "meshconf-cluster2".into()],
+            network_created: true,
+            egress: Some(EgressRule::new(crate::tools::KIND_BRIDGE, "test-run")),
+        };
+        let err = remove_created(&kind, &docker, &state, &dir.path().join("kubeconfig-deleted"))
+            .await
+            .expect_err("kind delete failed");
+        assert!(err.contains("kind delete meshconf-cluster1"), "{err}");
+        assert!(err.contains("kept the egress rule and the kind network"), "{err}");
+        assert!(!err.contains("removed the egress rule"), "{err}");
+    }
 
     /// The shape `kind get kubeconfig --internal` prints (kind's documented output; credentials elided).
     const INTERNAL: &str = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: LS0t\n    server: https://meshconf-cluster2-control-plane:6443\n  name: kind-meshconf-cluster2\ncontexts:\n- context:\n    cluster: kind-meshconf-cluster2\n    user: kind-meshconf-cluster2\n  name: kind-meshconf-cluster2\ncurrent-context: kind-meshconf-cluster2\nkind: Config\nusers:\n- name: kind-meshconf-cluster2\n  user:\n    client-certificate-data: LS0t\n    client-key-data: LS0t\n";

@@ -44,16 +44,8 @@ impl ToolsBin {
                 dir.display()
             )));
         }
-        let cache = std::env::var_os("MESHCONF_TOOLS_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                    .map(|c| c.join("meshconf/tools"))
-            });
-        let newest = cache
-            .and_then(|c| std::fs::read_dir(c).ok())
+        let newest = std::fs::read_dir(crate::tools::tools_cache_dir())
+            .ok()
             .into_iter()
             .flatten()
             .filter_map(Result::ok)

@@ -196,6 +196,26 @@ pub fn meshconf_engine_host() -> String {
     )
 }
 
+/// The address of the caller's engine, recorded so that a later `meshconf down` from another shell reaches the
+/// same engine: `DOCKER_HOST` when set, else the endpoint of the docker CLI's current context, else the default
+/// socket.
+pub async fn users_engine_host(docker_bin: &Path) -> String {
+    if let Ok(h) = std::env::var("DOCKER_HOST")
+        && !h.is_empty()
+    {
+        return h;
+    }
+    let context = Cmd::new(docker_bin)
+        .args(["context", "inspect", "--format", "{{.Endpoints.docker.Host}}"])
+        .timeout(Duration::from_secs(10))
+        .run()
+        .await;
+    match context {
+        Ok(o) if o.stdout.trim().contains("://") => o.stdout.trim().to_string(),
+        _ => "unix:///var/run/docker.sock".to_string(),
+    }
+}
+
 /// The engine to talk to: the caller's (`DOCKER_HOST` or the default socket) when it answers, used as it is
 /// (`Ok(None)`); else meshconf's own when it answers (`Ok(Some(host))`); else what is missing.
 pub async fn find_engine(docker_bin: &Path) -> Result<Option<String>, String> {
