@@ -18,7 +18,7 @@ fn short_convergence(cfg: &mut meshconf::session::SessionConfig) {
 fn main() -> std::process::ExitCode {
     let conformance = Trial::test("multi_primary::conformance", || {
         let s = scenario("multi-primary.yaml", |t| t)?;
-        let r = run("multi_primary", &s, 31000, None)?;
+        let r = run("multi_primary", &s, common::port("multi_primary"), None)?;
         assert_conformance(&r, &["cluster1", "cluster2"])?;
         let junit = common::report_dir().join("multi_primary.junit.xml");
         let xml = std::fs::read_to_string(&junit).map_err(|e| format!("{}: {e}", junit.display()))?;
@@ -32,7 +32,13 @@ fn main() -> std::process::ExitCode {
             let s = scenario_checked("multi-primary.yaml", |t| {
                 t.replace("  - remote-secret: { from: cluster2, into: cluster1 }\n", "")
             })?;
-            let r = run_with("multi_primary.no-secret", &s, 31100, None, &short_convergence)?;
+            let r = run_with(
+                "multi_primary.no-secret",
+                &s,
+                common::port("multi_primary.no-secret"),
+                None,
+                &short_convergence,
+            )?;
             assert_failed(
                 &r,
                 ExitStatus::ConformanceFailure,
@@ -56,7 +62,7 @@ fn main() -> std::process::ExitCode {
             let r = run_with(
                 "multi_primary.no-shared-root",
                 &s,
-                31200,
+                common::port("multi_primary.no-shared-root"),
                 None,
                 &short_convergence,
             )?;
@@ -87,7 +93,12 @@ fn main() -> std::process::ExitCode {
                         "      namespace: sample\n      injection: false\n",
                     )
                 })?;
-                let r = run("multi_primary.no-injection", &s, 31300, None)?;
+                let r = run(
+                    "multi_primary.no-injection",
+                    &s,
+                    common::port("multi_primary.no-injection"),
+                    None,
+                )?;
                 assert_failed(
                     &r,
                     ExitStatus::ConformanceFailure,
@@ -110,10 +121,16 @@ fn main() -> std::process::ExitCode {
                     into: "cluster1",
                 },
             };
-            let r = run_with("multi_primary.flaky", &s, 31700, Some(repair), &|cfg| {
-                short_convergence(cfg);
-                cfg.run.check_retries = 1;
-            })?;
+            let r = run_with(
+                "multi_primary.flaky",
+                &s,
+                common::port("multi_primary.flaky"),
+                Some(repair),
+                &|cfg| {
+                    short_convergence(cfg);
+                    cfg.run.check_retries = 1;
+                },
+            )?;
             common::assert_clean(&r)?;
             if r.status != ExitStatus::Passed {
                 return Err(format!(
@@ -148,7 +165,12 @@ fn main() -> std::process::ExitCode {
                     step: "deploy-apps/cluster2",
                     fault: Fault::KillIstiod("cluster2"),
                 };
-                let r = run("multi_primary.istiod-killed", &s, 31400, Some(fault))?;
+                let r = run(
+                    "multi_primary.istiod-killed",
+                    &s,
+                    common::port("multi_primary.istiod-killed"),
+                    Some(fault),
+                )?;
                 // The rehearsal names the dead process; on kind the injection webhook's own error names istiod.
                 let needle = match common::provider()? {
                     meshconf::plan::ProviderKind::Kwok => "istiod-cluster2",

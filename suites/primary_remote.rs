@@ -11,7 +11,7 @@ use meshconf::ExitStatus;
 fn main() -> std::process::ExitCode {
     let conformance = Trial::test("primary_remote::conformance", || {
         let s = scenario("primary-remote.yaml", |t| t)?;
-        let r = run("primary_remote", &s, 31500, None)?;
+        let r = run("primary_remote", &s, common::port("primary_remote"), None)?;
         assert_conformance(&r, &["cluster1", "cluster2"])
     });
     let faults = vec![Trial::test(
@@ -23,9 +23,15 @@ fn main() -> std::process::ExitCode {
                 step: "eastwest-gateway/cluster1",
                 fault: Fault::RemovePool("cluster1"),
             };
-            let r = common::run_with("primary_remote.no-lb", &s, 31600, Some(fault), &|cfg| {
-                cfg.run.lb_timeout = std::time::Duration::from_secs(30);
-            })?;
+            let r = common::run_with(
+                "primary_remote.no-lb",
+                &s,
+                common::port("primary_remote.no-lb"),
+                Some(fault),
+                &|cfg| {
+                    cfg.run.lb_timeout = std::time::Duration::from_secs(30);
+                },
+            )?;
             assert_failed(
                 &r,
                 ExitStatus::Infrastructure,

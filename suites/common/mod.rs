@@ -60,15 +60,23 @@ fn load_edited(file: &str, edit: impl Fn(String) -> String, must_change: bool) -
     scenario::load_str(&path, &edited).map_err(|e| Failed::from(e.to_string()))
 }
 
+/// Deadline of a cold `tools/build.sh` (the Go builds of the rehearsal, as `timeout` takes it).
+const BUILD_DEADLINE: &str = "3600s";
+
 /// Builds the rehearsal tools if needed (no-op when cached) and exports their directory.
 pub fn ensure_tools() -> Result<(), Failed> {
     if ToolsBin::locate().is_ok() {
         return Ok(());
     }
-    let out = std::process::Command::new("bash")
+    let out = std::process::Command::new("timeout")
+        .args(["--kill-after=30", BUILD_DEADLINE])
+        .arg("bash")
         .arg(root().join("tools/build.sh"))
         .output()
         .map_err(|e| format!("cannot run tools/build.sh: {e}"))?;
+    if out.status.code() == Some(124) {
+        return Err(format!("tools/build.sh did not finish within {BUILD_DEADLINE}").into());
+    }
     if !out.status.success() {
         return Err(format!("tools/build.sh failed:\n{}", String::from_utf8_lossy(&out.stderr)).into());
     }
@@ -168,13 +176,29 @@ pub fn run(
     run_with(name, scenario, port_base, fault, &|_| {})
 }
 
+/// The kind cluster-name prefix of one trial, from its report name (`multi_primary.no-secret` →
+/// `mc-mp-no-secret`): trials never share a cluster name, so they can run side by side (nextest runs each in
+/// its own process) and a leftover of one trial is never mistaken for another's.
+pub fn kind_prefix(report_name: &str) -> String {
+    let short = report_name
+        .replace("multi_primary", "mp")
+        .replace("primary_remote", "pr")
+        .replace(['_', '.'], "-");
+    format!("mc-{short}")
+}
+
 /// The kubeconfig and context the provider wrote for cluster `c` of a run.
-fn cluster_kubeconfig(kind: ProviderKind, run_dir: &std::path::Path, c: &str) -> (PathBuf, String) {
+fn cluster_kubeconfig(
+    kind: ProviderKind,
+    run_dir: &std::path::Path,
+    prefix: &str,
+    c: &str,
+) -> (PathBuf, String) {
     match kind {
         ProviderKind::Kwok => (run_dir.join("kubeconfig"), format!("kwok-{c}")),
         _ => (
             run_dir.join(format!("kubeconfig-{c}")),
-            format!("kind-meshconf-{c}"),
+            format!("kind-{prefix}-{c}"),
         ),
     }
 }
@@ -184,15 +208,19 @@ fn inject(
     fault: Fault,
     kind: ProviderKind,
     run_dir: &std::path::Path,
+    prefix: &str,
     kwok: Option<&KwokProvider>,
     provider: &Arc<dyn ClusterProvider>,
-) {
-    let kubeconfig = |c: &str| cluster_kubeconfig(kind, run_dir, c);
-    let result = match fault {
+) -> Result<(), String> {
+    let kubeconfig = |c: &str| cluster_kubeconfig(kind, run_dir, prefix, c);
+    match fault {
         Fault::KillIstiod(c) => match kwok {
             Some(p) => {
-                p.kill_process(&format!("istiod-{c}"));
-                Ok(())
+                if p.kill_process(&format!("istiod-{c}")) {
+                    Ok(())
+                } else {
+                    Err(format!("the rehearsal runs no process istiod-{c}"))
+                }
             }
             None => {
                 let (kc, ctx) = kubeconfig(c);
@@ -214,9 +242,19 @@ fn inject(
             kubeconfig(into),
             from,
         )),
-    };
-    if let Err(e) = result {
-        eprintln!("fault injection {fault:?} failed: {e}");
+    }
+}
+
+/// What became of a trial's fault: it must have been injected, and without error, or the trial tested nothing.
+pub fn fault_verdict(at: &FaultAt, injected: Option<Result<(), String>>) -> Result<(), Failed> {
+    match injected {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(format!("the fault {:?} could not be injected: {e}", at.fault).into()),
+        None => Err(format!(
+            "the fault {:?} was never injected: step {} never started (or never retried)",
+            at.fault, at.step
+        )
+        .into()),
     }
 }
 
@@ -311,14 +349,18 @@ pub fn run_with(
         .map_err(|e| e.to_string())?;
     let mut cfg = SessionConfig::new(kind, report_dir(), name.to_string());
     cfg.port_base = port_base;
+    cfg.kind_prefix = kind_prefix(name);
+    let prefix = cfg.kind_prefix.clone();
     cfg.run_dir = Some(session::fresh_run_dir(scenario));
     tweak(&mut cfg);
     let run_dir = cfg.run_dir.clone().unwrap_or_default();
     let collector = Collector::default();
     let events = collector.events.clone();
+    let injected: Arc<std::sync::Mutex<Option<Result<(), String>>>> = Arc::default();
     let harvest = SecretHarvest {
         kind,
         run_dir: run_dir.clone(),
+        prefix: prefix.clone(),
         clusters: scenario
             .clusters
             .iter()
@@ -353,10 +395,17 @@ pub fn run_with(
             Some(f) => {
                 let dir = run_dir.clone();
                 let target = provider.clone();
+                let slot = injected.clone();
+                let prefix = prefix.clone();
                 vec![Box::new(OnTrigger {
                     step: f.step.into(),
                     on_retry: matches!(f.fault, Fault::AddRemoteSecret { .. }),
-                    action: Some(move || inject(f.fault, kind, &dir, kwok.as_deref(), &target)),
+                    action: Some(move || {
+                        let r = inject(f.fault, kind, &dir, &prefix, kwok.as_deref(), &target);
+                        if let Ok(mut s) = slot.lock() {
+                            *s = Some(r);
+                        }
+                    }),
                 })]
             }
             None => Vec::new(),
@@ -366,6 +415,18 @@ pub fn run_with(
         extra.push(Box::new(harvest));
         Ok::<_, String>(session::run_with(&cfg, scenario, provider, extra).await)
     })?;
+    // A SIGINT or SIGTERM stops the whole suite once the trial in flight has cleaned up and written its report:
+    // the next trial would only create clusters again.
+    if session::interrupted() {
+        eprintln!(
+            "meshconf suite: interrupted during {name}; its clusters are cleaned up, stopping the suite"
+        );
+        std::process::exit(session::INTERRUPTED_EXIT);
+    }
+    if let Some(f) = &fault {
+        let got = injected.lock().map(|g| g.clone()).unwrap_or(None);
+        fault_verdict(f, got)?;
+    }
     let events = events.lock().map(|v| v.clone()).unwrap_or_default();
     let secrets = secrets.lock().map(|v| v.clone()).unwrap_or_default();
     Ok(RunResult {
@@ -382,6 +443,7 @@ pub fn run_with(
 struct SecretHarvest {
     kind: ProviderKind,
     run_dir: PathBuf,
+    prefix: String,
     clusters: Vec<String>,
     found: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
@@ -409,7 +471,7 @@ impl SecretHarvest {
         use kube::api::{Api, ListParams};
         let mut out = Vec::new();
         for c in &self.clusters {
-            let (kc, ctx) = cluster_kubeconfig(self.kind, &self.run_dir, c);
+            let (kc, ctx) = cluster_kubeconfig(self.kind, &self.run_dir, &self.prefix, c);
             if let Ok(text) = std::fs::read_to_string(&kc) {
                 for key in ["client-key-data", "token"] {
                     out.extend(
@@ -657,7 +719,8 @@ pub fn main_with(
     let p = provider().ok();
     let kwok = p == Some(ProviderKind::Kwok);
     let creates = kwok || p == Some(ProviderKind::Kind);
-    let mut trials = vec![conformance];
+    let mut trials = self_tests();
+    trials.push(conformance);
     trials.extend(faults.into_iter().map(|t| t.with_ignored_flag(!creates)));
     trials.extend(kwok_only.into_iter().map(|t| t.with_ignored_flag(!kwok)));
     trials.extend(
@@ -682,15 +745,16 @@ pub fn users_engine_is_used_as_is() -> Result<(), Failed> {
         None => std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
     };
     let dockerds = || -> Result<usize, Failed> {
-        let out = std::process::Command::new("pgrep")
-            .args(["-x", "dockerd"])
+        let out = std::process::Command::new("timeout")
+            .args(["10s", "pgrep", "-x", "dockerd"])
             .output()
             .map_err(|e| format!("pgrep: {e}"))?;
         Ok(String::from_utf8_lossy(&out.stdout).lines().count())
     };
     let before = dockerds()?;
     let empty = tempfile_dir()?;
-    let out = std::process::Command::new("bash")
+    let out = std::process::Command::new("timeout")
+        .args(["--kill-after=10", "300s", "bash"])
         .arg(root().join("tools/engine.sh"))
         .arg("up")
         .env("DOCKER_HOST", &host)
@@ -748,6 +812,77 @@ impl<F: FnMut() + Send> Reporter for OnTrigger<F> {
     }
 }
 
+/// The port range of the existing-provider trial (every trial has its own; see [`PORTS`]).
+pub const EXISTING_PORT_BASE: u16 = 31700;
+
+/// Every trial's first rehearsal port, by report name: each trial owns 100 ports from there, so trials can run
+/// at once in separate processes. A test holds them distinct.
+pub const PORTS: &[(&str, u16)] = &[
+    ("multi_primary", 31000),
+    ("multi_primary.no-secret", 31100),
+    ("multi_primary.no-shared-root", 31200),
+    ("multi_primary.no-injection", 31300),
+    ("multi_primary.istiod-killed", 31400),
+    ("primary_remote", 31500),
+    ("primary_remote.no-lb", 31600),
+    ("existing_provider", EXISTING_PORT_BASE),
+    ("multi_primary.flaky", 31800),
+];
+
+/// The first port of trial `name` (from [`PORTS`]).
+pub fn port(name: &str) -> u16 {
+    PORTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| *p)
+        .unwrap_or_else(|| panic!("trial {name} has no port range in common::PORTS"))
+}
+
+/// Trials of the suites' own machinery: they create nothing and run on every provider.
+pub fn self_tests() -> Vec<Trial> {
+    vec![
+        Trial::test(
+            "harness::trials_have_distinct_port_ranges_and_cluster_names",
+            || {
+                let mut seen = std::collections::BTreeMap::new();
+                for (name, p) in PORTS {
+                    if let Some(other) = seen.insert(p / 100, name) {
+                        return Err(format!("{name} and {other} share the port range {p}").into());
+                    }
+                }
+                let prefixes: std::collections::BTreeSet<String> =
+                    PORTS.iter().map(|(n, _)| kind_prefix(n)).collect();
+                if prefixes.len() != PORTS.len() {
+                    return Err(format!("kind prefixes collide: {prefixes:?}").into());
+                }
+                Ok(())
+            },
+        ),
+        Trial::test("harness::a_fault_that_was_not_injected_fails_the_trial", || {
+            let at = FaultAt {
+                step: "deploy-apps/cluster2",
+                fault: Fault::KillIstiod("cluster2"),
+            };
+            let broken = fault_verdict(
+                &at,
+                Some(Err("the rehearsal runs no process istiod-cluster2".into())),
+            );
+            let never = fault_verdict(&at, None);
+            match (broken, never, fault_verdict(&at, Some(Ok(())))) {
+                (Err(a), Err(b), Ok(())) => {
+                    let (a, b) = (format!("{a:?}"), format!("{b:?}"));
+                    if a.contains("could not be injected") && b.contains("never injected") {
+                        Ok(())
+                    } else {
+                        Err(format!("unclear messages: {a} / {b}").into())
+                    }
+                }
+                other => Err(format!("a failed or missing injection must fail the trial: {other:?}").into()),
+            }
+        }),
+    ]
+}
+
 /// Issue: the `existing` provider must never delete what it did not create. Starts two rehearsal clusters,
 /// plants a namespace the "user" owns, runs a scenario against their contexts with `--provider existing`, then
 /// checks the user's namespace and both clusters are still there while the run's own namespace is gone.
@@ -770,7 +905,7 @@ pub fn existing_provider_leaves_what_it_did_not_create() -> Result<(), Failed> {
         let host = KwokProvider::new(
             tools.clone(),
             KwokOptions {
-                port_base: 31700,
+                port_base: EXISTING_PORT_BASE,
                 run_dir: session::fresh_run_dir(&s),
                 shim_exe: std::env::current_exe().map_err(|e| e.to_string())?,
                 keep: false,
