@@ -2,8 +2,11 @@
 //! remote secrets (names, targets, hashes), root fingerprints, pods, istiod, the east-west gateway, events, the
 //! endpoints each client's proxy gets, and istiod's log tail.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Namespace, Pod, Secret, Service};
@@ -14,9 +17,7 @@ use super::facts::*;
 use super::rules::{Finding, diagnose};
 use super::store::{Store, StoredFile};
 use crate::apps::ServiceTarget;
-use crate::provider::ClusterAccess;
-use crate::runner::RunContext;
-use crate::scenario::{Role, Step};
+use crate::scenario::{ClusterName, Role, Scenario, Step};
 
 /// Deadline for one cluster's reads, and for one client's endpoint view.
 const PER_CLUSTER: Duration = Duration::from_secs(30);
@@ -38,12 +39,59 @@ pub struct Collected {
     pub bytes: u64,
 }
 
+/// One cluster as diagnostics see it: a client and its place in the topology.
+pub struct DiagnosedCluster {
+    /// Its name in the scenario.
+    pub name: ClusterName,
+    /// An API client for it.
+    pub client: kube::Client,
+    /// Primary or remote.
+    pub role: Role,
+    /// A remote's primary.
+    pub primary: Option<ClusterName>,
+    /// Whether the scenario installs an east-west gateway in it.
+    pub needs_gateway: bool,
+}
+
+/// Where the endpoints a client's sidecar was given come from: its proxy (`istioctl proxy-config endpoints`) on a
+/// real data plane, istiod's ADS answer for it on a computed one.
+pub trait EndpointSource: Send + Sync {
+    /// The endpoints of `envoy_cluster` as the sidecar of `namespace/pod` in `cluster` has them, with a line
+    /// saying where they were read.
+    fn endpoints<'a>(
+        &'a self,
+        cluster: &'a ClusterName,
+        namespace: &'a str,
+        pod: &'a str,
+        envoy_cluster: &'a str,
+    ) -> BoxFuture<'a, (String, Result<Vec<EndpointFact>, String>)>;
+}
+
+/// Everything diagnostics read: the clusters and roles, the checked service, the client, an endpoint source and
+/// what the provider knows of its own processes. Nothing of the runner.
+pub struct DiagnoseInput<'a> {
+    /// The run's clusters that exist.
+    pub clusters: Vec<DiagnosedCluster>,
+    /// The namespace of the apps.
+    pub app_namespace: String,
+    /// The Envoy cluster of the checked service, when a check names one.
+    pub envoy_cluster: Option<String>,
+    /// The client app's name (`curl` or `sleep`).
+    pub client_app: &'static str,
+    /// Where endpoint views come from.
+    pub endpoints: &'a dyn EndpointSource,
+    /// Logs of processes the provider runs outside the clusters, by label (the rehearsal's istiod).
+    pub process_logs: BTreeMap<String, PathBuf>,
+    /// Processes the provider started that have exited, as the provider describes them.
+    pub exited: Vec<String>,
+}
+
 /// The namespace and Envoy cluster of the traffic check (`helloworld.sample:5000` →
 /// `outbound|5000||helloworld.sample.svc.cluster.local`).
-pub fn checked_service(ctx: &RunContext) -> (String, Option<String>) {
+pub fn checked_service(scenario: &Scenario) -> (String, Option<String>) {
     let mut ns = "sample".to_string();
     let mut envoy = None;
-    for s in &ctx.scenario.steps {
+    for s in &scenario.steps {
         match s {
             Step::DeployApps(d) => ns = d.namespace.as_str().to_string(),
             Step::CheckTraffic(c) => envoy = ServiceTarget::parse(&c.url).map(|t| t.envoy_cluster()),
@@ -53,17 +101,20 @@ pub fn checked_service(ctx: &RunContext) -> (String, Option<String>) {
     (ns, envoy)
 }
 
+/// Whether `scenario` installs an east-west gateway in `cluster`.
+pub fn needs_gateway(scenario: &Scenario, cluster: &ClusterName) -> bool {
+    scenario
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::EastwestGateway { cluster: c } if c == cluster))
+}
+
 /// Collects everything into `dir` within `budget` bytes.
-pub async fn collect(ctx: &RunContext, dir: &Path, budget: u64) -> std::io::Result<Collected> {
-    let (app_ns, envoy) = checked_service(ctx);
+pub async fn collect(input: &DiagnoseInput<'_>, dir: &Path, budget: u64) -> std::io::Result<Collected> {
+    let app_ns = input.app_namespace.clone();
     let namespaces = [app_ns.clone(), "istio-system".to_string()];
-    let reads = ctx.scenario.clusters.iter().filter_map(|c| {
-        let access = ctx.cluster(&c.name).ok()?;
-        let needs_gateway = ctx
-            .scenario
-            .steps
-            .iter()
-            .any(|s| matches!(s, Step::EastwestGateway { cluster } if cluster == &c.name));
+    let reads = input.clusters.iter().map(|c| {
+        let client = c.client.clone();
         let skeleton = ClusterFacts {
             name: c.name.as_str().to_string(),
             role: match c.role {
@@ -71,7 +122,7 @@ pub async fn collect(ctx: &RunContext, dir: &Path, budget: u64) -> std::io::Resu
                 Role::Remote => ClusterRole::Remote,
             },
             primary: c.primary.as_ref().map(|p| p.as_str().to_string()),
-            needs_gateway,
+            needs_gateway: c.needs_gateway,
             remote_secrets: Vec::new(),
             root_sha256: None,
             namespaces: Vec::new(),
@@ -82,9 +133,9 @@ pub async fn collect(ctx: &RunContext, dir: &Path, budget: u64) -> std::io::Resu
             unavailable: Vec::new(),
         };
         let namespaces = namespaces.clone();
-        Some(async move {
+        async move {
             let mut f = skeleton;
-            if tokio::time::timeout(PER_CLUSTER, read_cluster(&access, &namespaces, &mut f))
+            if tokio::time::timeout(PER_CLUSTER, read_cluster(&client, &namespaces, &mut f))
                 .await
                 .is_err()
             {
@@ -93,9 +144,9 @@ pub async fn collect(ctx: &RunContext, dir: &Path, budget: u64) -> std::io::Resu
                     f.name
                 ));
             }
-            let log = istiod_log(&access, f.role).await;
+            let log = istiod_log(&client, f.role).await;
             (f, log)
-        })
+        }
     });
     let read: Vec<(ClusterFacts, Option<String>)> = futures::future::join_all(reads).await;
     let mut facts = MeshFacts::default();
@@ -107,24 +158,18 @@ pub async fn collect(ctx: &RunContext, dir: &Path, budget: u64) -> std::io::Resu
         facts.clusters.push(f);
     }
     // Process logs the provider keeps (the rehearsal's out-of-cluster istiod).
-    for (label, path) in ctx
-        .provider
-        .diagnostics()
-        .into_iter()
-        .filter(|(l, _)| l.starts_with("istiod"))
-    {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            logs.push((label, tail_lines(&text, LOG_LINES as usize)));
+    for (label, path) in input.process_logs.iter().filter(|(l, _)| l.starts_with("istiod")) {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            logs.push((label.clone(), tail_lines(&text, LOG_LINES as usize)));
         }
     }
-    facts.exited = ctx
-        .provider
-        .dead_processes()
+    facts.exited = input
+        .exited
         .iter()
         .filter_map(|d| d.split_whitespace().next().map(str::to_string))
         .collect();
-    if let Some(envoy) = &envoy {
-        facts.views = views(ctx, &facts, &app_ns, envoy).await;
+    if let Some(envoy) = &input.envoy_cluster {
+        facts.views = views(input, &facts, &app_ns, envoy).await;
     }
     let findings = diagnose(&facts, &app_ns);
 
@@ -165,8 +210,8 @@ fn tail_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-async fn read_cluster(c: &ClusterAccess, namespaces: &[String], f: &mut ClusterFacts) {
-    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "istio-system");
+async fn read_cluster(client: &kube::Client, namespaces: &[String], f: &mut ClusterFacts) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "istio-system");
     match secrets
         .list(&ListParams::default().labels("istio/multiCluster=true"))
         .await
@@ -193,14 +238,14 @@ async fn read_cluster(c: &ClusterAccess, namespaces: &[String], f: &mut ClusterF
         Err(e) => f.unavailable.push(format!("remote secrets: {e}")),
     }
     for ns in namespaces {
-        let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), ns);
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
         if f.root_sha256.is_none()
             && let Ok(Some(cm)) = cms.get_opt("istio-ca-root-cert").await
             && let Some(pem) = cm.data.as_ref().and_then(|d| d.get("root-cert.pem"))
         {
             f.root_sha256 = Some(short_sha256(pem.trim().as_bytes()));
         }
-        let nss: Api<Namespace> = Api::all(c.client.clone());
+        let nss: Api<Namespace> = Api::all(client.clone());
         match nss.get_opt(ns).await {
             Ok(n) => f.namespaces.push(NamespaceFact {
                 name: ns.clone(),
@@ -211,12 +256,12 @@ async fn read_cluster(c: &ClusterAccess, namespaces: &[String], f: &mut ClusterF
             }),
             Err(e) => f.unavailable.push(format!("namespace {ns}: {e}")),
         }
-        let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
         match pods.list(&ListParams::default()).await {
             Ok(l) => f.pods.extend(l.items.iter().map(|p| pod_fact(ns, p))),
             Err(e) => f.unavailable.push(format!("pods in {ns}: {e}")),
         }
-        let events: Api<KubeEvent> = Api::namespaced(c.client.clone(), ns);
+        let events: Api<KubeEvent> = Api::namespaced(client.clone(), ns);
         match events.list(&ListParams::default()).await {
             // `when` leads each line, so the sort below orders the events of every namespace by time.
             Ok(l) => f.events.extend(l.items.iter().map(|e| {
@@ -241,7 +286,7 @@ async fn read_cluster(c: &ClusterAccess, namespaces: &[String], f: &mut ClusterF
     let n = f.events.len();
     f.events.drain(..n.saturating_sub(EVENTS_KEPT));
     if f.role == ClusterRole::Primary {
-        let deps: Api<Deployment> = Api::namespaced(c.client.clone(), "istio-system");
+        let deps: Api<Deployment> = Api::namespaced(client.clone(), "istio-system");
         match deps.get_opt("istiod").await {
             Ok(d) => {
                 f.istiod = d.map(|d| ReplicaFact {
@@ -252,7 +297,7 @@ async fn read_cluster(c: &ClusterAccess, namespaces: &[String], f: &mut ClusterF
             Err(e) => f.unavailable.push(format!("istiod Deployment: {e}")),
         }
     }
-    let svcs: Api<Service> = Api::namespaced(c.client.clone(), "istio-system");
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "istio-system");
     match svcs.get_opt("istio-eastwestgateway").await {
         Ok(s) => {
             f.eastwest = s.map(|s| ServiceFact {
@@ -312,11 +357,11 @@ fn pod_fact(ns: &str, p: &Pod) -> PodFact {
     }
 }
 
-async fn istiod_log(c: &ClusterAccess, role: ClusterRole) -> Option<String> {
+async fn istiod_log(client: &kube::Client, role: ClusterRole) -> Option<String> {
     if role != ClusterRole::Primary {
         return None;
     }
-    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "istio-system");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "istio-system");
     let fut = async {
         let l = pods
             .list(&ListParams::default().labels("app=istiod"))
@@ -333,10 +378,9 @@ async fn istiod_log(c: &ClusterAccess, role: ClusterRole) -> Option<String> {
     tokio::time::timeout(PER_CLUSTER, fut).await.ok().flatten()
 }
 
-async fn views(ctx: &RunContext, facts: &MeshFacts, ns: &str, envoy: &str) -> Vec<EndpointView> {
-    let app = ctx.variant.client.name();
-    let reads = ctx.scenario.clusters.iter().filter_map(|c| {
-        let access = ctx.cluster(&c.name).ok()?;
+async fn views(input: &DiagnoseInput<'_>, facts: &MeshFacts, ns: &str, envoy: &str) -> Vec<EndpointView> {
+    let app = input.client_app;
+    let reads = input.clusters.iter().filter_map(|c| {
         let cf = facts.cluster(c.name.as_str())?;
         let pod = cf
             .pods
@@ -345,30 +389,16 @@ async fn views(ctx: &RunContext, facts: &MeshFacts, ns: &str, envoy: &str) -> Ve
             .name
             .clone();
         Some(async move {
-            let source;
-            let read = match ctx.provider.computed_endpoints(&access, ns, &pod, envoy) {
-                Some(fut) => {
-                    source = "istiod's ADS answer for this sidecar (computed data plane)".to_string();
-                    tokio::time::timeout(PER_CLUSTER, fut)
-                        .await
-                        .map_err(|_| format!("no ADS answer within {PER_CLUSTER:?}"))
-                        .and_then(|r| r.map_err(|e| e.to_string()))
-                }
-                None => {
-                    let cmd = ctx.istioctl.proxy_config_endpoints(
-                        &access.kubeconfig,
-                        &access.context,
-                        &format!("{pod}.{ns}"),
-                        envoy,
-                    );
-                    source =
-                        format!("istioctl proxy-config endpoints {pod}.{ns} --cluster '{envoy}' -o json");
-                    match cmd.run().await {
-                        Ok(out) => parse_proxy_endpoints(&out.stdout),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            };
+            let (source, read) =
+                match tokio::time::timeout(PER_CLUSTER, input.endpoints.endpoints(&c.name, ns, &pod, envoy))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => (
+                        "the client's endpoint view".to_string(),
+                        Err(format!("no answer within {PER_CLUSTER:?}")),
+                    ),
+                };
             let (endpoints, error) = match read {
                 Ok(mut eps) => {
                     for e in &mut eps {

@@ -6,7 +6,10 @@ mod facts;
 mod rules;
 mod store;
 
-pub use collect::{Collected, checked_service, collect, parse_proxy_endpoints};
+pub use collect::{
+    Collected, DiagnoseInput, DiagnosedCluster, EndpointSource, checked_service, collect, needs_gateway,
+    parse_proxy_endpoints,
+};
 pub use facts::*;
 pub use rules::{Finding, Rule, diagnose};
 pub use store::{DEFAULT_BUDGET, Store, StoredFile};

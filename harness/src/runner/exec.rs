@@ -9,8 +9,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::context::{RunContext, StepError, StepLogger};
+use crate::diagnose::{self, DiagnoseInput, DiagnosedCluster, EndpointFact, EndpointSource};
 use crate::plan::{PlannedStep, StepId};
 use crate::report::Event;
+use crate::scenario::ClusterName;
 
 /// Deadline for collecting a failed run's diagnostics.
 const DIAGNOSTICS_DEADLINE: Duration = Duration::from_secs(120);
@@ -40,6 +42,84 @@ pub struct ContextExecutor {
     pub ctx: Arc<RunContext>,
 }
 
+impl ContextExecutor {
+    /// The narrow view diagnostics get of this run: its clusters with their roles, the checked service, the
+    /// client, where endpoint views come from and the provider's own processes.
+    fn diagnose_input(&self) -> DiagnoseInput<'_> {
+        let ctx = &self.ctx;
+        let (app_namespace, envoy_cluster) = diagnose::checked_service(&ctx.scenario);
+        let clusters = ctx
+            .scenario
+            .clusters
+            .iter()
+            .filter_map(|c| {
+                Some(DiagnosedCluster {
+                    name: c.name.clone(),
+                    client: ctx.cluster(&c.name).ok()?.client,
+                    role: c.role,
+                    primary: c.primary.clone(),
+                    needs_gateway: diagnose::needs_gateway(&ctx.scenario, &c.name),
+                })
+            })
+            .collect();
+        DiagnoseInput {
+            clusters,
+            app_namespace,
+            envoy_cluster,
+            client_app: ctx.variant.client.name(),
+            endpoints: self,
+            process_logs: ctx.provider.diagnostics(),
+            exited: ctx.provider.dead_processes(),
+        }
+    }
+}
+
+/// Endpoint views: the provider computes them where the data plane is computed; else the client's proxy is
+/// asked with `istioctl proxy-config endpoints`.
+impl EndpointSource for ContextExecutor {
+    fn endpoints<'a>(
+        &'a self,
+        name: &'a ClusterName,
+        namespace: &'a str,
+        pod: &'a str,
+        envoy_cluster: &'a str,
+    ) -> BoxFuture<'a, (String, Result<Vec<EndpointFact>, String>)> {
+        Box::pin(async move {
+            let cluster = match self.ctx.cluster(name) {
+                Ok(c) => c,
+                Err(e) => return ("the run's clusters".to_string(), Err(e.message)),
+            };
+            let cluster = &cluster;
+            match self
+                .ctx
+                .provider
+                .computed_endpoints(cluster, namespace, pod, envoy_cluster)
+            {
+                Some(fut) => (
+                    "istiod's ADS answer for this sidecar (computed data plane)".to_string(),
+                    fut.await.map_err(|e| e.to_string()),
+                ),
+                None => {
+                    let cmd = self.ctx.istioctl.proxy_config_endpoints(
+                        &cluster.kubeconfig,
+                        &cluster.context,
+                        &format!("{pod}.{namespace}"),
+                        envoy_cluster,
+                    );
+                    let source = format!(
+                        "istioctl proxy-config endpoints {pod}.{namespace} --cluster '{envoy_cluster}' -o json"
+                    );
+                    let read = match cmd.run().await {
+                        Ok(out) => diagnose::parse_proxy_endpoints(&out.stdout),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    (source, read)
+                }
+            }
+        })
+    }
+}
+
 impl StepExecutor for ContextExecutor {
     fn run<'a>(
         &'a self,
@@ -58,7 +138,8 @@ impl StepExecutor for ContextExecutor {
                 Err(_) => dir.display().to_string(),
             };
             let budget = opts.diagnostics_budget;
-            let work = crate::diagnose::collect(&self.ctx, &dir, budget);
+            let input = self.diagnose_input();
+            let work = crate::diagnose::collect(&input, &dir, budget);
             Some(match tokio::time::timeout(DIAGNOSTICS_DEADLINE, work).await {
                 Ok(Ok(c)) => Event::Diagnostics {
                     steps,

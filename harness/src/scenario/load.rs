@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
+use ipnet::Ipv4Net;
 use serde_saphyr::options::{AliasLimits, Options};
 
 use super::error::{ScenarioError, ScenarioErrors};
-use super::model::Scenario;
-use super::raw::RawScenario;
-use super::validate;
+use super::model::{Scenario, Subnets};
+use super::raw::{RawKindConfig, RawScenario, S};
+use super::validate::{self, KindConfigProblem, KindConfigs, kind_config_path};
 
 /// Scenario files larger than this are rejected before parsing.
 pub const MAX_SCENARIO_BYTES: u64 = 256 * 1024;
@@ -102,7 +103,69 @@ pub fn load_str(path: &Path, text: &str) -> Result<Scenario, ScenarioErrors> {
             None => ScenarioError::at(path, text, 1, 1, msg, hint),
         }
     })?;
-    validate::validate(path, text, raw)
+    // All file I/O happens here: every kind config the scenario names is read before validation, which is pure.
+    let mut kind_configs: KindConfigs = raw
+        .clusters
+        .iter()
+        .map(|c| {
+            let p = kind_config_path(path, &c.kind_config.value);
+            let read = read_kind_subnets(&p);
+            (c.kind_config.value.clone(), (p, read))
+        })
+        .collect();
+    validate::validate(path, text, raw, &mut kind_configs)
+}
+
+#[expect(
+    clippy::result_large_err,
+    reason = "errors are rare and carry the source for miette"
+)]
+fn read_kind_subnets(path: &Path) -> Result<Subnets, KindConfigProblem> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        KindConfigProblem::AtScenario(
+            format!("cannot read kind config {}: {e}", path.display()),
+            "kind-config is relative to the scenario file's directory".into(),
+        )
+    })?;
+    let text = decode(path, &bytes).map_err(KindConfigProblem::InFile)?;
+    let raw: RawKindConfig = serde_saphyr::from_str_with_options(&text, parser_options()).map_err(|e| {
+        let msg = e.to_string().lines().next().unwrap_or_default().to_string();
+        KindConfigProblem::InFile(match e.location() {
+            Some(l) => ScenarioError::at_location(path, &text, &l, msg, None),
+            None => ScenarioError::at(path, &text, 1, 1, msg, None),
+        })
+    })?;
+    let at1 = |msg: String, hint: &str| {
+        KindConfigProblem::InFile(ScenarioError::at(path, &text, 1, 1, msg, Some(hint.to_string())))
+    };
+    if raw.kind.as_deref() != Some("Cluster") || raw.api_version.as_deref() != Some("kind.x-k8s.io/v1alpha4")
+    {
+        return Err(at1(
+            "not a kind Cluster config".into(),
+            "expected apiVersion: kind.x-k8s.io/v1alpha4, kind: Cluster",
+        ));
+    }
+    let hint = "set networking.podSubnet and networking.serviceSubnet: kind's defaults are the same for every \
+                cluster, and flat multicluster routing needs distinct ones";
+    let net = raw
+        .networking
+        .ok_or_else(|| at1("kind config has no networking section".into(), hint))?;
+    let parse = |v: Option<S<String>>, what: &str| -> Result<Ipv4Net, KindConfigProblem> {
+        let v = v.ok_or_else(|| at1(format!("kind config lacks networking.{what}"), hint))?;
+        v.value.parse::<Ipv4Net>().map_err(|e| {
+            KindConfigProblem::InFile(ScenarioError::at_location(
+                path,
+                &text,
+                &v.referenced,
+                format!("networking.{what} '{}' is not an IPv4 CIDR: {e}", v.value),
+                Some("e.g. 10.10.0.0/16".into()),
+            ))
+        })
+    };
+    Ok(Subnets {
+        pods: parse(net.pod_subnet, "podSubnet")?,
+        services: parse(net.service_subnet, "serviceSubnet")?,
+    })
 }
 
 fn first_line(s: &str) -> String {

@@ -4,8 +4,10 @@ mod error;
 mod load;
 mod model;
 mod raw;
+mod target;
 mod validate;
 
 pub use error::{ScenarioError, ScenarioErrors};
 pub use load::{load_file, load_str};
 pub use model::*;
+pub use target::ServiceTarget;

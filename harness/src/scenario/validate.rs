@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 
 use super::error::{ScenarioError, ScenarioErrors};
-use super::load::{decode, parser_options};
 use super::model::*;
 use super::raw::*;
 
@@ -42,15 +41,19 @@ fn is_version(s: &str) -> bool {
     s.len() >= 2 && s.starts_with('v') && s[1..].bytes().all(|b| b.is_ascii_digit())
 }
 
-pub(crate) fn validate(path: &Path, text: &str, raw: RawScenario) -> Result<Scenario, ScenarioErrors> {
+/// Checks a parsed scenario against itself and the kind configs loading read for it. Pure: no I/O.
+pub(crate) fn validate(
+    path: &Path,
+    text: &str,
+    raw: RawScenario,
+    kind_configs: &mut KindConfigs,
+) -> Result<Scenario, ScenarioErrors> {
     let mut cx = Ctx {
         path,
         text,
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-
     if !is_dns_label(&raw.name.value) {
         cx.err(
             &raw.name,
@@ -93,18 +96,28 @@ pub(crate) fn validate(path: &Path, text: &str, raw: RawScenario) -> Result<Scen
                 None,
             );
         }
-        let kind_config = lexical_clean(&base_dir.join(&rc.kind_config.value));
-        let subnets = match read_kind_subnets(&kind_config) {
-            Ok(s) => Some(s),
+        let value = rc.kind_config.value.clone();
+        let Some((kind_config, read)) = kind_configs.remove(&value) else {
+            cx.err(&rc.kind_config, format!("kind config {value} was not read"), None);
+            continue;
+        };
+        // Each problem is reported once, at the first reference; later references to the same file see a note.
+        let (subnets, again) = match read {
+            Ok(s) => (Some(s), Ok(s)),
             Err(KindConfigProblem::AtScenario(msg, hint)) => {
-                cx.err(&rc.kind_config, msg, Some(hint));
-                None
+                cx.err(&rc.kind_config, msg.clone(), Some(hint.clone()));
+                (None, Err(KindConfigProblem::AtScenario(msg, hint)))
             }
             Err(KindConfigProblem::InFile(e)) => {
                 cx.errors.push(e);
-                None
+                let note = format!("kind config {value} is invalid (see the error located in it)");
+                (
+                    None,
+                    Err(KindConfigProblem::AtScenario(note, "fix that file".into())),
+                )
             }
         };
+        kind_configs.insert(value, (kind_config.clone(), again));
         let Some(subnets) = subnets else { continue };
         clusters.push(Cluster {
             name: ClusterName(name),
@@ -436,7 +449,7 @@ pub(crate) fn validate(path: &Path, text: &str, raw: RawScenario) -> Result<Scen
                     }
                     from.push(c);
                 }
-                if let Err(why) = crate::apps::ServiceTarget::parse_checked(&s.url.value) {
+                if let Err(why) = super::ServiceTarget::parse_checked(&s.url.value) {
                     cx.err(
                         &s.url,
                         format!("url '{}' cannot be checked: {why}", s.url.value),
@@ -585,61 +598,22 @@ fn lexical_clean(p: &Path) -> PathBuf {
     }
 }
 
-enum KindConfigProblem {
+/// Why a kind config named by a scenario could not give its subnets.
+pub(crate) enum KindConfigProblem {
+    /// A problem to report at the scenario's `kind-config:` reference (message, hint).
     AtScenario(String, String),
+    /// A problem inside the kind config file itself, located there.
     InFile(ScenarioError),
 }
 
-#[expect(
-    clippy::result_large_err,
-    reason = "errors are rare and carry the source for miette"
-)]
-fn read_kind_subnets(path: &PathBuf) -> Result<Subnets, KindConfigProblem> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        KindConfigProblem::AtScenario(
-            format!("cannot read kind config {}: {e}", path.display()),
-            "kind-config is relative to the scenario file's directory".into(),
-        )
-    })?;
-    let text = decode(path, &bytes).map_err(KindConfigProblem::InFile)?;
-    let raw: RawKindConfig = serde_saphyr::from_str_with_options(&text, parser_options()).map_err(|e| {
-        let msg = e.to_string().lines().next().unwrap_or_default().to_string();
-        KindConfigProblem::InFile(match e.location() {
-            Some(l) => ScenarioError::at_location(path, &text, &l, msg, None),
-            None => ScenarioError::at(path, &text, 1, 1, msg, None),
-        })
-    })?;
-    let at1 = |msg: String, hint: &str| {
-        KindConfigProblem::InFile(ScenarioError::at(path, &text, 1, 1, msg, Some(hint.to_string())))
-    };
-    if raw.kind.as_deref() != Some("Cluster") || raw.api_version.as_deref() != Some("kind.x-k8s.io/v1alpha4")
-    {
-        return Err(at1(
-            "not a kind Cluster config".into(),
-            "expected apiVersion: kind.x-k8s.io/v1alpha4, kind: Cluster",
-        ));
-    }
-    let hint = "set networking.podSubnet and networking.serviceSubnet: kind's defaults are the same for every \
-                cluster, and flat multicluster routing needs distinct ones";
-    let net = raw
-        .networking
-        .ok_or_else(|| at1("kind config has no networking section".into(), hint))?;
-    let parse = |v: Option<S<String>>, what: &str| -> Result<Ipv4Net, KindConfigProblem> {
-        let v = v.ok_or_else(|| at1(format!("kind config lacks networking.{what}"), hint))?;
-        v.value.parse::<Ipv4Net>().map_err(|e| {
-            KindConfigProblem::InFile(ScenarioError::at_location(
-                path,
-                &text,
-                &v.referenced,
-                format!("networking.{what} '{}' is not an IPv4 CIDR: {e}", v.value),
-                Some("e.g. 10.10.0.0/16".into()),
-            ))
-        })
-    };
-    Ok(Subnets {
-        pods: parse(net.pod_subnet, "podSubnet")?,
-        services: parse(net.service_subnet, "serviceSubnet")?,
-    })
+/// What loading read for each `kind-config:` a scenario names, by the value written in the scenario: the
+/// resolved path and the subnets or the problem. Validation itself reads no file.
+pub(crate) type KindConfigs = BTreeMap<String, (PathBuf, Result<Subnets, KindConfigProblem>)>;
+
+/// The path a `kind-config:` value names, relative to the scenario file's directory.
+pub(crate) fn kind_config_path(scenario: &Path, value: &str) -> PathBuf {
+    let base_dir = scenario.parent().map(Path::to_path_buf).unwrap_or_default();
+    lexical_clean(&base_dir.join(value))
 }
 
 #[cfg(test)]
