@@ -655,14 +655,23 @@ pub fn assert_conformance(r: &RunResult, sources: &[&str]) -> Result<(), Failed>
     }
     for s in sources {
         let id = format!("check-traffic/from-{s}");
-        let (outcome, props) = r.outcome(&id).ok_or_else(|| format!("no result for {id}"))?;
+        let (outcome, _) = r.outcome(&id).ok_or_else(|| format!("no result for {id}"))?;
         if outcome != Outcome::Passed {
             return Err(format!("{id}: {outcome:?}").into());
         }
-        for key in ["count/v1@cluster1", "count/v2@cluster2"] {
-            let n: u64 = props.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
-            if n == 0 {
-                return Err(format!("{id}: no answers for {key}; properties {props:?}").into());
+        // The typed record of the check's last attempt: every version answered from the cluster that runs it.
+        let record = r
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::CheckFinished { id: i, record } if i.0 == id => Some(record),
+                _ => None,
+            })
+            .ok_or_else(|| format!("{id}: no check record"))?;
+        for key in ["v1@cluster1", "v2@cluster2"] {
+            if record.verdict.counts.get(key).copied().unwrap_or(0) == 0 {
+                return Err(format!("{id}: no answers for {key}; counts {:?}", record.verdict.counts).into());
             }
         }
     }

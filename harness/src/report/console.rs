@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::events::{Event, FailureKind, Outcome};
 use super::{ReportError, Reporter};
 use crate::plan::DataPlane;
+use crate::verify::CheckRecord;
 
 /// Prints progress and a summary to stderr.
 pub struct ConsoleReporter {
@@ -18,6 +19,8 @@ pub struct ConsoleReporter {
     skipped: usize,
     rehearsal: bool,
     diagnosis: Option<String>,
+    /// The latest record of each traffic check, by step id.
+    checks: std::collections::BTreeMap<String, CheckRecord>,
 }
 
 impl Default for ConsoleReporter {
@@ -51,6 +54,7 @@ impl ConsoleReporter {
             skipped: 0,
             rehearsal: false,
             diagnosis: None,
+            checks: std::collections::BTreeMap::new(),
         }
     }
 
@@ -64,19 +68,23 @@ impl ConsoleReporter {
 }
 
 /// `v1@cluster1 ×46, v2@cluster2 ×54; p=0.4237; answered by pod@cluster ×N, …` for a traffic check.
-fn traffic_detail(p: &std::collections::BTreeMap<String, String>) -> Option<String> {
-    let join = |prefix: &str| {
-        p.iter()
-            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| format!("{k} ×{v}")))
+fn traffic_detail(r: &CheckRecord) -> Option<String> {
+    let join = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} ×{v}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let counts = join("count/");
-    if counts.is_empty() {
+    let v = &r.verdict;
+    if v.counts.is_empty() {
         return None;
     }
-    let pv = p.get("p-value").map(|v| format!("; p={v}")).unwrap_or_default();
-    Some(format!("{counts}{pv}; answered by {}", join("answered-by/")))
+    let pv = v.p_value.map(|p| format!("; p={p:.4}")).unwrap_or_default();
+    Some(format!(
+        "{}{pv}; answered by {}",
+        join(&v.counts),
+        join(&v.instances)
+    ))
 }
 
 impl Reporter for ConsoleReporter {
@@ -117,13 +125,15 @@ impl Reporter for ConsoleReporter {
                 }
             }
             Event::StepStarted { id, .. } => self.bar.set_message(id.to_string()),
+            Event::CheckFinished { id, record } => {
+                self.checks.insert(id.0.clone(), record.clone());
+            }
             Event::StepLog { id, message } => tracing::info!(step = %id, "{message}"),
             Event::StepFinished {
                 id,
                 outcome,
                 duration,
                 attempts,
-                properties,
                 ..
             } => {
                 self.bar.inc(1);
@@ -141,7 +151,7 @@ impl Reporter for ConsoleReporter {
                         for (n, a) in attempts.iter().enumerate() {
                             self.line(format!("        attempt {} failed: {}", n + 1, a.message));
                         }
-                        if let Some(d) = traffic_detail(properties) {
+                        if let Some(d) = self.checks.get(&id.0).and_then(traffic_detail) {
                             self.line(format!("        {d}"));
                         }
                     }
@@ -242,32 +252,48 @@ impl Reporter for ConsoleReporter {
 #[cfg(test)]
 mod tests {
     use super::traffic_detail;
+    use crate::scenario::ClusterName;
+    use crate::verify::{CheckRecord, Convergence, SourceVerdict};
     use std::collections::BTreeMap;
+
+    fn record(counts: &[(&str, u64)], instances: &[(&str, u64)]) -> CheckRecord {
+        let m = |v: &[(&str, u64)]| v.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        CheckRecord {
+            verdict: SourceVerdict {
+                from: ClusterName::new("cluster1"),
+                requests: 100,
+                counts: m(counts),
+                instances: m(instances),
+                errors: BTreeMap::new(),
+                p_value: Some(0.42371),
+                problems: Vec::new(),
+            },
+            convergence: Convergence {
+                converged: true,
+                attempts: 1,
+                seconds: 0.4,
+                first_cross_cluster_seconds: None,
+            },
+        }
+    }
 
     #[test]
     fn a_traffic_check_line_shows_counts_p_value_and_the_pods_that_answered() {
-        let p: BTreeMap<String, String> = [
-            ("count/v1@cluster1", "46"),
-            ("count/v2@cluster2", "54"),
-            ("p-value", "0.4237"),
-            ("answered-by/helloworld-v1-a@cluster1", "46"),
-            ("answered-by/helloworld-v2-b@cluster2", "54"),
-            ("requests", "100"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let r = record(
+            &[("v1@cluster1", 46), ("v2@cluster2", 54)],
+            &[("helloworld-v1-a@cluster1", 46), ("helloworld-v2-b@cluster2", 54)],
+        );
         assert_eq!(
-            traffic_detail(&p).as_deref(),
+            traffic_detail(&r).as_deref(),
             Some(
                 "v1@cluster1 ×46, v2@cluster2 ×54; p=0.4237; answered by helloworld-v1-a@cluster1 ×46, \
                  helloworld-v2-b@cluster2 ×54"
             )
         );
         assert_eq!(
-            traffic_detail(&BTreeMap::new()),
+            traffic_detail(&record(&[], &[])),
             None,
-            "other steps get no detail line"
+            "no answers, no detail line"
         );
     }
 }

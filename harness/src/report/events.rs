@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::diagnose::StoredFile;
 use crate::exit::ExitStatus;
 use crate::plan::{DataPlane, ProviderKind, StepClass, StepId};
+use crate::verify::CheckRecord;
 
 /// Whether a failure is the mesh's fault or the environment's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -95,6 +96,13 @@ pub enum Event {
         /// Message (never contains secrets).
         message: String,
     },
+    /// A traffic check judged its sample (once per attempt; the last one of a step is its verdict).
+    CheckFinished {
+        /// Step id (`check-traffic/from-<cluster>`).
+        id: StepId,
+        /// Counts per version and cluster, the answering pods, errors, p-value, problems, and convergence.
+        record: CheckRecord,
+    },
     /// A step ended.
     StepFinished {
         /// Step id.
@@ -159,6 +167,7 @@ impl Event {
         use crate::tools::redact as r;
         let map = |m: BTreeMap<String, String>| m.into_iter().map(|(k, v)| (k, r(&v))).collect();
         let all = |v: Vec<String>| v.iter().map(|s| r(s)).collect();
+        let map_keys = |m: BTreeMap<String, u64>| m.into_iter().map(|(k, v)| (r(&k), v)).collect();
         match self {
             Event::RunStarted {
                 scenario,
@@ -256,6 +265,11 @@ impl Event {
                 message: r(&message),
                 properties: map(properties),
             },
+            Event::CheckFinished { id, mut record } => {
+                record.verdict.problems = all(record.verdict.problems);
+                record.verdict.errors = map_keys(record.verdict.errors);
+                Event::CheckFinished { id, record }
+            }
             e @ (Event::StepStarted { .. } | Event::RunFinished { .. }) => e,
         }
     }

@@ -123,8 +123,12 @@ pub fn render_html(events: &[(Duration, Event)]) -> String {
     let mut cleanup: Option<(bool, String, BTreeMap<String, String>)> = None;
     let mut finish: Option<(String, i32, Duration)> = None;
     let mut lanes: Vec<String> = vec!["all clusters".into()];
+    let mut records: BTreeMap<String, &crate::verify::CheckRecord> = BTreeMap::new();
     for (at, e) in events {
         match e {
+            Event::CheckFinished { id, record } => {
+                records.insert(id.0.clone(), record);
+            }
             Event::RunStarted { steps: planned, .. } => {
                 header = Some(e);
                 for (id, _) in planned {
@@ -143,7 +147,6 @@ pub fn render_html(events: &[(Duration, Event)]) -> String {
                 title,
                 outcome,
                 duration,
-                properties,
                 attempts,
                 ..
             } => {
@@ -187,20 +190,19 @@ pub fn render_html(events: &[(Duration, Event)]) -> String {
                         status,
                     });
                 }
-                if id.0.starts_with("check-traffic/") {
-                    let counts = properties
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.strip_prefix("count/")?.to_string(), v.parse().ok()?)))
-                        .collect();
+                if let Some(r) = records.get(&id.0) {
                     checks.push(CheckData {
                         id: id.0.clone(),
-                        source: lane_of(&id.0),
+                        source: r.verdict.from.to_string(),
                         status,
                         attempts: attempts.iter().map(|a| a.message.clone()).collect(),
-                        requests: properties.get("requests").and_then(|v| v.parse().ok()),
-                        p_value: properties.get("p-value").cloned(),
-                        convergence_seconds: properties.get("convergence-seconds").cloned(),
-                        counts,
+                        requests: Some(u64::from(r.verdict.requests)),
+                        p_value: r.verdict.p_value.map(|p| format!("{p:.4}")),
+                        convergence_seconds: r
+                            .convergence
+                            .first_cross_cluster_seconds
+                            .map(|s| format!("{s:.1}")),
+                        counts: r.verdict.counts.clone(),
                     });
                 }
             }
@@ -490,6 +492,29 @@ mod tests {
         Duration::from_secs_f64(s)
     }
 
+    fn check(from: &str, counts: &[(&str, u64)], p: f64, cross: Option<f64>) -> Event {
+        Event::CheckFinished {
+            id: StepId(format!("check-traffic/from-{from}")),
+            record: crate::verify::CheckRecord {
+                verdict: crate::verify::SourceVerdict {
+                    from: crate::scenario::ClusterName::new(from),
+                    requests: 100,
+                    counts: counts.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+                    instances: BTreeMap::new(),
+                    errors: BTreeMap::new(),
+                    p_value: Some(p),
+                    problems: Vec::new(),
+                },
+                convergence: crate::verify::Convergence {
+                    converged: cross.is_some(),
+                    attempts: 3,
+                    seconds: 1.5,
+                    first_cross_cluster_seconds: cross,
+                },
+            },
+        }
+    }
+
     fn events() -> Vec<(Duration, Event)> {
         let id = |s: &str| StepId(s.to_string());
         let counts = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
@@ -536,6 +561,7 @@ mod tests {
                 t(40.0),
                 Event::StepStarted { id: id("check-traffic/from-cluster1"), title: "Verify".into() },
             ),
+            (t(70.0), check("cluster1", &[("v1@cluster1", 100)], 0.0, None)),
             (
                 t(70.0),
                 Event::StepFinished {
@@ -553,6 +579,7 @@ mod tests {
                     properties: counts(&[("count/v1@cluster1", "100"), ("p-value", "0.0000"), ("requests", "100")]),
                 },
             ),
+            (t(41.5), check("cluster2", &[("v1@cluster1", 46), ("v2@cluster2", 54)], 0.4237, Some(10.5))),
             (
                 t(41.5),
                 Event::StepFinished {

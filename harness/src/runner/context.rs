@@ -94,6 +94,14 @@ impl StepLogger {
         Self { bus, id }
     }
 
+    /// Reports a traffic check's record (the bus redacts it like every event).
+    pub fn check(&self, record: crate::verify::CheckRecord) {
+        self.bus.emit(Event::CheckFinished {
+            id: self.id.clone(),
+            record,
+        });
+    }
+
     /// Logs a line (must not contain secrets).
     pub fn log(&self, message: impl Into<String>) {
         self.bus.emit(Event::StepLog {

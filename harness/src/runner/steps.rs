@@ -496,6 +496,35 @@ async fn batch(
     Ok(answers)
 }
 
+/// The real probe: curl in the client pod through exec (on the rehearsal the stand-in answers inside that exec),
+/// attribution from every cluster's API.
+struct ExecProbe<'a> {
+    ctx: &'a RunContext,
+    cluster: ClusterAccess,
+    ns: &'a str,
+    pod: String,
+    app: &'static str,
+    target: String,
+}
+
+impl verify::Probe for ExecProbe<'_> {
+    fn batch(&self, n: u32) -> futures::future::BoxFuture<'_, Result<Vec<Answer>, verify::ProbeError>> {
+        Box::pin(async move {
+            batch(&self.cluster, self.ns, &self.pod, self.app, &self.target, n)
+                .await
+                .map_err(|e| verify::ProbeError(e.message))
+        })
+    }
+
+    fn attribution(&self) -> futures::future::BoxFuture<'_, Result<verify::Attribution, verify::ProbeError>> {
+        Box::pin(async move {
+            attribution(self.ctx, self.ns)
+                .await
+                .map_err(|e| verify::ProbeError(e.message))
+        })
+    }
+}
+
 async fn check_traffic(
     ctx: &Arc<RunContext>,
     from: &ClusterName,
@@ -509,67 +538,36 @@ async fn check_traffic(
     let app = ctx.variant.client.name();
     let pod = client_pod(&c, ns, app).await?;
     let target = curl_target(url).to_string();
-    let mut props = Props::new();
-
-    // Convergence: until every expected version has answered once, or the deadline.
-    let started = Instant::now();
-    let deadline = started + ctx.opts.convergence_timeout;
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    let mut first_cross: Option<Instant> = None;
-    let mut attempts = 0u32;
-    let converged = loop {
-        attempts += 1;
-        let attr = attribution(ctx, ns).await?;
-        for a in batch(&c, ns, &pod, app, &target, BATCH).await? {
-            if let Answer::Hello { version, instance } = &a {
-                let cluster = attr.get(instance).map(ClusterName::as_str).unwrap_or("?");
-                *seen.entry(format!("{version}@{cluster}")).or_default() += 1;
-                if first_cross.is_none() && attr.get(instance).is_some_and(|cl| cl != from) {
-                    first_cross = Some(Instant::now());
-                }
-            }
-        }
-        if expect
-            .iter()
-            .all(|(v, cs)| cs.iter().all(|c| seen.contains_key(&format!("{v}@{c}"))))
-        {
-            break true;
-        }
-        if Instant::now() >= deadline {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let probe = ExecProbe {
+        ctx,
+        cluster: c,
+        ns,
+        pod: pod.clone(),
+        app,
+        target: target.clone(),
     };
-    props.insert("convergence-attempts".into(), attempts.to_string());
-    if converged {
-        log.log(format!(
-            "converged after {:.1}s ({attempts} batches): every expected version answered from each of its clusters",
-            started.elapsed().as_secs_f64()
-        ));
-    } else {
-        log.log(format!(
-            "did not converge within {:?}: saw {seen:?}",
-            ctx.opts.convergence_timeout
-        ));
-    }
-    if let (Some(t), Some(secret)) = (first_cross, ctx.with_facts(|f| f.last_secret)) {
-        let secs = t.saturating_duration_since(secret).as_secs_f64();
+    let spec = verify::CheckSpec {
+        from: from.clone(),
+        expect: expect.clone(),
+        requests,
+        batch: BATCH,
+        convergence_timeout: ctx.opts.convergence_timeout,
+        poll: Duration::from_millis(500),
+    };
+    let since = ctx.with_facts(|f| f.last_secret);
+    let record = verify::run_check(&probe, &spec, since, &|l| log.log(l))
+        .await
+        .map_err(|e| StepError::infra(e.0))?;
+    // JUnit's view: properties. The other reporters read the typed record.
+    let v = &record.verdict;
+    let mut props = Props::new();
+    props.insert(
+        "convergence-attempts".into(),
+        record.convergence.attempts.to_string(),
+    );
+    if let Some(secs) = record.convergence.first_cross_cluster_seconds {
         props.insert("convergence-seconds".into(), format!("{secs:.1}"));
-        log.log(format!(
-            "first cross-cluster answer {secs:.1}s after the last remote secret was applied"
-        ));
     }
-
-    // The measured sample.
-    let attr = attribution(ctx, ns).await?;
-    let mut answers = Vec::new();
-    let mut left = requests;
-    while left > 0 {
-        let n = left.min(BATCH);
-        answers.extend(batch(&c, ns, &pod, app, &target, n).await?);
-        left -= n;
-    }
-    let v = verify::judge(from, &answers, expect, &attr, requests);
     props.insert("requests".into(), requests.to_string());
     for (k, n) in &v.counts {
         props.insert(format!("count/{k}"), n.to_string());
@@ -584,12 +582,13 @@ async fn check_traffic(
         props.insert("p-value".into(), format!("{p:.4}"));
     }
     props.insert("alpha".into(), format!("{:e}", verify::ALPHA));
-    let summary: Vec<String> = v.counts.iter().map(|(k, n)| format!("{k}×{n}")).collect();
-    log.log(format!("{requests} requests from {from}: {}", summary.join(", ")));
-    if v.passed() {
+    let passed = v.passed();
+    let problems = v.problems.join("; ");
+    log.check(record);
+    if passed {
         Ok(props)
     } else {
-        let mut e = StepError::conformance(v.problems.join("; "));
+        let mut e = StepError::conformance(problems);
         e.command = Some(format!(
             "kubectl exec -n {ns} -c {app} {pod} -- curl -sS {target} (×{requests}, in batches of {BATCH})"
         ));
