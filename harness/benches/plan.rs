@@ -55,7 +55,7 @@ fn main() {
         .map(|(v, c)| {
             (
                 meshconf::scenario::AppVersion::new(v),
-                meshconf::scenario::ClusterName::new(c),
+                std::collections::BTreeSet::from([meshconf::scenario::ClusterName::new(c)]),
             )
         })
         .collect();
