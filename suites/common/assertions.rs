@@ -1,0 +1,136 @@
+//! What a trial asserts about a run: conformance, a located failure, a diagnosis, a clean machine afterwards.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Asserts a failed run kept diagnostics within the default 5 MB budget whose diagnosis contains `needle`, that
+/// the JUnit links them and the HTML report shows the diagnosis, and that no secret reached any report file.
+pub fn assert_diagnosis(r: &RunResult, needle: &str) -> Result<(), Failed> {
+    let (link, bytes, diagnosis) = r
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Diagnostics {
+                link,
+                bytes,
+                diagnosis,
+                ..
+            } => Some((link.clone(), *bytes, diagnosis.clone())),
+            _ => None,
+        })
+        .ok_or("the failed run collected no diagnostics")?;
+    match &diagnosis {
+        Some(d) if d.contains(needle) => {}
+        other => return Err(format!("diagnosis should contain {needle:?}, got {other:?}").into()),
+    }
+    let dir = report_dir().join(&link);
+    let on_disk: u64 = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    if on_disk != bytes || on_disk > meshconf::diagnose::DEFAULT_BUDGET {
+        return Err(format!(
+            "{} holds {on_disk} bytes; the record says {bytes}; budget 5 MB",
+            dir.display()
+        )
+        .into());
+    }
+    let junit = report_dir().join(format!("{}.junit.xml", r.name));
+    let xml = std::fs::read_to_string(&junit).map_err(|e| format!("{}: {e}", junit.display()))?;
+    if !xml.contains(&format!("diagnostics: {link}/")) {
+        return Err(format!("{} does not link {link}/ from the failing case", junit.display()).into());
+    }
+    let html_path = report_dir().join(format!("{}.html", r.name));
+    let html = std::fs::read_to_string(&html_path).map_err(|e| format!("{}: {e}", html_path.display()))?;
+    if !html.contains("id=\"diagnosis\"") || !html.contains(&needle.replace('&', "&amp;")) {
+        return Err(format!("{} does not show the diagnosis", html_path.display()).into());
+    }
+    assert_no_secrets_in_reports(r)
+}
+
+/// Asserts cleanup removed everything the run created (for the rehearsal: no process left, no port listening)
+/// and, on kind, that no packet left the machine (`egress-packets` is 0, measured).
+pub fn assert_clean(r: &RunResult) -> Result<(), Failed> {
+    let (complete, message, properties) = r
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::CleanupFinished {
+                complete,
+                message,
+                properties,
+            } => Some((*complete, message.clone(), properties.clone())),
+            _ => None,
+        })
+        .ok_or("no cleanup event")?;
+    if !complete {
+        return Err(format!("cleanup incomplete: {message}").into());
+    }
+    if provider()? == ProviderKind::Kind {
+        match properties.get("egress-packets").map(String::as_str) {
+            Some("0") => {}
+            other => return Err(format!("egress-packets must be 0, got {other:?}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// Asserts the happy path: status Passed and, from every source, both versions answered by the right cluster;
+/// no secret value the run created in its reports.
+pub fn assert_conformance(r: &RunResult, sources: &[&str]) -> Result<(), Failed> {
+    if r.status != ExitStatus::Passed {
+        return Err(format!("run ended {:?}:\n{}", r.status, r.failures()).into());
+    }
+    for s in sources {
+        let id = format!("check-traffic/from-{s}");
+        let (outcome, _) = r.outcome(&id).ok_or_else(|| format!("no result for {id}"))?;
+        if outcome != Outcome::Passed {
+            return Err(format!("{id}: {outcome:?}").into());
+        }
+        // The typed record of the check's last attempt: every version answered from the cluster that runs it.
+        let record = r
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::CheckFinished { id: i, record } if i.0 == id => Some(record),
+                _ => None,
+            })
+            .ok_or_else(|| format!("{id}: no check record"))?;
+        for key in ["v1@cluster1", "v2@cluster2"] {
+            if record.verdict.counts.get(key).copied().unwrap_or(0) == 0 {
+                return Err(format!("{id}: no answers for {key}; counts {:?}", record.verdict.counts).into());
+            }
+        }
+    }
+    if provider()? == ProviderKind::Kind {
+        // Every sidecar accepted every config istiod sent (the upstream Envoy lacks Istio's own filters).
+        let acks = r.events.iter().find_map(|e| match e {
+            Event::CleanupFinished { properties, .. } => properties.get("istiod-ack-errors").cloned(),
+            _ => None,
+        });
+        if acks.as_deref() != Some("0") {
+            return Err(format!("istiod logged rejected configs (ACK ERROR): {acks:?}").into());
+        }
+    }
+    assert_clean(r)?;
+    assert_no_secrets_in_reports(r)
+}
+
+/// Asserts a run failed with `status` and that step `id` failed with a message containing `needle`.
+pub fn assert_failed(r: &RunResult, status: ExitStatus, id: &str, needle: &str) -> Result<(), Failed> {
+    assert_clean(r)?;
+    if r.status != status {
+        return Err(format!("expected {status:?}, run ended {:?}:\n{}", r.status, r.failures()).into());
+    }
+    match r.outcome(id) {
+        Some((Outcome::Failed { message, .. }, _)) if message.contains(needle) => Ok(()),
+        other => Err(format!(
+            "step {id}: expected a failure containing {needle:?}, got {other:?}\nall failures:\n{}",
+            r.failures()
+        )
+        .into()),
+    }
+}
