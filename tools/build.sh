@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds pinned binaries from the Go module proxy into a cache outside the clone:
-#   ${MESHCONF_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf/tools}/<key>/bin
+#   <cache>/tools/<key>/bin   (<cache>: tools/lib/cache.sh; MESHCONF_TOOLS_CACHE still names the tools directory)
 #   build.sh [rehearsal]  etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, kwokctl,
 #                         istioctl, pilot-discovery, MetalLB controller (the kwok rehearsal)
 #   build.sh kind         those plus kind, crictl, kubelet, kubeadm, kube-proxy, the node's etcd and CoreDNS,
@@ -13,8 +13,12 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=lib/recipe.sh
+source "$here/lib/recipe.sh"
+# shellcheck source=lib/cache.sh
+source "$here/lib/cache.sh"
 
-cache_root=${MESHCONF_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf/tools}
+cache_root=$meshconf_tools_cache
 key=$(sha256sum <"$here/versions.env" | cut -c1-16)
 dest="$cache_root/$key"
 bin="$dest/bin"
@@ -178,11 +182,16 @@ if [[ ${#todo[@]} -eq 0 && -f "$bin/.complete-$profile" ]]; then
   exit 0
 fi
 command -v go >/dev/null || { echo "meshconf tools: 'go' not found on PATH; install Go >= 1.26" >&2; exit 2; }
+# Another job sharing this cache may be building the same key: wait for it, then build only what it left.
+lock_key "tools-$key" || exit 3
+todo=()
+for step in $steps; do built "$step" || todo+=("$step"); done
 mkdir -p "$bin" "$dest/src"
 [[ ${#todo[@]} -gt 0 ]] && rm -f "$bin/.complete-"*  # complete again only once each of its steps is
 for step in "${todo[@]}"; do
   log "building $step (go output: $dest/build-$step.log)"
-  if ! ( "build_$step" ) >"$dest/build-$step.log" 2>&1; then
+  start_recipe "build_$step" "$dest/build-$step.log"
+  if ! wait $!; then
     echo "meshconf tools: building $step failed; last lines of $dest/build-$step.log:" >&2
     tail -n 30 "$dest/build-$step.log" >&2
     exit 1

@@ -14,7 +14,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cache=${MESHCONF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf}
+# shellcheck source=lib/cache.sh
+source "$here/lib/cache.sh"
+cache=$meshconf_cache
 dir=${MESHCONF_ENGINE_DIR:-$cache/engine}
 sock="$dir/docker.sock"
 ours="unix://$sock"

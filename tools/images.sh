@@ -13,24 +13,33 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
-cache=${MESHCONF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf}
+# shellcheck source=lib/cache.sh
+source "$here/lib/cache.sh"
+cache=$meshconf_cache
 start=$(date +%s)
 log() { echo "meshconf images: [$(( $(date +%s) - start ))s] $*" >&2; }
 die() { log "$*"; exit 3; }
 
+# Every docker call has a deadline (a build, a save or a ctr import that hangs would hold make test forever):
+# DOCKER_TIMEOUT seconds each, default 900.
+docker() { timeout --kill-after=15 "${DOCKER_TIMEOUT:-900}" command docker "$@"; }
 docker info >/dev/null 2>&1 || die "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset}); run tools/engine.sh up"
 
 key=$( { cat "$here/versions.env" "$here/build.sh" "$here/rootfs.sh" "$here/images.sh" "$here/capwrap/main.go";
          find "$here/images" -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-16)
 out="$cache/images/$key"
 manifest="$out/images.json"
-if [[ -f "$manifest" ]] && jq -r '.images[].name, .node_image' "$manifest" 2>/dev/null \
-     | xargs -r docker image inspect >/dev/null 2>&1; then
+up_to_date() {
+  [[ -f "$manifest" ]] && jq -r '.images[].name, .node_image' "$manifest" 2>/dev/null \
+    | xargs -r timeout 120 docker image inspect >/dev/null 2>&1 || return 1
   echo "$manifest" >"$cache/images/current"
   log "up to date ($manifest)"
   echo "$manifest"
-  exit 0
-fi
+}
+up_to_date && exit 0
+# Another job sharing this cache may be building the same key: wait for it, then take what it built.
+lock_key "images-$key"
+up_to_date && exit 0
 command -v jq >/dev/null || die "jq is missing (apt-get install jq)"
 mkdir -p "$out"
 work="$out/work" && rm -rf "$work" && mkdir -p "$work"
@@ -183,7 +192,7 @@ fi
 # Keep the engine's disk bounded: node images of earlier inputs (about 1 GB each) and the staging image go. An image a
 # running cluster still uses is kept by Docker itself.
 docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^meshconf.local/kind-node(-stage)?:' | grep -v -- "-$key\$" \
-  | xargs -r docker image rm >/dev/null 2>&1 || true
+  | xargs -r timeout 300 docker image rm >/dev/null 2>&1 || true
 docker image rm "meshconf.local/kind-node-stage:$key" >/dev/null 2>&1 || true
 docker image prune -f >/dev/null 2>&1 || true
 

@@ -9,7 +9,9 @@
 # first part that failed (its name and log tail are printed).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cache=${MESHCONF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf}
+# shellcheck source=lib/cache.sh
+source "$here/lib/cache.sh"
+cache=$meshconf_cache
 profile=${1:-rehearsal}
 case "$profile" in rehearsal | kind) ;; *) echo "usage: $0 rehearsal|kind" >&2; exit 2 ;; esac
 logs="$cache/prepare" && mkdir -p "$logs"

@@ -6,7 +6,9 @@
 # under the cache (made once). `readers.sh --prepare` only sets them up.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cache=${MESHCONF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf}
+# shellcheck source=lib/cache.sh
+source "$here/lib/cache.sh"
+cache=$meshconf_cache
 key=$(sha256sum "$here/readers/requirements.txt" | cut -c1-12)
 venv="$cache/pyenv/readers-$key"
 if [[ ! -x "$venv/bin/python" ]]; then

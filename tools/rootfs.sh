@@ -5,7 +5,10 @@
 #   base: what binary-plus-userland images need (iptables for kube-proxy and Istio's init, curl for the client)
 #   node: kind's node userland: systemd, containerd, runc, CNI plugins, conntrack, iptables, ...
 set -euo pipefail
-cache=${MESHCONF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshconf}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib/cache.sh
+source "$here/lib/cache.sh"
+cache=$meshconf_cache
 suite=bookworm
 common="ca-certificates,iproute2,iptables,procps"
 case "${1:-}" in
@@ -17,6 +20,9 @@ mirror=${MESHCONF_DEBIAN_MIRROR:-$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/
 mirror=${mirror:-http://deb.debian.org/debian}
 key=$(printf '%s\n' "$1" "$suite" "$pkgs" "$mirror" | cat - "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
 dest="$cache/rootfs/$1-$key"
+if [[ -f "$dest.complete" ]]; then echo "$dest"; exit 0; fi
+# Another job sharing this cache may be building the same tree: wait for it, then take what it built.
+lock_key "rootfs-$1-$key"
 if [[ -f "$dest.complete" ]]; then echo "$dest"; exit 0; fi
 command -v debootstrap >/dev/null || {
   [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null || { echo "meshconf rootfs: debootstrap is missing (apt-get install debootstrap)" >&2; exit 3; }

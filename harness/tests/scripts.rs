@@ -1,0 +1,164 @@
+//! The project's shell scripts where their logic can go wrong silently: each test runs the real script file
+//! (sourced from `tools/`) under bash with a recipe or cache of its own in a temporary directory.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn tools() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools")
+}
+
+/// Runs `script` under `bash -c` with `tools/` as `$TOOLS`; returns (exit code, stdout, stderr).
+fn bash(script: &str) -> (i32, String, String) {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .env("TOOLS", tools())
+        .output()
+        .expect("bash runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_recipe_whose_build_fails_is_not_counted_as_built_even_if_its_last_command_succeeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = format!(
+        r#"set -euo pipefail
+source "$TOOLS/lib/recipe.sh"
+cd '{d}'
+build_broken() {{ false; echo built > out; }}   # a failed `go build` followed by a `cp` that succeeds
+start_recipe build_broken '{d}/log'
+if wait $!; then touch marker; echo counted-as-built; else echo failed-$?; fi"#,
+        d = dir.path().display()
+    );
+    let (code, out, err) = bash(&script);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "failed-1", "stderr: {err}");
+    assert!(!dir.path().join("marker").exists());
+    assert!(
+        !dir.path().join("out").exists(),
+        "the recipe went on past its failure"
+    );
+}
+
+#[test]
+fn build_sh_runs_every_recipe_through_start_recipe() {
+    let text = std::fs::read_to_string(tools().join("build.sh")).expect("build.sh");
+    assert!(text.contains("source \"$here/lib/recipe.sh\""));
+    assert!(text.contains("start_recipe \"build_$step\""));
+    assert!(
+        !text.contains("( \"build_$step\" )"),
+        "a recipe run as a condition ignores errexit"
+    );
+}
+
+/// What `tools/lib/cache.sh` computes for the given environment: (cache, tools cache).
+fn shell_cache(env: &[(&str, &str)]) -> (String, String) {
+    let mut cmd = Command::new("env");
+    cmd.arg("-i");
+    for (k, v) in env {
+        cmd.arg(format!("{k}={v}"));
+    }
+    let out = cmd
+        .args([
+            "bash",
+            "-c",
+            "source \"$0\"; echo \"$meshconf_cache\"; echo \"$meshconf_tools_cache\"",
+        ])
+        .arg(tools().join("lib/cache.sh"))
+        .output()
+        .expect("bash runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut l = text.lines();
+    (
+        l.next().unwrap_or_default().to_string(),
+        l.next().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn scripts_and_the_harness_agree_on_the_cache_root_in_every_case() {
+    let cases: &[&[(&str, &str)]] = &[
+        &[("HOME", "/h")],
+        &[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")],
+        &[("HOME", "/h"), ("XDG_CACHE_HOME", "/x"), ("MESHCONF_CACHE", "/m")],
+        // The old build.sh ignored MESHCONF_CACHE and built the tools under ~/.cache: one variable moves all.
+        &[("HOME", "/h"), ("MESHCONF_CACHE", "/m")],
+        &[
+            ("HOME", "/h"),
+            ("MESHCONF_CACHE", "/m"),
+            ("MESHCONF_TOOLS_CACHE", "/t"),
+        ],
+    ];
+    for env in cases {
+        let lookup = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| std::ffi::OsString::from(v))
+        };
+        let (cache, tools_dir) = shell_cache(env);
+        assert_eq!(
+            cache,
+            meshconf::tools::cache_dir_from(&lookup).display().to_string(),
+            "{env:?}"
+        );
+        assert_eq!(
+            tools_dir,
+            meshconf::tools::tools_cache_dir_from(&lookup)
+                .display()
+                .to_string(),
+            "{env:?}"
+        );
+    }
+    assert_eq!(
+        shell_cache(&[("HOME", "/h"), ("MESHCONF_CACHE", "/m")]).1,
+        "/m/tools"
+    );
+}
+
+#[test]
+fn every_script_takes_its_cache_root_from_the_one_library() {
+    for f in [
+        "build.sh",
+        "images.sh",
+        "rootfs.sh",
+        "engine.sh",
+        "readers.sh",
+        "prepare.sh",
+    ] {
+        let text = std::fs::read_to_string(tools().join(f)).expect("script");
+        assert!(
+            text.contains("source \"$here/lib/cache.sh\""),
+            "{f} does not source lib/cache.sh"
+        );
+        assert!(
+            !text.contains("XDG_CACHE_HOME:-"),
+            "{f} computes the cache root itself"
+        );
+    }
+}
+
+#[test]
+fn a_second_job_waits_for_the_key_the_first_one_is_building() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Job A holds the lock for 1.5 s and writes "a"; job B (started 0.3 s later) must wait, then write "b".
+    let script = format!(
+        r#"export MESHCONF_CACHE='{d}'
+job() {{ source "$TOOLS/lib/cache.sh"; lock_key k1; [ "$1" = a ] && sleep 1.5; echo "$1" >> '{d}/order'; }}
+( job a ) & sleep 0.3; ( job b ) 2>'{d}/b.err' & wait
+cat '{d}/order'; cat '{d}/b.err'"#,
+        d = dir.path().display()
+    );
+    let (code, out, err) = bash(&script);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..2], ["a", "b"], "{out}");
+    assert!(
+        out.contains("waiting up to 3600s for another job building k1"),
+        "{out}"
+    );
+}
