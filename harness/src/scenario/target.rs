@@ -1,6 +1,16 @@
 //! The in-mesh service a traffic check's URL names, parsed once for validation (what curl can reach by name),
 //! the verdict's stand-in and the diagnostics (the Envoy cluster a sidecar uses for it).
 
+/// Whether `s` is a DNS-1123 label: what Kubernetes names (clusters, namespaces, Services) and hosts are made of.
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 /// The in-mesh service a check's URL names (`http://helloworld.sample:5000/hello`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceTarget {
@@ -57,15 +67,7 @@ impl ServiceTarget {
             return Err("it names no host".into());
         }
         let labels: Vec<&str> = host.split('.').collect();
-        let name_label = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        };
-        if let Some(bad) = labels.iter().find(|l| !name_label(l)) {
+        if let Some(bad) = labels.iter().find(|l| !is_dns_label(l)) {
             return Err(format!(
                 "host '{host}': '{bad}' is not a DNS label (lowercase letters, digits and '-', 1 to 63 characters)"
             ));

@@ -8,6 +8,7 @@ use ipnet::Ipv4Net;
 use super::error::{ScenarioError, ScenarioErrors};
 use super::model::*;
 use super::raw::*;
+use super::target::is_dns_label;
 
 struct Ctx<'a> {
     path: &'a Path,
@@ -26,15 +27,6 @@ impl Ctx<'_> {
             hint.into(),
         ));
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 fn is_version(s: &str) -> bool {
