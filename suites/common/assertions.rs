@@ -99,9 +99,10 @@ pub fn assert_conformance(r: &RunResult, sources: &[&str]) -> Result<(), Failed>
                 _ => None,
             })
             .ok_or_else(|| format!("{id}: no check record"))?;
-        for key in ["v1@cluster1", "v2@cluster2"] {
-            if record.verdict.counts.get(key).copied().unwrap_or(0) == 0 {
-                return Err(format!("{id}: no answers for {key}; counts {:?}", record.verdict.counts).into());
+        for (version, cluster) in [("v1", "cluster1"), ("v2", "cluster2")] {
+            let at = meshconf::verify::At::new(version, Some(&meshconf::scenario::ClusterName::new(cluster)));
+            if record.verdict.counts.get(&at).copied().unwrap_or(0) == 0 {
+                return Err(format!("{id}: no answers for {at}; counts {:?}", record.verdict.counts).into());
             }
         }
     }

@@ -69,7 +69,7 @@ impl ConsoleReporter {
 
 /// `v1@cluster1 ×46, v2@cluster2 ×54; p=0.4237; answered by pod@cluster ×N, …` for a traffic check.
 fn traffic_detail(r: &CheckRecord) -> Option<String> {
-    let join = |m: &std::collections::BTreeMap<String, u64>| {
+    let join = |m: &std::collections::BTreeMap<crate::verify::At, u64>| {
         m.iter()
             .map(|(k, v)| format!("{k} ×{v}"))
             .collect::<Vec<_>>()
@@ -253,11 +253,18 @@ impl Reporter for ConsoleReporter {
 mod tests {
     use super::traffic_detail;
     use crate::scenario::ClusterName;
-    use crate::verify::{CheckRecord, Convergence, SourceVerdict};
+    use crate::verify::{At, CheckRecord, Convergence, SourceVerdict};
     use std::collections::BTreeMap;
 
     fn record(counts: &[(&str, u64)], instances: &[(&str, u64)]) -> CheckRecord {
-        let m = |v: &[(&str, u64)]| v.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        let m = |v: &[(&str, u64)]| {
+            v.iter()
+                .map(|(k, n)| {
+                    let (what, c) = k.split_once('@').expect("what@cluster");
+                    (At::new(what, Some(&ClusterName::new(c))), *n)
+                })
+                .collect()
+        };
         CheckRecord {
             verdict: SourceVerdict {
                 from: ClusterName::new("cluster1"),

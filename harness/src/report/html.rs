@@ -64,8 +64,11 @@ struct CheckData {
     requests: Option<u64>,
     p_value: Option<String>,
     convergence_seconds: Option<String>,
-    /// `version@cluster` → answers.
+    /// `version@cluster` → answers (the chart's data).
     counts: BTreeMap<String, u64>,
+    /// (version, cluster, answers), typed (the matrix).
+    #[serde(skip)]
+    cells: Vec<(String, String, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -202,7 +205,18 @@ pub fn render_html(events: &[(Duration, Event)]) -> String {
                             .convergence
                             .first_cross_cluster_seconds
                             .map(|s| format!("{s:.1}")),
-                        counts: r.verdict.counts.clone(),
+                        counts: r
+                            .verdict
+                            .counts
+                            .iter()
+                            .map(|(k, n)| (k.to_string(), *n))
+                            .collect(),
+                        cells: r
+                            .verdict
+                            .counts
+                            .iter()
+                            .map(|(k, n)| (k.what.clone(), k.cluster_name().to_string(), *n))
+                            .collect(),
                     });
                 }
             }
@@ -422,8 +436,8 @@ fn page(
 fn matrix(c: &CheckData) -> Markup {
     let mut versions: Vec<&str> = Vec::new();
     let mut clusters: Vec<&str> = Vec::new();
-    for k in c.counts.keys() {
-        let (v, cl) = k.split_once('@').unwrap_or((k.as_str(), "?"));
+    for (v, cl, _) in &c.cells {
+        let (v, cl) = (v.as_str(), cl.as_str());
         if !versions.contains(&v) {
             versions.push(v);
         }
@@ -438,7 +452,7 @@ fn matrix(c: &CheckData) -> Markup {
                 tr {
                     th { (v) }
                     @for cl in &clusters {
-                        td { (c.counts.get(&format!("{v}@{cl}")).copied().unwrap_or(0)) }
+                        td { (c.cells.iter().find(|(cv, cc, _)| cv == v && cc == cl).map(|x| x.2).unwrap_or(0)) }
                     }
                 }
             }
@@ -499,7 +513,16 @@ mod tests {
                 verdict: crate::verify::SourceVerdict {
                     from: crate::scenario::ClusterName::new(from),
                     requests: 100,
-                    counts: counts.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+                    counts: counts
+                        .iter()
+                        .map(|(k, n)| {
+                            let (what, c) = k.split_once('@').expect("what@cluster");
+                            (
+                                crate::verify::At::new(what, Some(&crate::scenario::ClusterName::new(c))),
+                                *n,
+                            )
+                        })
+                        .collect(),
                     instances: BTreeMap::new(),
                     errors: BTreeMap::new(),
                     p_value: Some(p),

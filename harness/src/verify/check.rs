@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::parse::Answer;
-use super::verdict::{Attribution, SourceVerdict, judge};
+use super::verdict::{At, Attribution, SourceVerdict, judge};
 use crate::scenario::{AppVersion, ClusterName};
 
 /// A probe could not send or read (an API or exec failure): infrastructure, never the mesh's verdict.
@@ -75,13 +75,13 @@ pub async fn run_check(
 ) -> Result<CheckRecord, ProbeError> {
     let started = Instant::now();
     let deadline = started + spec.convergence_timeout;
-    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut seen: BTreeSet<At> = BTreeSet::new();
     let mut first_cross: Option<Instant> = None;
     let mut attempts = 0u32;
-    let wanted: Vec<String> = spec
+    let wanted: Vec<At> = spec
         .expect
         .iter()
-        .flat_map(|(v, cs)| cs.iter().map(move |c| format!("{v}@{c}")))
+        .flat_map(|(v, cs)| cs.iter().map(move |c| At::new(v.as_str(), Some(c))))
         .collect();
     let converged = loop {
         attempts += 1;
@@ -89,10 +89,7 @@ pub async fn run_check(
         for a in probe.batch(spec.batch).await? {
             if let Answer::Hello { version, instance } = &a {
                 let cluster = attr.get(instance);
-                seen.insert(format!(
-                    "{version}@{}",
-                    cluster.map(ClusterName::as_str).unwrap_or("?")
-                ));
+                seen.insert(At::new(version.clone(), cluster));
                 if first_cross.is_none() && cluster.is_some_and(|c| c != &spec.from) {
                     first_cross = Some(Instant::now());
                 }
@@ -115,7 +112,7 @@ pub async fn run_check(
         log(format!(
             "did not converge within {:?}: saw {}",
             spec.convergence_timeout,
-            seen.iter().cloned().collect::<Vec<_>>().join(", ")
+            seen.iter().map(At::to_string).collect::<Vec<_>>().join(", ")
         ));
     }
     let first_cross_cluster_seconds = match (first_cross, since) {

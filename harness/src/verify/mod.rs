@@ -9,4 +9,4 @@ mod verdict;
 pub use check::{CheckRecord, CheckSpec, Convergence, Probe, ProbeError, run_check};
 pub use parse::{Answer, parse_answers};
 pub use stats::{ALPHA, BETA, default_requests, uniform_p_value};
-pub use verdict::{Attribution, SourceVerdict, judge};
+pub use verdict::{At, Attribution, SourceVerdict, judge};

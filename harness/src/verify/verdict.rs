@@ -11,6 +11,43 @@ use crate::scenario::{AppVersion, ClusterName};
 /// Which cluster each HelloWorld pod runs in, read from every cluster's API (pod name → cluster).
 pub type Attribution = BTreeMap<String, ClusterName>;
 
+/// What answered (a version, or a pod) and the cluster whose API lists the pod; `None` when no API knows it.
+/// Shown and serialized as `v1@cluster1` (`v1@?`): the JSON record's map keys.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct At {
+    /// The version (in `counts`) or the pod (in `instances`).
+    pub what: String,
+    /// The cluster that runs it.
+    pub cluster: Option<ClusterName>,
+}
+
+impl At {
+    /// `what` answered from `cluster`.
+    pub fn new(what: impl Into<String>, cluster: Option<&ClusterName>) -> Self {
+        Self {
+            what: what.into(),
+            cluster: cluster.cloned(),
+        }
+    }
+
+    /// The cluster's name, `?` when unknown.
+    pub fn cluster_name(&self) -> &str {
+        self.cluster.as_ref().map(ClusterName::as_str).unwrap_or("?")
+    }
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.what, self.cluster_name())
+    }
+}
+
+impl Serialize for At {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// The outcome for one source cluster.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SourceVerdict {
@@ -18,10 +55,10 @@ pub struct SourceVerdict {
     pub from: ClusterName,
     /// Requests sent.
     pub requests: u32,
-    /// Answers per `(version, cluster that served it)`; cluster `?` when no API knows the pod.
-    pub counts: BTreeMap<String, u64>,
-    /// Answers per `pod@cluster` that served them: the attribution, pod by pod.
-    pub instances: BTreeMap<String, u64>,
+    /// Answers per version and the cluster that served it.
+    pub counts: BTreeMap<At, u64>,
+    /// Answers per pod and its cluster: the attribution, pod by pod.
+    pub instances: BTreeMap<At, u64>,
     /// Non-HelloWorld answers (errors), with how often each occurred.
     pub errors: BTreeMap<String, u64>,
     /// p-value of the even-split test over expected versions.
@@ -47,21 +84,19 @@ pub fn judge(
     attribution: &Attribution,
     requests: u32,
 ) -> SourceVerdict {
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut counts: BTreeMap<At, u64> = BTreeMap::new();
     let mut per_version: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut problems = Vec::new();
-    let mut instances: BTreeMap<String, u64> = BTreeMap::new();
+    let mut instances: BTreeMap<At, u64> = BTreeMap::new();
     let mut misplaced: BTreeMap<String, u64> = BTreeMap::new();
     for a in answers {
         match a {
             Answer::Hello { version, instance } => {
-                let cluster = attribution
-                    .get(instance)
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "?".into());
-                *counts.entry(format!("{version}@{cluster}")).or_default() += 1;
-                *instances.entry(format!("{instance}@{cluster}")).or_default() += 1;
+                let owner = attribution.get(instance);
+                let cluster = owner.map(ClusterName::as_str).unwrap_or("?");
+                *counts.entry(At::new(version.clone(), owner)).or_default() += 1;
+                *instances.entry(At::new(instance.clone(), owner)).or_default() += 1;
                 *per_version.entry(version.clone()).or_default() += 1;
                 match expect.get(&AppVersion::new(version.clone())) {
                     Some(want) if want.iter().any(|w| w.as_str() == cluster) => {}
@@ -98,13 +133,18 @@ pub fn judge(
     if (answers.len() as u64) < u64::from(requests) {
         problems.push(format!("only {} answers to {requests} requests", answers.len()));
     }
-    let endpoints: Vec<String> = expect
+    let endpoints: Vec<At> = expect
         .iter()
-        .flat_map(|(v, cs)| cs.iter().map(move |c| format!("{v}@{c}")))
+        .flat_map(|(v, cs)| cs.iter().map(move |c| At::new(v.as_str(), Some(c))))
         .collect();
     for (version, clusters) in expect {
         for cluster in clusters {
-            if counts.get(&format!("{version}@{cluster}")).copied().unwrap_or(0) == 0 {
+            if counts
+                .get(&At::new(version.as_str(), Some(cluster)))
+                .copied()
+                .unwrap_or(0)
+                == 0
+            {
                 problems.push(format!(
                     "{version} (in {cluster}) never answered {from}'s curl in {requests} requests; saw {}",
                     summary()
@@ -134,7 +174,7 @@ pub fn judge(
     {
         problems.push(format!(
             "answers are not evenly split across {} (chi-square p = {p:.2e} < {ALPHA:e}): {}",
-            endpoints.join("/"),
+            endpoints.iter().map(At::to_string).collect::<Vec<_>>().join("/"),
             summary()
         ));
     }
@@ -191,7 +231,7 @@ mod tests {
             .collect();
         let v = judge(&ClusterName::new("cluster1"), &answers, &e, &a, 100);
         assert!(v.passed(), "{:?}", v.problems);
-        assert_eq!(v.counts["v1@cluster1"], 50);
+        assert_eq!(v.counts[&At::new("v1", Some(&ClusterName::new("cluster1")))], 50);
         assert!(v.p_value.expect("p") > 0.9);
     }
 
@@ -284,7 +324,7 @@ mod tests {
             .collect();
         let v = judge(&ClusterName::new("cluster1"), &answers, &expect, &attr, 90);
         assert!(v.passed(), "{:?}", v.problems);
-        assert_eq!(v.counts["v2@cluster3"], 30);
+        assert_eq!(v.counts[&At::new("v2", Some(&ClusterName::new("cluster3")))], 30);
         let silent: Vec<_> = (0..90)
             .map(|i| {
                 if i % 2 == 0 {
