@@ -20,9 +20,9 @@ start=$(date +%s)
 log() { echo "meshconf images: [$(( $(date +%s) - start ))s] $*" >&2; }
 die() { log "$*"; exit 3; }
 
-# Every docker call has a deadline (a build, a save or a ctr import that hangs would hold make test forever):
-# DOCKER_TIMEOUT seconds each, default 900.
-docker() { timeout --kill-after=15 "${DOCKER_TIMEOUT:-900}" command docker "$@"; }
+# Every docker call has a deadline (DOCKER_TIMEOUT, default 900 s).
+# shellcheck source=lib/docker.sh
+source "$here/lib/docker.sh" || exit 3
 docker info >/dev/null 2>&1 || die "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset}); run tools/engine.sh up"
 
 key=$( { cat "$here/versions.env" "$here/build.sh" "$here/rootfs.sh" "$here/images.sh" "$here/capwrap/main.go";

@@ -162,3 +162,35 @@ cat '{d}/order'; cat '{d}/b.err'"#,
         "{out}"
     );
 }
+
+#[test]
+fn every_docker_call_of_the_image_factory_reaches_the_cli_under_a_deadline() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A docker CLI that records its arguments; `sleep` stands for a call that hangs.
+    let fake = dir.path().join("docker");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}/calls'\n[ \"$1\" = sleep ] && exec sleep 30\nexit 0\n",
+            dir.path().display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let script = format!(
+        r#"export PATH='{d}':"$PATH"
+source "$TOOLS/lib/docker.sh"
+docker info --format x && echo info-ok
+start=$(date +%s); DOCKER_TIMEOUT=1 docker sleep; echo "hang-rc=$? after $(( $(date +%s) - start ))s""#,
+        d = dir.path().display()
+    );
+    let (code, out, err) = bash(&script);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("info-ok"), "{out}{err}");
+    assert!(out.contains("hang-rc=124"), "the hanging call was not cut at its deadline: {out}");
+    let calls = std::fs::read_to_string(dir.path().join("calls")).expect("the CLI was called");
+    assert!(calls.starts_with("info --format x"), "{calls}");
+    let images = std::fs::read_to_string(tools().join("images.sh")).expect("images.sh");
+    assert!(images.contains("source \"$here/lib/docker.sh\""));
+}
