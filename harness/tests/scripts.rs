@@ -188,7 +188,10 @@ start=$(date +%s); DOCKER_TIMEOUT=1 docker sleep; echo "hang-rc=$? after $(( $(d
     let (code, out, err) = bash(&script);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("info-ok"), "{out}{err}");
-    assert!(out.contains("hang-rc=124"), "the hanging call was not cut at its deadline: {out}");
+    assert!(
+        out.contains("hang-rc=124"),
+        "the hanging call was not cut at its deadline: {out}"
+    );
     let calls = std::fs::read_to_string(dir.path().join("calls")).expect("the CLI was called");
     assert!(calls.starts_with("info --format x"), "{calls}");
     let images = std::fs::read_to_string(tools().join("images.sh")).expect("images.sh");
