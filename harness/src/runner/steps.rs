@@ -20,7 +20,7 @@ use crate::verify::{self, Answer};
 /// Requests per exec: one curl invocation fetches this many URLs, saving exec round-trips.
 pub const BATCH: u32 = 10;
 
-type Props = BTreeMap<String, String>;
+use super::exec::Props;
 
 fn write_private(path: &Path, body: &str) -> Result<(), StepError> {
     use std::os::unix::fs::PermissionsExt;
