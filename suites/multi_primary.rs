@@ -181,10 +181,17 @@ fn main() -> std::process::ExitCode {
             },
         ),
     ];
-    let kwok_only = vec![Trial::test(
-        "multi_primary::existing_provider_deletes_only_what_it_created",
-        common::existing_provider_leaves_what_it_did_not_create,
-    )];
+    let kwok_only = vec![
+        Trial::test(
+            "multi_primary::existing_provider_deletes_only_what_it_created",
+            common::existing_provider_leaves_what_it_did_not_create,
+        ),
+        // Provider-agnostic (the session's signal handling); on the rehearsal it costs one short run.
+        Trial::test(
+            "suite::sigint_stops_the_suite_after_the_trial_in_flight",
+            common::sigint_stops_the_suite_after_the_trial_in_flight,
+        ),
+    ];
     let kind_only = vec![Trial::test(
         "engine::a_users_own_docker_is_used_as_is",
         common::users_engine_is_used_as_is,

@@ -36,6 +36,10 @@ pub fn root() -> PathBuf {
 /// Where the suites write reports: `reports/<provider>/`, so the rehearsal's and kind's reports of one
 /// `make test` sit side by side.
 pub fn report_dir() -> PathBuf {
+    // A suite run by another trial (the interrupt trial) writes elsewhere, so it replaces no report of this run.
+    if let Some(d) = std::env::var_os("MESHCONF_SUITE_REPORTS").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
     let p = provider().map(|p| p.as_str()).unwrap_or("unknown");
     root().join("reports").join(p)
 }

@@ -1,4 +1,5 @@
-//! Trials that need a setup of their own: a user's own Docker engine, and clusters the run did not create.
+//! Trials that need a setup of their own: a user's own Docker engine, clusters the run did not create, and this
+//! suite itself run as a user would, interrupted.
 
 #[allow(unused_imports)]
 use super::*;
@@ -149,4 +150,113 @@ pub fn existing_provider_leaves_what_it_did_not_create() -> Result<(), Failed> {
         })
     })
     .map_err(Failed::from)
+}
+
+/// Issue: Ctrl-C did not stop a suite; each signal ended only the trial in flight and the next one started. Runs
+/// this suite binary as a child (two trials selected), sends it SIGINT once its first run has created its
+/// clusters, and requires exit 130 after that run cleaned up, with the second trial never started.
+pub fn sigint_stops_the_suite_after_the_trial_in_flight() -> Result<(), Failed> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let reports = std::env::temp_dir().join(format!("meshconf-sigint-{}", std::process::id()));
+    // `multi_primary::` selects the conformance trial and the fault trials after it, not this one.
+    let mut child = Command::new(&exe)
+        .args(["multi_primary::", "--test-threads", "1"])
+        .env("MESHCONF_SUITE_REPORTS", &reports)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
+    let (tx, rx) = mpsc::channel::<String>();
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    drop(tx);
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    let wait_for = |seen: &mut Vec<String>, needle: &str, deadline: Duration| -> bool {
+        while started.elapsed() < deadline {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(l) => {
+                    let hit = l.contains(needle);
+                    seen.push(l);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        false
+    };
+    let result = (|| -> Result<(), Failed> {
+        if !wait_for(&mut seen, "PASS  create-clusters", Duration::from_secs(300)) {
+            return Err(format!("the child run never created its clusters:\n{}", seen.join("\n")).into());
+        }
+        // The child is this test's own process (spawned above): signalling it is safe.
+        let sent = Command::new("timeout")
+            .args(["5s", "kill", "-INT", &child.id().to_string()])
+            .status()
+            .map_err(|e| format!("kill: {e}"))?;
+        if !sent.success() {
+            return Err("could not send SIGINT to the child suite".into());
+        }
+        // Read the rest of its output: it ends when the child exits (or at the deadline).
+        while started.elapsed() < Duration::from_secs(420) {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(l) => seen.push(l),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        Ok(())
+    })();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if started.elapsed() < Duration::from_secs(480) => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            _ => {
+                let _ = child.kill();
+                break child.wait().ok();
+            }
+        }
+    };
+    let _ = std::fs::remove_dir_all(&reports);
+    result?;
+    let text = seen.join("\n");
+    if status.and_then(|s| s.code()) != Some(session::INTERRUPTED_EXIT) {
+        return Err(format!("the suite ended {status:?}, not with exit 130:\n{text}").into());
+    }
+    if !text.contains("cleanup complete") || !text.contains("stopping the suite") {
+        return Err(
+            format!("the interrupted trial did not clean up before the suite stopped:\n{text}").into(),
+        );
+    }
+    if text.contains("test multi_primary::fails_without_remote_secret_into_cluster1") {
+        return Err(format!("a second trial started after the interrupt:\n{text}").into());
+    }
+    Ok(())
 }
