@@ -160,117 +160,73 @@ pub enum Event {
 }
 
 impl Event {
-    /// The event with secrets redacted from every free-text field (messages, commands, output tails, findings,
-    /// property values). The bus applies it before any reporter sees an event: the boundary where reports are
-    /// written, whatever a step, a tool or a diagnostic rule put in its text.
-    pub fn redacted(self) -> Event {
+    /// Redacts secrets from every free-text field (messages, commands, output tails, findings, property values,
+    /// a check's problems and error texts). The bus applies it before any reporter sees an event: the boundary
+    /// where reports are written, whatever a step, a tool or a diagnostic rule put in its text.
+    pub fn redact(&mut self) {
         use crate::tools::redact as r;
-        let map = |m: BTreeMap<String, String>| m.into_iter().map(|(k, v)| (k, r(&v))).collect();
-        let all = |v: Vec<String>| v.iter().map(|s| r(s)).collect();
-        let map_keys = |m: BTreeMap<String, u64>| m.into_iter().map(|(k, v)| (r(&k), v)).collect();
+        fn text(s: &mut String) {
+            *s = r(s);
+        }
+        fn texts(v: &mut [String]) {
+            v.iter_mut().for_each(text);
+        }
+        fn values(m: &mut BTreeMap<String, String>) {
+            m.values_mut().for_each(text);
+        }
         match self {
             Event::RunStarted {
-                scenario,
-                guide,
-                source,
-                provider,
-                dataplane,
-                variant,
-                real,
-                computed,
-                notes,
-                properties,
-                steps,
-            } => Event::RunStarted {
-                scenario,
-                guide,
-                source,
-                provider,
-                dataplane,
-                variant,
-                real,
-                computed,
-                notes: all(notes),
-                properties: map(properties),
-                steps,
-            },
-            Event::StepLog { id, message } => Event::StepLog {
-                id,
-                message: r(&message),
-            },
+                notes, properties, ..
+            } => {
+                texts(notes);
+                values(properties);
+            }
+            Event::StepLog { message, .. } => text(message),
+            Event::CheckFinished { record, .. } => {
+                texts(&mut record.verdict.problems);
+                let errors = std::mem::take(&mut record.verdict.errors);
+                record.verdict.errors = errors.into_iter().map(|(k, n)| (r(&k), n)).collect();
+            }
             Event::StepFinished {
-                id,
-                title,
-                class,
                 outcome,
-                duration,
                 attempts,
                 properties,
-            } => Event::StepFinished {
-                id,
-                title,
-                class,
-                outcome: match outcome {
+                ..
+            } => {
+                match outcome {
                     Outcome::Failed {
-                        kind,
                         message,
                         command,
                         output_tail,
-                    } => Outcome::Failed {
-                        kind,
-                        message: r(&message),
-                        command: command.as_deref().map(r),
-                        output_tail: output_tail.as_deref().map(r),
-                    },
-                    Outcome::Skipped { reason } => Outcome::Skipped { reason: r(&reason) },
-                    Outcome::Passed => Outcome::Passed,
-                },
-                duration,
-                attempts: attempts
-                    .into_iter()
-                    .map(|a| Attempt {
-                        message: r(&a.message),
-                        duration: a.duration,
-                    })
-                    .collect(),
-                properties: map(properties),
-            },
+                        ..
+                    } => {
+                        text(message);
+                        command.iter_mut().for_each(text);
+                        output_tail.iter_mut().for_each(text);
+                    }
+                    Outcome::Skipped { reason } => text(reason),
+                    Outcome::Passed => {}
+                }
+                attempts.iter_mut().for_each(|a| text(&mut a.message));
+                values(properties);
+            }
             Event::Diagnostics {
-                steps,
-                path,
-                link,
-                files,
-                bytes,
-                budget,
                 diagnosis,
                 findings,
                 unavailable,
-            } => Event::Diagnostics {
-                steps,
-                path,
-                link,
-                files,
-                bytes,
-                budget,
-                diagnosis: diagnosis.as_deref().map(r),
-                findings: all(findings),
-                unavailable: all(unavailable),
-            },
-            Event::CleanupFinished {
-                complete,
-                message,
-                properties,
-            } => Event::CleanupFinished {
-                complete,
-                message: r(&message),
-                properties: map(properties),
-            },
-            Event::CheckFinished { id, mut record } => {
-                record.verdict.problems = all(record.verdict.problems);
-                record.verdict.errors = map_keys(record.verdict.errors);
-                Event::CheckFinished { id, record }
+                ..
+            } => {
+                diagnosis.iter_mut().for_each(text);
+                texts(findings);
+                texts(unavailable);
             }
-            e @ (Event::StepStarted { .. } | Event::RunFinished { .. }) => e,
+            Event::CleanupFinished {
+                message, properties, ..
+            } => {
+                text(message);
+                values(properties);
+            }
+            Event::StepStarted { .. } | Event::RunFinished { .. } => {}
         }
     }
 }

@@ -70,9 +70,9 @@ impl EventBus {
         }
     }
 
-    /// Delivers an event to every reporter, secrets redacted first ([`Event::redacted`]).
-    pub fn emit(&self, event: Event) {
-        let event = event.redacted();
+    /// Delivers an event to every reporter, secrets redacted first ([`Event::redact`]).
+    pub fn emit(&self, mut event: Event) {
+        event.redact();
         tracing::debug!(?event, "event");
         if let Ok(mut rs) = self.inner.lock() {
             for r in rs.iter_mut() {
@@ -149,9 +149,29 @@ mod tests {
             }],
             properties: Default::default(),
         });
+        bus.emit(Event::CheckFinished {
+            id: StepId("check-traffic/from-cluster1".into()),
+            record: crate::verify::CheckRecord {
+                verdict: crate::verify::SourceVerdict {
+                    from: crate::scenario::ClusterName::new("cluster1"),
+                    requests: 2,
+                    counts: Default::default(),
+                    instances: Default::default(),
+                    errors: [("curl exit 7: Bearer sekrit-value".to_string(), 2)].into(),
+                    p_value: None,
+                    problems: vec!["2 requests failed: token: sekrit-value".into()],
+                },
+                convergence: crate::verify::Convergence {
+                    converged: false,
+                    attempts: 1,
+                    seconds: 0.1,
+                    first_cross_cluster_seconds: None,
+                },
+            },
+        });
         let events = seen.lock().expect("events");
         let text = format!("{events:?}");
-        assert_eq!(events.len(), 2);
+        assert_eq!(events.len(), 3);
         assert!(!text.contains("sekrit-value"), "{text}");
         assert!(text.contains("<redacted>"), "{text}");
     }
