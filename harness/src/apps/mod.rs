@@ -156,27 +156,6 @@ mod tests {
     use super::*;
     use crate::mesh::IstioVersion;
 
-    #[test]
-    fn targets_parse_like_curl() {
-        let t = ServiceTarget::parse("helloworld.sample:5000/hello").expect("t");
-        assert_eq!(
-            (t.service.as_str(), t.namespace.as_str(), t.port),
-            ("helloworld", "sample", 5000)
-        );
-        let t = ServiceTarget::parse("http://web.ns/").expect("t");
-        assert_eq!(t.port, 80);
-        assert!(ServiceTarget::parse("h:notaport/").is_none());
-    }
-
-    #[test]
-    fn envoy_cluster_from_the_guide_url() {
-        let t = ServiceTarget::parse("http://helloworld.sample:5000/hello").expect("t");
-        assert_eq!(
-            t.envoy_cluster(),
-            "outbound|5000||helloworld.sample.svc.cluster.local"
-        );
-    }
-
     fn docs(s: &str) -> Vec<serde_json::Value> {
         serde_saphyr::from_multiple(s).expect("yaml")
     }
