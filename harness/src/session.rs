@@ -11,7 +11,9 @@ use crate::plan::ProviderKind;
 use crate::provider::{
     ClusterProvider, ExistingProvider, KindOptions, KindProvider, KwokOptions, KwokProvider, ToolsBin,
 };
-use crate::report::{ConsoleReporter, EventBus, HtmlReporter, JsonReporter, JunitReporter, Reporter};
+use crate::report::{
+    ConsoleReporter, EventBus, HtmlReporter, JsonReporter, JunitReporter, Reporter, TranscriptReporter,
+};
 use crate::runner::{RunOptions, Runner};
 use crate::scenario::{ClusterName, Scenario};
 
@@ -176,6 +178,9 @@ pub async fn run_with(
     )));
     reporters.push(Box::new(HtmlReporter::new(
         cfg.report_dir.join(format!("{}.html", cfg.report_name)),
+    )));
+    reporters.push(Box::new(TranscriptReporter::new(
+        cfg.report_dir.join(format!("{}.sh", cfg.report_name)),
     )));
     reporters.extend(extra);
     let mut opts = cfg.run.clone();

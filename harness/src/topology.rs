@@ -193,6 +193,14 @@ pub fn needs_load_balancers(s: &Scenario) -> bool {
         .any(|st| matches!(st, crate::scenario::Step::EastwestGateway { .. }))
 }
 
+/// MetalLB's `IPAddressPool` `pool` with `range` and the `L2Advertisement` `l2` announcing it, as one manifest:
+/// what the plan shows and what the provider applies.
+pub fn metallb_pool_yaml(pool: &str, l2: &str, range: &str) -> String {
+    format!(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {pool}\n  namespace: metallb-system\nspec:\n  addresses: [\"{range}\"]\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: {l2}\n  namespace: metallb-system\nspec:\n  ipAddressPools: [{pool}]\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

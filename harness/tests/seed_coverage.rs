@@ -83,6 +83,25 @@ fn rename_for(variant: &Variant, line: &str) -> String {
     l
 }
 
+/// The guide's inline pod lookup `"$(kubectl get pod --context="${CTX_X}" … -o jsonpath=…)"` is, in the plan, a
+/// placeholder `"${CLIENT_POD_X}"` bound by `export CLIENT_POD_X=$(…the same lookup…)` one line earlier (so the
+/// transcript shows the pod it used). Returns the line with the placeholder and the export it needs.
+fn with_placeholder(line: &str) -> (String, Option<String>) {
+    let Some(start) = line.find("\"$(kubectl get pod ") else {
+        return (line.to_string(), None);
+    };
+    let Some(len) = line[start..].find(")\"") else {
+        return (line.to_string(), None);
+    };
+    let lookup = &line[start + 3..start + len];
+    let Some(cluster) = lookup.split("${CTX_").nth(1).and_then(|r| r.split('}').next()) else {
+        return (line.to_string(), None);
+    };
+    let name = format!("CLIENT_POD_{cluster}");
+    let replaced = format!("{}\"${{{name}}}\"{}", &line[..start], &line[start + len + 2..]);
+    (replaced, Some(format!("export {name}=$({lookup})")))
+}
+
 fn covered(plan: &str, seed: &[String]) -> bool {
     plan.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
@@ -124,8 +143,10 @@ fn check(guide: &str, version: IstioVersion) -> Vec<String> {
     for e in guides().remove(guide).expect("guide in fixture") {
         match e {
             Entry::Cmd { cmd } => {
-                let seed = drop_noop_flags(tokens(&rename_for(&variant, &cmd)));
-                if !covered(&plan, &seed) {
+                let (line, export) = with_placeholder(&rename_for(&variant, &cmd));
+                let seed = drop_noop_flags(tokens(&line));
+                let bound = export.is_none_or(|e| covered(&plan, &tokens(&e)));
+                if !covered(&plan, &seed) || !bound {
                     missing.push(cmd);
                 }
             }

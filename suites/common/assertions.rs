@@ -83,6 +83,7 @@ pub fn assert_conformance(r: &RunResult, sources: &[&str]) -> Result<(), Failed>
     if r.status != ExitStatus::Passed {
         return Err(format!("run ended {:?}:\n{}", r.status, r.failures()).into());
     }
+    assert_transcript_is_the_plan(r)?;
     for s in sources {
         let id = format!("check-traffic/from-{s}");
         let (outcome, _) = r.outcome(&id).ok_or_else(|| format!("no result for {id}"))?;
@@ -134,4 +135,22 @@ pub fn assert_failed(r: &RunResult, status: ExitStatus, id: &str, needle: &str) 
         )
         .into()),
     }
+}
+
+/// The run's `<name>.sh` holds exactly the commands of `meshconf plan` for the same settings, step by step, with
+/// the placeholders filled by the values the run bound.
+pub fn assert_transcript_is_the_plan(r: &RunResult) -> Result<(), Failed> {
+    let plan = r
+        .plan
+        .clone()
+        .map_err(|e| format!("no plan to compare the transcript with: {e}"))?;
+    let path = report_dir().join(format!("{}.sh", r.name));
+    let transcript = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    meshconf::plan::compare_transcript(&plan, &transcript).map_err(|e| {
+        format!(
+            "{} is not the plan with its placeholders filled:\n{e}",
+            path.display()
+        )
+        .into()
+    })
 }

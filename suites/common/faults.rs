@@ -100,20 +100,19 @@ async fn add_remote_secret(
         from_ctx,
         src_client,
     );
-    let source = provider
-        .remote_secret_source(&src)
-        .await
-        .map_err(|e| e.to_string())?;
+    // The in-mesh view the run's create step wrote (kind: the API server at the node address), else the run's.
+    let internal = src
+        .kubeconfig
+        .with_file_name(format!("kubeconfig-{from}-internal"));
+    let source_kc = if internal.is_file() {
+        internal
+    } else {
+        src.kubeconfig.clone()
+    };
     let istioctl = provider.istioctl().await.map_err(|e| e.to_string())?;
     let variant = meshconf::mesh::Variant::for_version(istioctl.version().await.map_err(|e| e.to_string())?);
     let out = istioctl
-        .create_remote_secret(
-            variant.remote_secret_words(),
-            &source.kubeconfig,
-            &source.context,
-            from,
-            &source.flags,
-        )
+        .create_remote_secret(variant.remote_secret_words(), &source_kc, &src.context, from, &[])
         .run()
         .await
         .map_err(|e| e.to_string())?;

@@ -117,6 +117,8 @@ pub struct RunResult {
     /// Secret values the run created, read from its clusters and run directory while they existed, as
     /// `(what, value)`: they must appear in no report file.
     pub secrets: Vec<(String, String)>,
+    /// `meshconf plan` for the same scenario and provider settings, rendered apart from the run (or why not).
+    pub plan: Result<String, String>,
 }
 
 impl RunResult {
@@ -289,6 +291,7 @@ pub fn run_with(
         let got = injected.lock().map(|g| g.clone()).unwrap_or(None);
         fault_verdict(f, got)?;
     }
+    let plan = rt.block_on(plan_apart(&cfg, scenario));
     let events = events.lock().map(|v| v.clone()).unwrap_or_default();
     let secrets = secrets.lock().map(|v| v.clone()).unwrap_or_default();
     Ok(RunResult {
@@ -296,5 +299,21 @@ pub fn run_with(
         events,
         name: name.to_string(),
         secrets,
+        plan,
     })
+}
+
+/// The plan as `meshconf plan` renders it for this configuration: a provider built afresh from the same
+/// settings, the istioctl it drives asked for its version, the run's deadlines.
+async fn plan_apart(cfg: &SessionConfig, scenario: &Scenario) -> Result<String, String> {
+    let provider = session::build_provider(cfg, scenario)?;
+    let istioctl = provider.istioctl().await.map_err(|e| e.to_string())?;
+    let version = istioctl.version().await.map_err(|e| e.to_string())?;
+    let deadlines = meshconf::plan::Deadlines {
+        load_balancer: cfg.run.lb_timeout,
+        ..meshconf::plan::Deadlines::default()
+    };
+    let variant = meshconf::mesh::Variant::for_version(version);
+    let plan = meshconf::plan::build_with(scenario, &variant, provider.profile(scenario), &deadlines);
+    Ok(meshconf::plan::render_shell(&plan))
 }

@@ -87,10 +87,26 @@ pub fn existing_provider_leaves_what_it_did_not_create() -> Result<(), Failed> {
             },
         );
         let result = async {
-            let clusters = host
-                .create(&s)
-                .await
-                .map_err(|e| format!("rehearsal clusters: {e}"))?;
+            // The rehearsal provider's own create actions, as a run performs them.
+            let profile = host.profile(&s);
+            let mut made = std::collections::BTreeMap::new();
+            let mut clusters = Vec::new();
+            for a in s
+                .clusters
+                .iter()
+                .flat_map(|c| profile.create.get(&c.name).into_iter().flatten())
+            {
+                if let meshconf::plan::Action::Provider(p) = a {
+                    let done = host
+                        .perform(p, &made)
+                        .await
+                        .map_err(|e| format!("rehearsal clusters: {e}"))?;
+                    if let Some(c) = done.created {
+                        made.insert(c.name.clone(), c.clone());
+                        clusters.push(c);
+                    }
+                }
+            }
             for c in &clusters {
                 let ns: Api<Namespace> = Api::all(c.client.clone());
                 let mut n = Namespace::default();
@@ -211,7 +227,7 @@ pub fn sigint_stops_the_suite_after_the_trial_in_flight() -> Result<(), Failed> 
         false
     };
     let result = (|| -> Result<(), Failed> {
-        if !wait_for(&mut seen, "PASS  create-clusters", Duration::from_secs(300)) {
+        if !wait_for(&mut seen, "PASS  create-cluster/", Duration::from_secs(300)) {
             return Err(format!("the child run never created its clusters:\n{}", seen.join("\n")).into());
         }
         // The child is this test's own process (spawned above): signalling it is safe.

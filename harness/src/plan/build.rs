@@ -1,19 +1,46 @@
-//! Scenario + variant + provider profile → plan. Pure: no I/O, so plans render without any cluster.
+//! Scenario + variant + provider profile → plan: every step as the typed actions the runner will execute. Pure:
+//! no I/O, so plans render without any cluster.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
+use super::action::*;
 use super::types::*;
-use crate::mesh::{self, DISCOVERY_ADDRESS_VAR, Variant};
-use crate::scenario::{ClusterName, Scenario, Step, Trust};
+use crate::mesh::{self, Variant};
+use crate::scenario::{ClusterName, Role, Scenario, Step, Trust};
 use crate::topology;
 use crate::verify;
 
-fn step(id: String, title: String, class: StepClass, action: Action) -> PlannedStep {
+/// Deadlines the plan writes into its waits (and shows).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// A LoadBalancer Service getting its address.
+    pub load_balancer: Duration,
+    /// Pods Running and Ready after `kubectl apply`.
+    pub pods: Duration,
+    /// istiod rolled out after `istioctl install`.
+    pub rollout: Duration,
+    /// A remote's injection webhooks patched by its primary's istiod.
+    pub injector: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            load_balancer: Duration::from_secs(180),
+            pods: Duration::from_secs(300),
+            rollout: Duration::from_secs(300),
+            injector: Duration::from_secs(180),
+        }
+    }
+}
+
+fn step(id: String, title: String, class: StepClass, actions: Vec<Action>) -> PlannedStep {
     PlannedStep {
         id: StepId(id),
         title,
         class,
-        action,
+        actions,
     }
 }
 
@@ -28,42 +55,79 @@ fn touched(s: &Step) -> Vec<&ClusterName> {
     }
 }
 
-/// Builds the plan for `scenario` as driven by `variant` on the provider described by `profile`.
+const EASTWEST: &str = "istio-eastwestgateway";
+const ISTIO_SYSTEM: &str = "istio-system";
+
+fn lb_capture(cluster: &ClusterName, into: Placeholder, d: &Deadlines) -> Action {
+    Action::Capture {
+        cluster: cluster.clone(),
+        reading: Reading::LbAddress {
+            namespace: ISTIO_SYSTEM.into(),
+            service: EASTWEST.into(),
+        },
+        into,
+        deadline_secs: d.load_balancer.as_secs(),
+    }
+}
+
+/// Builds the plan for `scenario` as driven by `variant` on the provider described by `profile`, with the
+/// default deadlines.
 pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -> Plan {
+    build_with(scenario, variant, profile, &Deadlines::default())
+}
+
+/// Builds the plan with the given deadlines.
+pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfile, d: &Deadlines) -> Plan {
     let mut stages: Vec<Stage> = Vec::new();
     let all: Vec<ClusterName> = scenario.clusters.iter().map(|c| c.name.clone()).collect();
 
-    stages.push(Stage {
-        steps: vec![step(
-            "create-clusters".into(),
-            format!("Create clusters ({})", profile.kind.as_str()),
-            StepClass::Infrastructure,
-            Action::CreateClusters {
-                clusters: all.clone(),
-            },
-        )],
-    });
+    if !profile.setup.is_empty() {
+        stages.push(Stage {
+            steps: vec![step(
+                "host-setup".into(),
+                "Prepare the host (the kind network and the egress counter)".into(),
+                StepClass::Infrastructure,
+                profile.setup.clone(),
+            )],
+        });
+    }
+    let creates: Vec<PlannedStep> = all
+        .iter()
+        .filter_map(|c| {
+            let actions = profile.create.get(c).filter(|a| !a.is_empty())?;
+            Some(step(
+                format!("create-cluster/{c}"),
+                format!("Create cluster {c} ({})", profile.kind.as_str()),
+                StepClass::Infrastructure,
+                actions.clone(),
+            ))
+        })
+        .collect();
+    if profile.parallel_create {
+        if !creates.is_empty() {
+            stages.push(Stage { steps: creates });
+        }
+    } else {
+        stages.extend(creates.into_iter().map(|s| Stage { steps: vec![s] }));
+    }
 
     let mut infra = Vec::new();
-    if !profile.network_commands.is_empty() {
-        let routes = topology::same_network_routes(&scenario.clusters);
-        if !routes.is_empty() {
-            infra.push(step(
-                "connect-networks".into(),
-                "Route pod and service CIDRs between nodes on the same network".into(),
-                StepClass::Infrastructure,
-                Action::ConnectNetworks { routes },
-            ));
-        }
+    if !profile.connect.is_empty() {
+        infra.push(step(
+            "connect-networks".into(),
+            "Route pod and service CIDRs between nodes on the same network".into(),
+            StepClass::Infrastructure,
+            profile.connect.clone(),
+        ));
     }
     if topology::needs_load_balancers(scenario) {
         for c in &all {
-            if profile.lb_commands.get(c).is_some_and(|v| !v.is_empty()) {
+            if let Some(actions) = profile.load_balancers.get(c).filter(|v| !v.is_empty()) {
                 infra.push(step(
                     format!("load-balancers/{c}"),
                     format!("LoadBalancer addresses for {c} (MetalLB)"),
                     StepClass::Infrastructure,
-                    Action::LoadBalancers { cluster: c.clone() },
+                    actions.clone(),
                 ));
             }
         }
@@ -81,7 +145,19 @@ pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -
                         format!("plug-cacerts/{c}"),
                         format!("Plug the shared-root CA into {c} (before you begin)"),
                         StepClass::Mesh,
-                        Action::PlugCaCerts { cluster: c.clone() },
+                        vec![
+                            Action::note(format!(
+                                "certs/{c}/*.pem are generated by meshconf (one root, an intermediate per cluster), \
+                                 in place of make -f tools/certs/Makefile.selfsigned.mk root-ca {c}-cacerts"
+                            )),
+                            Action::Namespace {
+                                cluster: c.clone(),
+                                name: ISTIO_SYSTEM.into(),
+                                labels: Vec::new(),
+                                annotations: Vec::new(),
+                            },
+                            Action::CaCerts { cluster: c.clone() },
+                        ],
                     )
                 })
                 .collect(),
@@ -89,6 +165,12 @@ pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -
     }
 
     let overlay = |c: &ClusterName| profile.overlays.get(c).cloned().unwrap_or_default();
+    let network = |c: &ClusterName| {
+        scenario
+            .cluster(c)
+            .map(|x| x.network.clone())
+            .unwrap_or_else(unreachable_net)
+    };
     let mut current: Vec<PlannedStep> = Vec::new();
     let mut current_kind: Option<&'static str> = None;
     let mut current_clusters: BTreeSet<ClusterName> = BTreeSet::new();
@@ -109,103 +191,194 @@ pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -
         match s {
             Step::InstallIstio(i) => {
                 let c = &i.cluster;
-                let network = scenario
-                    .cluster(c)
-                    .map(|x| x.network.clone())
-                    .unwrap_or_else(unreachable_net);
+                let file = format!("{c}.yaml");
+                let mut actions = vec![
+                    Action::WriteFile {
+                        file: file.clone(),
+                        body: mesh::primary_operator(
+                            &scenario.mesh_id,
+                            c,
+                            &network(c),
+                            i.external_istiod,
+                            variant,
+                        ),
+                    },
+                    Action::IstioctlInstall {
+                        cluster: c.clone(),
+                        file,
+                        source: OperatorSource::File,
+                        overlay: overlay(c),
+                    },
+                ];
+                actions.extend(profile.after_install.get(c).cloned().unwrap_or_default());
                 current.push(step(
                     format!("install-istio/{c}"),
                     format!("Configure {c} as a primary"),
                     StepClass::Mesh,
-                    Action::InstallIstio {
-                        cluster: c.clone(),
-                        file: format!("{c}.yaml"),
-                        operator: mesh::primary_operator(
-                            &scenario.mesh_id,
-                            c,
-                            &network,
-                            i.external_istiod,
-                            variant,
-                        ),
-                        overlay: overlay(c),
-                    },
+                    actions,
                 ));
             }
             Step::EastwestGateway { cluster } => {
-                let network = scenario
-                    .cluster(cluster)
-                    .map(|x| x.network.clone())
-                    .unwrap_or_else(unreachable_net);
+                let net = network(cluster);
                 current.push(step(
                     format!("eastwest-gateway/{cluster}"),
                     format!("Install the east-west gateway in {cluster}"),
                     StepClass::Mesh,
-                    Action::EastwestGateway {
-                        cluster: cluster.clone(),
-                        network: network.clone(),
-                        file: format!("eastwest-{cluster}.yaml"),
-                        operator: mesh::eastwest_operator(&network),
-                        overlay: overlay(cluster),
-                    },
+                    vec![
+                        Action::IstioctlInstall {
+                            cluster: cluster.clone(),
+                            file: format!("eastwest-{cluster}.yaml"),
+                            source: OperatorSource::Script {
+                                script: format!(
+                                    "samples/multicluster/gen-eastwest-gateway.sh --network {net}"
+                                ),
+                                operator: mesh::eastwest_operator(&net),
+                            },
+                            overlay: overlay(cluster),
+                        },
+                        lb_capture(cluster, Placeholder::eastwest_address(cluster), d),
+                    ],
                 ));
             }
             Step::ExposeIstiod { cluster } => current.push(step(
                 format!("expose-istiod/{cluster}"),
                 format!("Expose the control plane in {cluster}"),
                 StepClass::Mesh,
-                Action::ExposeIstiod {
+                vec![Action::Apply {
                     cluster: cluster.clone(),
-                    manifest: mesh::expose_istiod(variant.networking_api),
-                },
+                    namespace: Some(ISTIO_SYSTEM.into()),
+                    manifest: Manifest::ExposeIstiod,
+                    selector: None,
+                }],
             )),
             Step::RemoteSecret { from, into } => current.push(step(
                 format!("remote-secret/{from}-into-{into}"),
                 format!("Give {into} access to the API server of {from}"),
                 StepClass::Mesh,
-                Action::RemoteSecret {
+                vec![Action::RemoteSecret {
                     from: from.clone(),
                     into: into.clone(),
-                },
+                    kubeconfig: profile.in_mesh_kubeconfig.get(from).cloned(),
+                }],
             )),
             Step::InstallRemote { cluster, primary } => {
-                let network = scenario
-                    .cluster(cluster)
-                    .map(|x| x.network.clone())
-                    .unwrap_or_else(unreachable_net);
+                let file = format!("{cluster}.yaml");
+                let address = Placeholder::discovery_address();
                 current.push(step(
                     format!("install-remote/{cluster}"),
                     format!("Configure {cluster} as a remote of {primary}"),
                     StepClass::Mesh,
-                    Action::InstallRemote {
-                        cluster: cluster.clone(),
-                        primary: primary.clone(),
-                        file: format!("{cluster}.yaml"),
-                        operator_template: mesh::remote_operator(
-                            &scenario.mesh_id,
-                            cluster,
-                            &network,
-                            &format!("${{{DISCOVERY_ADDRESS_VAR}}}"),
-                            variant,
-                        ),
-                        overlay: overlay(cluster),
-                    },
+                    vec![
+                        Action::Namespace {
+                            cluster: cluster.clone(),
+                            name: ISTIO_SYSTEM.into(),
+                            labels: Vec::new(),
+                            annotations: vec![Label::new(
+                                "topology.istio.io/controlPlaneClusters",
+                                primary.as_str(),
+                            )],
+                        },
+                        lb_capture(primary, address.clone(), d),
+                        Action::WriteFile {
+                            file: file.clone(),
+                            body: mesh::remote_operator(
+                                &scenario.mesh_id,
+                                cluster,
+                                &network(cluster),
+                                &address.shell(),
+                                variant,
+                            ),
+                        },
+                        Action::IstioctlInstall {
+                            cluster: cluster.clone(),
+                            file,
+                            source: OperatorSource::File,
+                            overlay: overlay(cluster),
+                        },
+                        Action::Wait {
+                            cluster: cluster.clone(),
+                            until: Condition::InjectorPatched {
+                                primary: primary.clone(),
+                            },
+                            deadline_secs: d.injector.as_secs(),
+                        },
+                    ],
                 ));
             }
-            Step::DeployApps(d) => {
-                let mut clusters: BTreeSet<&ClusterName> = d.helloworld.keys().collect();
-                clusters.extend(d.client.iter());
+            Step::DeployApps(dep) => {
+                let mut clusters: BTreeSet<&ClusterName> = dep.helloworld.keys().collect();
+                clusters.extend(dep.client.iter());
+                // One file with every version the scenario deploys anywhere, as the guide's helloworld.yaml holds
+                // v1 and v2; each cluster applies the Service and its own versions by label.
+                let mut file_versions: BTreeSet<crate::scenario::AppVersion> = ["v1", "v2"]
+                    .into_iter()
+                    .map(crate::scenario::AppVersion::new)
+                    .collect();
+                file_versions.extend(dep.helloworld.values().cloned());
+                let hw = Manifest::Helloworld {
+                    versions: file_versions.into_iter().collect(),
+                };
+                let ns = dep.namespace.as_str().to_string();
                 for c in all.iter().filter(|c| clusters.contains(c)) {
+                    let versions: Vec<_> = dep.helloworld.get(c).cloned().into_iter().collect();
+                    let client = dep.client.contains(c);
+                    let mut actions = vec![Action::Namespace {
+                        cluster: c.clone(),
+                        name: ns.clone(),
+                        labels: if dep.injection {
+                            vec![Label::new("istio-injection", "enabled")]
+                        } else {
+                            Vec::new()
+                        },
+                        annotations: Vec::new(),
+                    }];
+                    if !dep.injection {
+                        actions.push(Action::note(
+                            "namespace left WITHOUT the istio-injection label (scenario: injection: false)",
+                        ));
+                    }
+                    let apply = |selector: Option<Label>, manifest: Manifest| Action::Apply {
+                        cluster: c.clone(),
+                        namespace: Some(ns.clone()),
+                        manifest,
+                        selector,
+                    };
+                    actions.push(apply(Some(Label::new("service", "helloworld")), hw.clone()));
+                    let mut selectors = Vec::new();
+                    for v in &versions {
+                        actions.push(apply(Some(Label::new("version", v.as_str())), hw.clone()));
+                        selectors.push(format!("app=helloworld,version={v}"));
+                    }
+                    if client {
+                        actions.push(apply(None, Manifest::Client));
+                        selectors.push(format!("app={}", variant.client.name()));
+                    }
+                    // Where sidecars are real, an istiod that stays down fails the wait with that cause.
+                    let control_plane = (profile.dataplane != DataPlane::Computed).then(|| {
+                        scenario
+                            .cluster(c)
+                            .and_then(|sc| sc.primary.clone())
+                            .unwrap_or_else(|| c.clone())
+                    });
+                    if !selectors.is_empty() {
+                        actions.push(Action::Wait {
+                            cluster: c.clone(),
+                            // The guide expects 2/2 (app + istio-proxy) whatever the namespace says: a pod
+                            // without its sidecar fails.
+                            until: Condition::PodsReady {
+                                namespace: ns.clone(),
+                                selectors,
+                                containers: 2,
+                                control_plane,
+                            },
+                            deadline_secs: d.pods.as_secs(),
+                        });
+                    }
                     current.push(step(
                         format!("deploy-apps/{c}"),
                         format!("Deploy HelloWorld and {} in {c}", variant.client.name()),
                         StepClass::Mesh,
-                        Action::DeployApps {
-                            cluster: c.clone(),
-                            namespace: d.namespace.clone(),
-                            injection: d.injection,
-                            versions: d.helloworld.get(c).cloned().into_iter().collect(),
-                            client: d.client.contains(c),
-                        },
+                        actions,
                     ));
                 }
             }
@@ -213,28 +386,30 @@ pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -
                 let requests = ct
                     .requests
                     .unwrap_or_else(|| verify::default_requests(ct.expect.values().map(BTreeSet::len).sum()));
-                let namespace = scenario
-                    .steps
-                    .iter()
-                    .find_map(|s| match s {
-                        Step::DeployApps(d) if d.client.iter().any(|c| ct.from.contains(c)) => {
-                            Some(d.namespace.clone())
-                        }
-                        _ => None,
-                    })
-                    .unwrap_or_else(|| crate::scenario::Namespace::new("sample"));
+                let namespace = client_namespace(scenario, &ct.from);
                 for from in &ct.from {
                     current.push(step(
                         format!("check-traffic/from-{from}"),
                         format!("Verify cross-cluster traffic from {from}"),
                         StepClass::Check,
-                        Action::CheckTraffic {
-                            from: from.clone(),
-                            namespace: namespace.clone(),
-                            url: ct.url.clone(),
-                            expect: ct.expect.clone(),
-                            requests,
-                        },
+                        vec![
+                            Action::Capture {
+                                cluster: from.clone(),
+                                reading: Reading::PodName {
+                                    namespace: namespace.clone(),
+                                    selector: format!("app={}", variant.client.name()),
+                                },
+                                into: Placeholder::client_pod(from),
+                                deadline_secs: 30,
+                            },
+                            Action::CheckTraffic(TrafficCheck {
+                                from: from.clone(),
+                                namespace: namespace.clone(),
+                                url: ct.url.clone(),
+                                expect: ct.expect.clone(),
+                                requests,
+                            }),
+                        ],
                     ));
                 }
             }
@@ -244,14 +419,45 @@ pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -
         stages.push(Stage { steps: current });
     }
 
+    let clusters = scenario
+        .clusters
+        .iter()
+        .map(|c| PlannedCluster {
+            name: c.name.clone(),
+            role: c.role,
+            primary: if c.role == Role::Remote {
+                c.primary.clone()
+            } else {
+                None
+            },
+            network: c.network.clone(),
+            needs_gateway: crate::diagnose::needs_gateway(scenario, &c.name),
+        })
+        .collect();
     Plan {
         scenario: scenario.name.clone(),
         guide: scenario.guide.clone(),
         source: scenario.source.display().to_string(),
         provider: profile,
         variant: variant.clone(),
+        clusters,
+        checked: crate::diagnose::checked_service(scenario),
         stages,
     }
+}
+
+/// The namespace of the client in the source clusters of a check (the apps' namespace).
+fn client_namespace(scenario: &Scenario, from: &[ClusterName]) -> String {
+    scenario
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::DeployApps(d) if d.client.iter().any(|c| from.contains(c)) => {
+                Some(d.namespace.as_str().to_string())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| "sample".to_string())
 }
 
 // Validation guarantees every referenced cluster exists; this keeps `build` total without panicking.

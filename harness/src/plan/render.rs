@@ -1,11 +1,14 @@
-//! Renders a plan as the shell commands a person following the guide would type: same contexts, files and flags.
+//! Renders typed actions as the shell commands a person following the guide would type: same contexts, files and
+//! flags. The one renderer: `meshconf plan` uses it with nothing bound, a run's transcript with the values bound.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
+use super::action::*;
 use super::types::*;
-use crate::apps::{self, HELLOWORLD_PATH};
-use crate::mesh::DISCOVERY_ADDRESS_VAR;
+use crate::mesh::Variant;
 use crate::scenario::ClusterName;
+use crate::tools::{Docker, Kind};
 
 /// The guide's context variable for a cluster: `cluster1` → `CTX_CLUSTER1`.
 pub fn ctx_var(c: &ClusterName) -> String {
@@ -32,13 +35,19 @@ pub fn curl_target(url: &str) -> &str {
     url.strip_prefix("http://").unwrap_or(url)
 }
 
-fn heredoc(out: &mut String, file: &str, body: &str) {
-    let _ = writeln!(out, "cat <<EOF > {file}");
-    out.push_str(body);
-    if !body.ends_with('\n') {
-        out.push('\n');
-    }
-    out.push_str("EOF\n");
+fn heredoc(o: &mut Vec<String>, head: &str, body: &str) {
+    o.push(format!("{head} <<EOF"));
+    o.extend(body.lines().map(str::to_string));
+    o.push("EOF".into());
+}
+
+/// The lines before the first step: the context variables the guide exports.
+pub fn preamble(plan: &Plan) -> Vec<String> {
+    plan.provider
+        .contexts
+        .iter()
+        .map(|(c, context)| format!("export {}={}", ctx_var(c), context))
+        .collect()
 }
 
 /// Renders the whole plan.
@@ -61,9 +70,10 @@ pub fn render_shell(plan: &Plan) -> String {
         let _ = writeln!(o, "# note: {n}");
     }
     o.push('\n');
-    for (c, context) in &p.contexts {
-        let _ = writeln!(o, "export {}={}", ctx_var(c), context);
+    for l in preamble(plan) {
+        let _ = writeln!(o, "{l}");
     }
+    let none = Bindings::new();
     for (i, stage) in plan.stages.iter().enumerate() {
         let parallel = if stage.steps.len() > 1 {
             " (steps run in parallel)"
@@ -72,8 +82,12 @@ pub fn render_shell(plan: &Plan) -> String {
         };
         let _ = writeln!(o, "\n# ── stage {}{parallel}", i + 1);
         for s in &stage.steps {
-            let _ = writeln!(o, "\n# [{}] {}", s.id, s.title);
-            render_step(&mut o, plan, s);
+            let _ = writeln!(o, "\n{}", step_header(s));
+            for a in &s.actions {
+                for l in action_lines(a, &plan.variant, &none) {
+                    let _ = writeln!(o, "{l}");
+                }
+            }
         }
     }
     if !p.delete_commands.is_empty() {
@@ -85,222 +99,388 @@ pub fn render_shell(plan: &Plan) -> String {
     o
 }
 
-fn render_step(o: &mut String, plan: &Plan, s: &PlannedStep) {
-    let p = &plan.provider;
-    let v = &plan.variant;
-    match &s.action {
-        Action::CreateClusters { clusters } => {
-            for cmd in &p.setup_commands {
-                let _ = writeln!(o, "{cmd}");
+/// `# [id] title`: the line that opens a step in plans and transcripts.
+pub fn step_header(s: &PlannedStep) -> String {
+    format!("# [{}] {}", s.id, s.title)
+}
+
+/// The shell lines of one action, with the bound placeholders filled in.
+pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
+    let mut o = Vec::new();
+    match a {
+        Action::Note { text } => o.push(format!("# {text}")),
+        Action::Namespace {
+            cluster,
+            name,
+            labels,
+            annotations,
+        } => {
+            let c = ctx(cluster);
+            o.push(format!("kubectl create {c} namespace {name}"));
+            o.extend(labels.iter().map(|l| format!("kubectl label {c} namespace {name} {l}")));
+            o.extend(
+                annotations
+                    .iter()
+                    .map(|l| format!("kubectl annotate {c} namespace {name} {l}")),
+            );
+        }
+        Action::CaCerts { cluster } => o.push(format!(
+            "kubectl create {} secret generic cacerts -n istio-system --from-file=certs/{cluster}/ca-cert.pem \
+             --from-file=certs/{cluster}/ca-key.pem --from-file=certs/{cluster}/root-cert.pem \
+             --from-file=certs/{cluster}/cert-chain.pem",
+            ctx(cluster)
+        )),
+        Action::WriteFile { file, body } => {
+            o.push(format!("cat <<EOF > {file}"));
+            o.extend(body.lines().map(str::to_string));
+            o.push("EOF".into());
+        }
+        Action::IstioctlInstall {
+            cluster,
+            file,
+            source,
+            overlay,
+        } => {
+            if let Some(r) = &overlay.reason {
+                o.push(format!("# overlay: {r}"));
             }
-            for c in clusters {
-                for cmd in p.create_commands.get(c).into_iter().flatten() {
-                    let _ = writeln!(o, "{cmd}");
+            let sets = overlay.shell_suffix();
+            match source {
+                OperatorSource::File => {
+                    o.push(format!("istioctl install {} -f {file} -y{sets}", ctx(cluster)))
+                }
+                OperatorSource::Script { script, .. } => {
+                    o.push(format!(
+                        "# meshconf writes the operator this script prints to {file} and installs that"
+                    ));
+                    o.push(format!("{script} | istioctl {} install -y -f -{sets}", ctx(cluster)));
                 }
             }
-            if p.create_commands.values().all(Vec::is_empty) {
-                let _ = writeln!(o, "# nothing to create: the clusters already exist");
-            }
         }
-        Action::ConnectNetworks { .. } => {
-            for cmd in &p.network_commands {
-                let _ = writeln!(o, "{cmd}");
-            }
-        }
-        Action::LoadBalancers { cluster } => {
-            for cmd in p.lb_commands.get(cluster).into_iter().flatten() {
-                let _ = writeln!(o, "{cmd}");
-            }
-        }
-        Action::PlugCaCerts { cluster } => {
-            let _ = writeln!(
-                o,
-                "# certs/{cluster}/*.pem are generated by meshconf (one root, an intermediate per \
-                cluster), in place of make -f tools/certs/Makefile.selfsigned.mk root-ca {cluster}-cacerts"
-            );
-            let _ = writeln!(
-                o,
-                "kubectl --context=\"${{{}}}\" create namespace istio-system",
-                ctx_var(cluster)
-            );
-            let _ = writeln!(
-                o,
-                "kubectl --context=\"${{{v}}}\" create secret generic cacerts -n istio-system \
-                 --from-file=certs/{cluster}/ca-cert.pem --from-file=certs/{cluster}/ca-key.pem \
-                 --from-file=certs/{cluster}/root-cert.pem --from-file=certs/{cluster}/cert-chain.pem",
-                v = ctx_var(cluster)
-            );
-        }
-        Action::InstallIstio {
+        Action::Apply {
             cluster,
-            file,
-            operator,
-            overlay,
+            namespace,
+            manifest,
+            selector,
         } => {
-            heredoc(o, file, operator);
-            let mut line = format!("istioctl install {} -f {file} -y", ctx(cluster));
-            line.push_str(&overlay.shell_suffix());
-            if let Some(r) = &overlay.reason {
-                let _ = writeln!(o, "# overlay: {r}");
+            let mut line = format!("kubectl apply {} -f {}", ctx(cluster), manifest.path(v));
+            if let Some(l) = selector {
+                let _ = write!(line, " -l {l}");
             }
-            let _ = writeln!(o, "{line}");
-            for cmd in p.after_install.get(cluster).into_iter().flatten() {
-                let _ = writeln!(o, "{cmd}");
+            if let Some(ns) = namespace {
+                let _ = write!(line, " -n {ns}");
             }
+            o.push(line);
         }
-        Action::EastwestGateway {
-            cluster,
-            network,
-            file,
-            overlay,
-            ..
+        Action::RemoteSecret {
+            from,
+            into,
+            kubeconfig,
         } => {
-            let _ = writeln!(
-                o,
-                "# meshconf writes the operator this script prints to {file} and installs that"
-            );
-            let mut line = format!(
-                "samples/multicluster/gen-eastwest-gateway.sh --network {network} | istioctl {} install -y -f -",
-                ctx(cluster)
-            );
-            line.push_str(&overlay.shell_suffix());
-            let _ = writeln!(o, "{line}");
-            let _ = writeln!(
-                o,
-                "# wait for an external IP: meshconf polls until it is an address, never <pending>"
-            );
-            let _ = writeln!(
-                o,
-                "kubectl {} get svc istio-eastwestgateway -n istio-system",
-                ctx(cluster)
-            );
-        }
-        Action::ExposeIstiod { cluster, .. } => {
-            let _ = writeln!(
-                o,
-                "kubectl apply {} -n istio-system -f samples/multicluster/expose-istiod.yaml",
-                ctx(cluster)
-            );
-        }
-        Action::RemoteSecret { from, into } => {
             let mut line = format!(
                 "istioctl {} {} --name={from}",
                 v.remote_secret_words().join(" "),
                 ctx(from)
             );
-            for f in p.remote_secret_flags.get(from).into_iter().flatten() {
-                line.push(' ');
-                line.push_str(f);
+            if let Some(k) = kubeconfig {
+                let _ = write!(line, " --kubeconfig=\"{k}\"");
             }
-            let _ = writeln!(o, "{line} | kubectl apply -f - {}", ctx(into));
+            o.push(format!("{line} | kubectl apply -f - {}", ctx(into)));
         }
-        Action::InstallRemote {
+        Action::Wait {
             cluster,
-            primary,
-            file,
-            operator_template,
-            overlay,
-        } => {
-            let _ = writeln!(
-                o,
-                "kubectl --context=\"${{{}}}\" create namespace istio-system",
-                ctx_var(cluster)
-            );
-            let _ = writeln!(
-                o,
-                "kubectl --context=\"${{{}}}\" annotate namespace istio-system \
-                 topology.istio.io/controlPlaneClusters={primary}",
-                ctx_var(cluster)
-            );
-            let _ = writeln!(o, "# meshconf polls until the address is an IP, never <pending>");
-            let _ = writeln!(
-                o,
-                "export {DISCOVERY_ADDRESS_VAR}=$(kubectl --context=\"${{{}}}\" -n istio-system get svc \
-                 istio-eastwestgateway -o jsonpath='{{.status.loadBalancer.ingress[0].ip}}')",
-                ctx_var(primary)
-            );
-            heredoc(o, file, operator_template);
-            if let Some(r) = &overlay.reason {
-                let _ = writeln!(o, "# overlay: {r}");
-            }
-            let mut line = format!("istioctl install {} -f {file} -y", ctx(cluster));
-            line.push_str(&overlay.shell_suffix());
-            let _ = writeln!(o, "{line}");
-        }
-        Action::DeployApps {
+            until,
+            deadline_secs: d,
+        } => wait_lines(&mut o, cluster, until, *d),
+        Action::Capture {
             cluster,
-            namespace,
-            injection,
-            versions,
-            client,
-        } => {
-            let c = ctx(cluster);
-            let _ = writeln!(o, "kubectl create {c} namespace {namespace}");
-            if *injection {
-                let _ = writeln!(
-                    o,
-                    "kubectl label {c} namespace {namespace} istio-injection=enabled"
-                );
-            } else {
-                let _ = writeln!(
-                    o,
-                    "# namespace left WITHOUT the istio-injection label (scenario: injection: false)"
-                );
+            reading,
+            into,
+            deadline_secs: d,
+        } => match reading {
+            Reading::LbAddress { namespace, service } => {
+                o.push(format!(
+                    "# meshconf polls until the address is an IP, never <pending> (deadline {d}s)"
+                ));
+                o.push(format!("kubectl {} get svc {service} -n {namespace}", ctx(cluster)));
+                o.push(format!(
+                    "export {}=$(kubectl {} -n {namespace} get svc {service} -o \
+                     jsonpath='{{.status.loadBalancer.ingress[0].ip}}')",
+                    into.0,
+                    ctx(cluster)
+                ));
             }
-            let _ = writeln!(
-                o,
-                "kubectl apply {c} -f {HELLOWORLD_PATH} -l service=helloworld -n {namespace}"
-            );
-            for ver in versions {
-                let _ = writeln!(
-                    o,
-                    "kubectl apply {c} -f {HELLOWORLD_PATH} -l version={ver} -n {namespace}"
-                );
-                let _ = writeln!(o, "kubectl get pod {c} -n {namespace} -l app=helloworld");
-            }
-            if *client {
-                let n = v.client.name();
-                let _ = writeln!(
-                    o,
-                    "kubectl apply {c} -f {} -n {namespace}",
-                    apps::client_path(v.client)
-                );
-                let _ = writeln!(o, "kubectl get pod {c} -n {namespace} -l app={n}");
-            }
-            let want = if *injection { "2/2" } else { "1/1" };
-            let _ = writeln!(
-                o,
-                "# meshconf waits for each rollout (observedGeneration current) and pods {want} Ready"
-            );
-        }
-        Action::CheckTraffic {
-            from,
-            namespace,
-            url,
-            expect,
-            requests,
-        } => {
+            Reading::PodName {
+                namespace,
+                selector,
+            } => o.push(format!(
+                "export {}=$(kubectl get pod {} -n {namespace} -l {selector} -o \
+                 jsonpath='{{.items[0].metadata.name}}')",
+                into.0,
+                ctx(cluster)
+            )),
+        },
+        Action::Provider(p) => provider_lines(&mut o, p),
+        Action::CheckTraffic(t) => {
             let n = v.client.name();
-            let c = ctx(from);
-            let exp: Vec<String> = expect
+            let exp: Vec<String> = t
+                .expect
                 .iter()
                 .map(|(ver, cl)| {
                     let names: Vec<&str> = cl.iter().map(ClusterName::as_str).collect();
                     format!("{ver} from {}", names.join(" and "))
                 })
                 .collect();
-            let _ = writeln!(
-                o,
-                "# meshconf sends {requests} requests in batches, attributes each answer to a pod and its cluster, \
+            o.push(format!(
+                "# meshconf sends {} requests in batches, attributes each answer to a pod and its cluster, \
                  and expects {}",
+                t.requests,
                 exp.join(", ")
-            );
-            let _ = writeln!(
-                o,
-                "kubectl exec {c} -n {namespace} -c {n} \"$(kubectl get pod {c} -n {namespace} -l app={n} -o \
-                 jsonpath='{{.items[0].metadata.name}}')\" -- curl -sS {}",
-                curl_target(url)
+            ));
+            o.push(format!(
+                "kubectl exec {} -n {} -c {n} \"{}\" -- curl -sS {}",
+                ctx(&t.from),
+                t.namespace,
+                Placeholder::client_pod(&t.from).shell(),
+                curl_target(&t.url)
+            ));
+        }
+    }
+    o.into_iter().map(|l| fill(&l, b)).collect()
+}
+
+fn wait_lines(o: &mut Vec<String>, cluster: &ClusterName, until: &Condition, d: u64) {
+    let c = ctx(cluster);
+    match until {
+        Condition::ApiReady => o.push(format!(
+            "kubectl {c} wait -n kube-system pod -l k8s-app=kube-dns --for=condition=Ready --timeout={d}s   \
+             # and kube-proxy Ready, ServiceAccount default exists"
+        )),
+        Condition::Rollout {
+            namespace,
+            deployment,
+        } => o.push(format!(
+            "kubectl {c} rollout status deployment/{deployment} -n {namespace} --timeout={d}s"
+        )),
+        Condition::PodsReady {
+            namespace,
+            selectors,
+            containers,
+            control_plane,
+        } => {
+            // The guide's check, one line per app; meshconf waits on each workload's own selector.
+            let mut apps: Vec<&str> = Vec::new();
+            for s in selectors {
+                let app = s.split(',').next().unwrap_or(s);
+                if !apps.contains(&app) {
+                    apps.push(app);
+                }
+            }
+            for app in apps {
+                o.push(format!("kubectl get pod {c} -n {namespace} -l {app}"));
+            }
+            let watch = control_plane
+                .as_ref()
+                .map(|cp| format!("; fails at once if the istiod of {cp} stays down"))
+                .unwrap_or_default();
+            o.push(format!(
+                "# meshconf waits (deadline {d}s) until each of {} has its rollout current and pods \
+                 {containers}/{containers} Ready{watch}",
+                selectors.join(" ")
+            ));
+        }
+        Condition::InjectorPatched { primary } => {
+            o.push(format!(
+                "# meshconf waits (deadline {d}s) until the istiod of {primary} patched the caBundle of the \
+                 injection webhooks of {cluster}"
+            ));
+            o.push(format!(
+                "kubectl {c} get mutatingwebhookconfigurations -o \
+                 jsonpath='{{.items[*].webhooks[*].clientConfig.caBundle}}'"
+            ));
+        }
+    }
+}
+
+/// The kind CLI as plans show it (the provider runs the same builder with its binary and engine).
+fn kind_cli(image: Option<String>) -> Kind {
+    Kind {
+        bin: "kind".into(),
+        node_image: image,
+        docker_host: None,
+    }
+}
+
+fn docker_cli() -> Docker {
+    Docker {
+        bin: "docker".into(),
+        docker_host: None,
+    }
+}
+
+const NODE_IP_FORMAT: &str = "'{{.NetworkSettings.Networks.kind.IPAddress}}'";
+
+fn pool_range(cluster: &ClusterName, pool: &PoolSpec) -> String {
+    match pool {
+        PoolSpec::TopOfKindNetwork { .. } => Placeholder::lb_pool(cluster).shell(),
+        PoolSpec::Fixed { range } => range.clone(),
+    }
+}
+
+fn provider_lines(o: &mut Vec<String>, p: &ProviderAction) {
+    match p {
+        ProviderAction::KindNetwork { subnet, bridge } => {
+            o.push("# the kind network, when it does not exist yet".into());
+            o.push(docker_cli().create_kind_network(&subnet.to_string()).display());
+            o.push(format!(
+                "iptables -I DOCKER-USER 1 -i {bridge} ! -o {bridge} -m comment --comment meshconf-egress -j DROP   \
+                 # egress-packets: must stay 0"
+            ));
+        }
+        ProviderAction::KindCreate {
+            cluster,
+            name,
+            config,
+            derived,
+            kubeconfig,
+            image,
+        } => {
+            if *derived {
+                o.push(format!(
+                    "# {config} = {} + kubeadmConfigPatches: KubeletConfiguration failCgroupV1: false",
+                    cluster.kind_config.display()
+                ));
+            }
+            o.push(
+                kind_cli(image.clone())
+                    .create(name, Path::new(config), Path::new(kubeconfig))
+                    .display(),
             );
         }
+        ProviderAction::KindLoadImages { name, images, .. } => {
+            let list: Vec<&str> = images.iter().map(String::as_str).collect();
+            o.push(kind_cli(None).load_images(name, &list).display());
+        }
+        ProviderAction::InMeshKubeconfig {
+            cluster,
+            name,
+            file,
+        } => {
+            let ip = Placeholder::node_ip(cluster);
+            o.push(format!(
+                "export {}=$(docker inspect -f {NODE_IP_FORMAT} {name}-control-plane)",
+                ip.0
+            ));
+            o.push(format!(
+                "kind get kubeconfig --internal --name {name} | sed 's#https://{name}-control-plane:6443#https://'\"{}\"':6443#' > \"{file}\"",
+                ip.shell()
+            ));
+        }
+        ProviderAction::NodeRoute {
+            on_node,
+            destination,
+            via,
+            keep_source,
+            ..
+        } => {
+            let d = destination.to_string();
+            o.push(
+                docker_cli()
+                    .add_route(on_node, &d, &Placeholder::node_ip(via).shell())
+                    .display(),
+            );
+            o.push(docker_cli().keep_source(on_node, &keep_source.to_string(), &d).display());
+        }
+        ProviderAction::MetalLb {
+            cluster,
+            manifest,
+            pool,
+            names,
+        } => {
+            let c = ctx(cluster);
+            o.push(format!("kubectl {c} apply --server-side -f {manifest}"));
+            o.push(format!(
+                "kubectl {c} wait -n metallb-system pod -l app=metallb --for=condition=Ready --timeout=180s"
+            ));
+            if let PoolSpec::TopOfKindNetwork { index, of, addresses } = pool {
+                o.push(format!(
+                    "# {} = {addresses} addresses from the top of the kind network's IPv4 subnet, range {} of {of} \
+                     (applied again while MetalLB's webhook starts)",
+                    Placeholder::lb_pool(cluster).0,
+                    index + 1
+                ));
+            }
+            heredoc(
+                o,
+                &format!("kubectl {c} apply -f -"),
+                &crate::topology::metallb_pool_yaml(&names.0, &names.1, &pool_range(cluster, pool)),
+            );
+        }
+        ProviderAction::KwokCreate {
+            cluster,
+            ports,
+            pod_cidr,
+            run_dir,
+            ..
+        } => {
+            let n = &cluster.name;
+            o.push(format!(
+                "kwokctl --name {n} --config \"{run_dir}/{n}.kwok.yaml\" create cluster --runtime binary \
+                 --kubeconfig \"{run_dir}/kubeconfig\"  # ports {}-{}",
+                ports.0, ports.1
+            ));
+            o.push(format!(
+                "kubectl {} apply -f \"{run_dir}/{n}-node.yaml\"  # one kwok node, podCIDR {pod_cidr}",
+                ctx(n)
+            ));
+        }
+        ProviderAction::RehearsalMetalLb {
+            cluster,
+            manifest,
+            ports,
+            pool,
+            names,
+            run_dir,
+        } => {
+            let c = ctx(cluster);
+            o.push(format!("kubectl {c} apply --server-side -f \"{manifest}\""));
+            o.push(format!(
+                "kubectl {c} delete validatingwebhookconfiguration metallb-webhook-configuration"
+            ));
+            o.push(format!(
+                "export {}=$(kubectl get pod {c} -n metallb-system -l app=metallb,component=controller -o \
+                 jsonpath='{{.items[0].metadata.name}}')",
+                Placeholder::metallb_pod(cluster).0
+            ));
+            o.push(format!(
+                "KUBECONFIG=\"{run_dir}/kwok/clusters/{cluster}/kubeconfig.yaml\" metallb-controller \
+                 --namespace=metallb-system --pod-name={} --webhook-mode=disabled --port={} \
+                 --health-probe-port={} --log-level=info &",
+                Placeholder::metallb_pod(cluster).shell(),
+                ports.0,
+                ports.1
+            ));
+            o.push("# TEST-NET-1 addresses: assigned, never dialled".into());
+            heredoc(
+                o,
+                &format!("kubectl {c} apply -f -"),
+                &crate::topology::metallb_pool_yaml(&names.0, &names.1, &pool_range(cluster, pool)),
+            );
+        }
+        ProviderAction::StartIstiod {
+            cluster,
+            ports,
+            run_dir,
+        } => o.push(format!(
+            "(cd \"{run_dir}/istiod-{cluster}\" && CLUSTER_ID={cluster} ISTIOD_CUSTOM_HOST=127.0.0.1,localhost \
+             USE_REMOTE_CERTS=<cacerts present> pilot-discovery discovery \
+             --kubeconfig=\"{run_dir}/kwok/clusters/{cluster}/kubeconfig.yaml\" --grpcAddr=127.0.0.1:{} \
+             --httpsAddr=127.0.0.1:{} ... &)  # rehearsal: istiod as a local process, env mirrored from the \
+             rendered Deployment",
+            ports.0, ports.1
+        )),
+        ProviderAction::Connect { cluster, context } => o.push(format!(
+            "# {cluster}: context {context} of the given kubeconfig (read only; nothing is created)"
+        )),
     }
 }

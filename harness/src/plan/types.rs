@@ -1,12 +1,12 @@
 //! Plan types: everything resolved except runtime facts (addresses, pod names), which steps record as they run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::action::Action;
 use crate::mesh::{InstallOverlay, Variant};
-use crate::scenario::{AppVersion, ClusterName, Namespace, NetworkName};
-use crate::topology::NodeRoute;
+use crate::scenario::{ClusterName, NetworkName, Role};
 
 /// Which provider a plan targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
@@ -54,7 +54,8 @@ impl DataPlane {
     }
 }
 
-/// What a provider contributes to a plan: data only, so the plan never calls into a provider.
+/// What a provider contributes to a plan: typed actions and data, so the plan never calls into a provider and
+/// the runner performs exactly the actions the plan shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderProfile {
     /// Provider kind.
@@ -63,22 +64,24 @@ pub struct ProviderProfile {
     pub dataplane: DataPlane,
     /// Kube context per scenario cluster.
     pub contexts: BTreeMap<ClusterName, String>,
-    /// Shell commands that create each cluster (empty for `existing`).
-    pub create_commands: BTreeMap<ClusterName, Vec<String>>,
-    /// Shell commands that give a cluster LoadBalancer addresses.
-    pub lb_commands: BTreeMap<ClusterName, Vec<String>>,
-    /// Commands that route pod/service CIDRs between same-network nodes (kind); empty when not needed.
-    pub network_commands: Vec<String>,
-    /// Extra flags for `istioctl create-remote-secret` per source cluster (e.g. kind's `--server`).
-    pub remote_secret_flags: BTreeMap<ClusterName, Vec<String>>,
+    /// Host-level actions before any cluster exists (the kind network, the egress rule).
+    pub setup: Vec<Action>,
+    /// Actions that create (or connect to) each cluster and make it usable.
+    pub create: BTreeMap<ClusterName, Vec<Action>>,
+    /// Whether clusters may be created at once (kind: yes; kwokctl: one after another).
+    pub parallel_create: bool,
+    /// Routes between same-network nodes (kind); empty when not needed.
+    pub connect: Vec<Action>,
+    /// Actions that give a cluster LoadBalancer addresses.
+    pub load_balancers: BTreeMap<ClusterName, Vec<Action>>,
+    /// The kubeconfig `istioctl create-remote-secret` reads for a cluster (the in-mesh view), when not the run's.
+    pub in_mesh_kubeconfig: BTreeMap<ClusterName, String>,
     /// Extra `--set`s per cluster for `istioctl install`.
     pub overlays: BTreeMap<ClusterName, InstallOverlay>,
-    /// Commands the provider runs right after a primary's `istioctl install` (rehearsal: start istiod).
-    pub after_install: BTreeMap<ClusterName, Vec<String>>,
-    /// Commands that delete what the run created.
+    /// Actions right after a primary's `istioctl install` (wait for istiod; rehearsal: start it).
+    pub after_install: BTreeMap<ClusterName, Vec<Action>>,
+    /// What cleanup deletes, as the commands that do it (the provider performs cleanup, also on interrupt).
     pub delete_commands: Vec<String>,
-    /// Host-level commands before any cluster exists (the kind network, the egress rule).
-    pub setup_commands: Vec<String>,
     /// Facts for the reports' properties (the Envoy version, image sources).
     pub properties: BTreeMap<String, String>,
     /// Deviations from the guide, shown at the top of the plan and in reports.
@@ -92,14 +95,15 @@ impl ProviderProfile {
             kind,
             dataplane,
             contexts: BTreeMap::new(),
-            create_commands: BTreeMap::new(),
-            lb_commands: BTreeMap::new(),
-            network_commands: Vec::new(),
-            remote_secret_flags: BTreeMap::new(),
+            setup: Vec::new(),
+            create: BTreeMap::new(),
+            parallel_create: true,
+            connect: Vec::new(),
+            load_balancers: BTreeMap::new(),
+            in_mesh_kubeconfig: BTreeMap::new(),
             overlays: BTreeMap::new(),
             after_install: BTreeMap::new(),
             delete_commands: Vec::new(),
-            setup_commands: Vec::new(),
             properties: BTreeMap::new(),
             notes: Vec::new(),
         }
@@ -130,63 +134,6 @@ pub enum StepClass {
     Check,
 }
 
-/// One typed action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "action")]
-pub enum Action {
-    /// Create every cluster (in parallel).
-    CreateClusters { clusters: Vec<ClusterName> },
-    /// Static routes between nodes of clusters on the same network.
-    ConnectNetworks { routes: Vec<NodeRoute> },
-    /// Give a cluster LoadBalancer addresses (MetalLB).
-    LoadBalancers { cluster: ClusterName },
-    /// `istio-system` namespace and the `cacerts` Secret from the shared root.
-    PlugCaCerts { cluster: ClusterName },
-    /// `istioctl install -f <file>` on a primary.
-    InstallIstio {
-        cluster: ClusterName,
-        file: String,
-        operator: String,
-        overlay: InstallOverlay,
-    },
-    /// East-west gateway install, then wait for its LoadBalancer address.
-    EastwestGateway {
-        cluster: ClusterName,
-        network: NetworkName,
-        file: String,
-        operator: String,
-        overlay: InstallOverlay,
-    },
-    /// Apply expose-istiod.yaml in istio-system.
-    ExposeIstiod { cluster: ClusterName, manifest: String },
-    /// Create a remote secret for `from` and apply it in `into`.
-    RemoteSecret { from: ClusterName, into: ClusterName },
-    /// Prepare and install a remote cluster from its primary's east-west address.
-    InstallRemote {
-        cluster: ClusterName,
-        primary: ClusterName,
-        file: String,
-        operator_template: String,
-        overlay: InstallOverlay,
-    },
-    /// Namespace, injection label, HelloWorld Service and versions, client; then wait for pods.
-    DeployApps {
-        cluster: ClusterName,
-        namespace: Namespace,
-        injection: bool,
-        versions: Vec<AppVersion>,
-        client: bool,
-    },
-    /// Repeated curls from one source cluster.
-    CheckTraffic {
-        from: ClusterName,
-        namespace: Namespace,
-        url: String,
-        expect: BTreeMap<AppVersion, BTreeSet<ClusterName>>,
-        requests: u32,
-    },
-}
-
 /// A step of the plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedStep {
@@ -196,8 +143,8 @@ pub struct PlannedStep {
     pub title: String,
     /// How failures are classified.
     pub class: StepClass,
-    /// What to do.
-    pub action: Action,
+    /// What it does, in order.
+    pub actions: Vec<Action>,
 }
 
 /// Steps that may run concurrently; stages run in order.
@@ -220,8 +167,27 @@ pub struct Plan {
     pub provider: ProviderProfile,
     /// The guide variant chosen from the istioctl version.
     pub variant: Variant,
+    /// The clusters with their roles, for diagnostics.
+    pub clusters: Vec<PlannedCluster>,
+    /// The namespace of the sample apps and the Envoy cluster name of the checked service.
+    pub checked: (String, Option<String>),
     /// Stages in order.
     pub stages: Vec<Stage>,
+}
+
+/// A cluster as the plan sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedCluster {
+    /// Name.
+    pub name: ClusterName,
+    /// Primary or remote.
+    pub role: Role,
+    /// A remote's primary.
+    pub primary: Option<ClusterName>,
+    /// Network.
+    pub network: NetworkName,
+    /// Whether the plan installs an east-west gateway in it.
+    pub needs_gateway: bool,
 }
 
 impl Plan {

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 
-use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError};
+use super::{CleanupReport, ClusterAccess, ClusterProvider, Performed, ProviderError};
 use crate::kube as k;
-use crate::plan::{DataPlane, ProviderKind, ProviderProfile};
+use crate::plan::{Action, DataPlane, ProviderAction, ProviderKind, ProviderProfile};
 use crate::scenario::{ClusterName, Scenario};
 use crate::tools::Istioctl;
 
@@ -53,8 +53,26 @@ impl ClusterProvider for ExistingProvider {
                     .unwrap_or_else(|| format!("<context for {}>", c.name)),
             );
         }
+        let create = contexts
+            .iter()
+            .map(|(c, context)| {
+                (
+                    c.clone(),
+                    vec![Action::Provider(ProviderAction::Connect {
+                        cluster: c.clone(),
+                        context: context.clone(),
+                    })],
+                )
+            })
+            .collect();
+        let after_install = contexts
+            .keys()
+            .map(|c| (c.clone(), vec![super::kind::istiod_rollout(c)]))
+            .collect();
         ProviderProfile {
             contexts,
+            create,
+            after_install,
             delete_commands: vec!["# only namespaces this run created are deleted; the clusters stay".into()],
             notes: vec![format!(
                 "existing clusters from {} (read only); LoadBalancers come from the platform",
@@ -83,48 +101,36 @@ impl ClusterProvider for ExistingProvider {
         })
     }
 
-    fn create<'a>(
+    fn perform<'a>(
         &'a self,
-        scenario: &'a Scenario,
-    ) -> BoxFuture<'a, Result<Vec<ClusterAccess>, ProviderError>> {
+        action: &'a ProviderAction,
+        _clusters: &'a BTreeMap<ClusterName, ClusterAccess>,
+    ) -> BoxFuture<'a, Result<Performed, ProviderError>> {
         Box::pin(async move {
-            let mut out = Vec::new();
-            for c in &scenario.clusters {
-                let context = self.contexts.get(&c.name).cloned().ok_or_else(|| {
-                    ProviderError::Missing(format!(
-                        "no context given for cluster '{}': pass --context {}=<kube context>",
-                        c.name, c.name
-                    ))
-                })?;
-                let client = k::client_for(&self.kubeconfig, &context).await?;
-                out.push(ClusterAccess::new(
-                    c.name.clone(),
-                    self.kubeconfig.clone(),
-                    context,
-                    client,
-                ));
+            let ProviderAction::Connect { cluster, context } = action else {
+                return Err(ProviderError::Other(format!(
+                    "the existing provider creates nothing; it does not perform {action:?}"
+                )));
+            };
+            if !self.contexts.contains_key(cluster) {
+                return Err(ProviderError::Missing(format!(
+                    "no context given for cluster '{cluster}': pass --context {cluster}=<kube context>"
+                )));
             }
-            Ok(out)
-        })
-    }
-
-    fn connect_networks<'a>(
-        &'a self,
-        _s: &'a Scenario,
-        _c: &'a [ClusterAccess],
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async { Ok(vec!["existing clusters: routing is the platform's".into()]) })
-    }
-
-    fn load_balancers<'a>(
-        &'a self,
-        _s: &'a Scenario,
-        _c: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async {
-            Ok(vec![
-                "existing clusters: LoadBalancers come from the platform".into(),
-            ])
+            let client = k::client_for(&self.kubeconfig, context).await?;
+            Ok(Performed {
+                created: Some(ClusterAccess::new(
+                    cluster.clone(),
+                    self.kubeconfig.clone(),
+                    context.clone(),
+                    client,
+                )),
+                log: vec![format!(
+                    "{cluster}: context {context} of {}",
+                    self.kubeconfig.display()
+                )],
+                ..Performed::default()
+            })
         })
     }
 

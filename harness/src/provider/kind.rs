@@ -10,16 +10,17 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::Api;
 use serde::{Deserialize, Serialize};
 
 use super::egress::{EgressCount, EgressRule};
-use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError, RemoteSecretSource};
+use super::{CleanupReport, ClusterAccess, ClusterProvider, Performed, ProviderError};
 use crate::images::ImageSet;
 use crate::kube as k;
 use crate::mesh::InstallOverlay;
-use crate::plan::{DataPlane, ProviderKind, ProviderProfile, render_ctx_var};
+use crate::plan::{
+    Action, Condition, DataPlane, Placeholder, PoolSpec, ProviderAction, ProviderKind, ProviderProfile,
+};
 use crate::scenario::{ClusterName, Scenario};
 use crate::tools::{Cmd, Docker, Istioctl, IstioctlSource, Kind, download_istioctl, find_engine, which};
 use crate::topology::{self, kind_cluster_name};
@@ -349,24 +350,37 @@ impl KindProvider {
         Ok(subnet)
     }
 
-    async fn create_one(&self, name: &str, c: &crate::scenario::Cluster) -> Result<(), ProviderError> {
+    fn ensure_run_dir(&self) -> Result<(), ProviderError> {
+        std::fs::create_dir_all(&self.opts.run_dir).map_err(|e| ProviderError::io("create run dir", e))?;
+        self.update(|_| {});
+        Ok(())
+    }
+
+    /// Writes the run's kind config for `c` to `path`: the scenario's file plus meshconf's patches.
+    fn derive_config(&self, c: &crate::scenario::Cluster, path: &Path) -> Result<(), ProviderError> {
         let text = std::fs::read_to_string(&c.kind_config)
             .map_err(|e| ProviderError::io(format!("read kind config {}", c.kind_config.display()), e))?;
         let derived = self.derived_config(&text, &c.kind_config)?;
-        let path = self.config_path(&c.name);
-        std::fs::write(&path, derived)
-            .map_err(|e| ProviderError::io(format!("write {}", path.display()), e))?;
-        match self
-            .kind()
-            .create(name, &path, &self.kubeconfig(&c.name))
-            .run()
-            .await
-        {
+        std::fs::write(path, derived).map_err(|e| ProviderError::io(format!("write {}", path.display()), e))
+    }
+
+    async fn create_one(
+        &self,
+        name: &str,
+        config: &Path,
+        kubeconfig: &Path,
+        image: Option<String>,
+    ) -> Result<(), ProviderError> {
+        let kind = Kind {
+            node_image: image,
+            ..self.kind()
+        };
+        match kind.create(name, config, kubeconfig).run().await {
             Ok(_) => Ok(()),
             Err(e) => {
                 let journal = self
                     .docker()
-                    .journal_tail(&self.node(&c.name))
+                    .journal_tail(&format!("{name}-control-plane"))
                     .run()
                     .await
                     .map(|o| o.stdout)
@@ -379,34 +393,66 @@ impl KindProvider {
         }
     }
 
-    /// What `kind create --wait` does not wait for: the default ServiceAccount (pods are refused without it),
-    /// kube-proxy and CoreDNS Ready (Services answer).
-    async fn gate_ready(&self, c: &ClusterAccess) -> Result<(), ProviderError> {
-        let sa: Api<ServiceAccount> = Api::namespaced(c.client.clone(), "default");
-        k::wait_for(
-            sa,
-            "default",
-            |o: Option<&ServiceAccount>| o.is_some(),
-            &format!("{}: ServiceAccount default/default", c.name),
-            Duration::from_secs(120),
-            |_| "present".into(),
-        )
-        .await?;
-        for sel in ["k8s-app=kube-proxy", "k8s-app=kube-dns"] {
-            k::wait_pods_ready(&c.client, "kube-system", sel, 1, Duration::from_secs(180)).await?;
+    /// MetalLB from its manifest, Ready, with the pool the action names: the `index`-th range carved from the
+    /// top of the kind network's subnet as it is now.
+    async fn metallb(
+        &self,
+        cluster: &ClusterAccess,
+        pool: &PoolSpec,
+        names: &(String, String),
+    ) -> Result<Performed, ProviderError> {
+        let manifest = self.metallb_manifest().await?;
+        cluster.applier.apply_yaml(&manifest, None).await?;
+        for sel in [
+            "app=metallb,component=controller",
+            "app=metallb,component=speaker",
+        ] {
+            k::wait_pods_ready(
+                &cluster.client,
+                "metallb-system",
+                sel,
+                1,
+                Duration::from_secs(180),
+            )
+            .await?;
         }
-        Ok(())
-    }
-
-    async fn load_images(&self, name: &str) -> Result<usize, ProviderError> {
-        let Some(i) = &self.opts.images else {
-            return Ok(0);
+        let range = match pool {
+            PoolSpec::Fixed { range } => range.clone(),
+            PoolSpec::TopOfKindNetwork { index, of, addresses } => {
+                let inspect = self.docker().inspect_kind_network().run().await?;
+                let subnet = topology::kind_network_ipv4(&inspect.stdout)
+                    .map_err(|e| ProviderError::Other(e.to_string()))?;
+                let pools = topology::carve_pools(subnet, *of, *addresses)
+                    .map_err(|e| ProviderError::Other(e.to_string()))?;
+                pools
+                    .get(*index)
+                    .ok_or_else(|| ProviderError::Other(format!("no address range {index} in {subnet}")))?
+                    .as_range()
+            }
         };
-        let list = i.to_load();
-        if !list.is_empty() {
-            self.kind().load_images(name, &list).run().await?;
+        let yaml = topology::metallb_pool_yaml(&names.0, &names.1, &range);
+        // MetalLB's webhook refuses the pool for a few seconds after its pods are Ready (it fails closed).
+        let mut last = None;
+        for _ in 0..12 {
+            match cluster.applier.apply_yaml(&yaml, None).await {
+                Ok(_) => {
+                    return Ok(Performed {
+                        bound: vec![(Placeholder::lb_pool(&cluster.name), range.clone())],
+                        log: vec![format!(
+                            "MetalLB {METALLB_VERSION} (controller and speaker Ready) with pool {range}"
+                        )],
+                        ..Performed::default()
+                    });
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
         }
-        Ok(list.len())
+        Err(last
+            .map(ProviderError::Kube)
+            .unwrap_or_else(|| ProviderError::Other("MetalLB pool not applied".into())))
     }
 
     async fn metallb_manifest(&self) -> Result<String, ProviderError> {
@@ -581,91 +627,93 @@ impl ClusterProvider for KindProvider {
 
     fn profile(&self, scenario: &Scenario) -> ProviderProfile {
         let mut p = ProviderProfile::empty(ProviderKind::Kind, DataPlane::Envoy);
-        let kind = self.kind();
         if self.opts.images.is_some() {
-            p.setup_commands.push(format!(
-                "docker network create --driver bridge --subnet {s} -o com.docker.network.bridge.enable_ip_masquerade=true -o com.docker.network.bridge.name={b} kind",
-                b = crate::tools::KIND_BRIDGE,
-                s = self.opts.subnet
-            ));
-            p.setup_commands.push(format!(
-                "iptables -I DOCKER-USER 1 -i {b} ! -o {b} -m comment --comment meshconf-egress -j DROP   # egress-packets: must stay 0",
-                b = crate::tools::KIND_BRIDGE
-            ));
+            p.setup.push(Action::Provider(ProviderAction::KindNetwork {
+                subnet: self.opts.subnet,
+                bridge: crate::tools::KIND_BRIDGE.into(),
+            }));
         }
-        for c in &scenario.clusters {
+        let n = scenario.clusters.len();
+        for (index, c) in scenario.clusters.iter().enumerate() {
             let name = kind_cluster_name(&self.opts.prefix, &c.name);
             p.contexts.insert(c.name.clone(), format!("kind-{name}"));
-            let kc = format!("\"$MESHCONF_RUN/kubeconfig-{}\"", c.name);
-            let config = if self.opts.cgroup_v1 {
-                PathBuf::from(format!("$MESHCONF_RUN/kind-{}.yaml", c.name))
+            let (config, derived) = if self.opts.cgroup_v1 {
+                (self.config_path(&c.name), true)
             } else {
-                c.kind_config.clone()
+                (c.kind_config.clone(), false)
             };
-            let mut cmds = Vec::new();
-            if self.opts.cgroup_v1 {
-                cmds.push(format!(
-                    "# $MESHCONF_RUN/kind-{}.yaml = {} + kubeadmConfigPatches: KubeletConfiguration failCgroupV1: false",
-                    c.name,
-                    c.kind_config.display()
-                ));
-            }
-            cmds.push(
-                kind.create(&name, &config, Path::new("KUBECONFIG_PLACEHOLDER"))
-                    .display()
-                    .replace("KUBECONFIG_PLACEHOLDER", &kc),
-            );
-            cmds.push(format!(
-                "kubectl --context=\"${{{v}}}\" wait -n kube-system pod -l k8s-app=kube-dns --for=condition=Ready --timeout=180s   # and ServiceAccount default exists",
-                v = render_ctx_var(&c.name)
-            ));
+            let mut create = vec![
+                Action::Provider(ProviderAction::KindCreate {
+                    cluster: c.clone(),
+                    name: name.clone(),
+                    config: config.display().to_string(),
+                    derived,
+                    kubeconfig: self.kubeconfig(&c.name).display().to_string(),
+                    image: self.node_image(),
+                }),
+                Action::Wait {
+                    cluster: c.name.clone(),
+                    until: Condition::ApiReady,
+                    deadline_secs: 180,
+                },
+            ];
             if let Some(i) = &self.opts.images {
-                cmds.push(kind.load_images(&name, &i.to_load()).display());
+                create.push(Action::Provider(ProviderAction::KindLoadImages {
+                    cluster: c.name.clone(),
+                    name: name.clone(),
+                    images: i.to_load().into_iter().map(str::to_string).collect(),
+                }));
             }
-            let node_var = render_ctx_var(&c.name).replacen("CTX_", "NODE_IP_", 1);
-            cmds.push(format!(
-                "export {node_var}=$(docker inspect -f '{{{{.NetworkSettings.Networks.kind.IPAddress}}}}' {name}-control-plane)"
-            ));
-            cmds.push(format!(
-                "kind get kubeconfig --internal --name {name} | sed 's#https://{name}-control-plane:6443#https://'\"${node_var}\"':6443#' > \"$MESHCONF_RUN/kubeconfig-{}-internal\"",
-                c.name
-            ));
-            p.create_commands.insert(c.name.clone(), cmds);
-            let v = render_ctx_var(&c.name);
+            let in_mesh = self
+                .opts
+                .run_dir
+                .join(format!("kubeconfig-{}-internal", c.name))
+                .display()
+                .to_string();
+            create.push(Action::Provider(ProviderAction::InMeshKubeconfig {
+                cluster: c.name.clone(),
+                name: name.clone(),
+                file: in_mesh.clone(),
+            }));
+            p.create.insert(c.name.clone(), create);
+            p.in_mesh_kubeconfig.insert(c.name.clone(), in_mesh);
             let manifest = match &self.opts.images {
                 Some(i) => i.metallb.manifest.display().to_string(),
                 None => metallb_url(),
             };
-            p.lb_commands.insert(c.name.clone(), vec![
-                format!("kubectl --context=\"${{{v}}}\" apply --server-side -f {manifest}"),
-                format!("kubectl --context=\"${{{v}}}\" wait -n metallb-system pod -l app=metallb --for=condition=Ready --timeout=180s"),
-                format!("# IPAddressPool default-pool + L2Advertisement: {LB_ADDRESSES} addresses from the top of the kind network's IPv4 subnet, disjoint per cluster (retried while MetalLB's webhook starts)"),
-            ]);
-            p.remote_secret_flags.insert(
+            p.load_balancers.insert(
                 c.name.clone(),
-                vec![format!(
-                    "--kubeconfig=\"$MESHCONF_RUN/kubeconfig-{}-internal\"",
-                    c.name
-                )],
+                vec![Action::Provider(ProviderAction::MetalLb {
+                    cluster: c.name.clone(),
+                    manifest,
+                    pool: PoolSpec::TopOfKindNetwork {
+                        index,
+                        of: n,
+                        addresses: LB_ADDRESSES,
+                    },
+                    names: ("default-pool".into(), "default-l2".into()),
+                })],
             );
             p.overlays.insert(c.name.clone(), self.install_overlay());
-            p.delete_commands
-                .push(format!("kind delete cluster --name {name} --kubeconfig {kc}"));
+            p.after_install
+                .insert(c.name.clone(), vec![istiod_rollout(&c.name)]);
+            p.delete_commands.push(format!(
+                "kind delete cluster --name {name} --kubeconfig \"{}\"",
+                self.kubeconfig(&c.name).display()
+            ));
         }
         for r in topology::same_network_routes(&scenario.clusters) {
-            let peer = self.node(&r.to);
-            let on = self.node(&r.on);
-            p.network_commands.push(format!(
-                "docker exec {on} ip route replace {} via \"$(docker inspect -f '{{{{.NetworkSettings.Networks.kind.IPAddress}}}}' {peer})\"",
-                r.destination
-            ));
-            if let Some(own) = scenario.cluster(&r.on).map(|c| c.subnets.pods) {
-                p.network_commands.push(
-                    self.docker()
-                        .keep_source(&on, &own.to_string(), &r.destination.to_string())
-                        .display(),
-                );
-            }
+            let Some(own) = scenario.cluster(&r.on).map(|c| c.subnets.pods) else {
+                continue;
+            };
+            p.connect.push(Action::Provider(ProviderAction::NodeRoute {
+                on_node: self.node(&r.on),
+                via_node: self.node(&r.to),
+                on: r.on,
+                via: r.to,
+                destination: r.destination,
+                keep_source: own,
+            }));
         }
         if self.opts.images.is_some() {
             p.delete_commands
@@ -714,160 +762,118 @@ impl ClusterProvider for KindProvider {
         })
     }
 
-    fn create<'a>(
+    fn perform<'a>(
         &'a self,
-        scenario: &'a Scenario,
-    ) -> BoxFuture<'a, Result<Vec<ClusterAccess>, ProviderError>> {
+        action: &'a ProviderAction,
+        _clusters: &'a BTreeMap<ClusterName, ClusterAccess>,
+    ) -> BoxFuture<'a, Result<Performed, ProviderError>> {
         Box::pin(async move {
-            self.check_prerequisites().await?;
-            std::fs::create_dir_all(&self.opts.run_dir)
-                .map_err(|e| ProviderError::io("create run dir", e))?;
-            self.update(|_| {});
-            if self.opts.images.is_some() {
-                let subnet = self.prepare_network().await?;
-                tracing::info!("kind network {subnet}");
-            }
-            let started = std::time::Instant::now();
-            let creates = scenario.clusters.iter().map(|c| {
-                let name = kind_cluster_name(&self.opts.prefix, &c.name);
-                self.update(|s| s.clusters.push(name.clone()));
-                async move { self.create_one(&name, c).await }
-            });
-            for r in futures::future::join_all(creates).await {
-                r?;
-            }
-            self.phase("create", started);
-            let mut out = Vec::new();
-            for c in &scenario.clusters {
-                let context = format!("kind-{}", kind_cluster_name(&self.opts.prefix, &c.name));
-                let client = k::client_for(&self.kubeconfig(&c.name), &context).await?;
-                out.push(ClusterAccess::new(
-                    c.name.clone(),
-                    self.kubeconfig(&c.name),
-                    context,
-                    client,
-                ));
-            }
-            let started = std::time::Instant::now();
-            let ready = out.iter().map(|c| async move {
-                self.gate_ready(c).await?;
-                self.phase(&format!("ready-{}", c.name), started);
-                let loaded = std::time::Instant::now();
-                let n = self
-                    .load_images(&kind_cluster_name(&self.opts.prefix, &c.name))
-                    .await?;
-                self.phase(&format!("load-{n}-images-{}", c.name), loaded);
-                Ok::<_, ProviderError>(())
-            });
-            for r in futures::future::join_all(ready).await {
-                r?;
-            }
-            Ok(out)
-        })
-    }
-
-    fn connect_networks<'a>(
-        &'a self,
-        scenario: &'a Scenario,
-        _c: &'a [ClusterAccess],
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async move {
-            let mut log = Vec::new();
-            let docker = self.docker();
-            for r in topology::same_network_routes(&scenario.clusters) {
-                let via = self.node_ip(&r.to).await?;
-                docker
-                    .add_route(&self.node(&r.on), &r.destination.to_string(), &via)
-                    .run()
-                    .await?;
-                if let Some(own) = scenario.cluster(&r.on).map(|c| c.subnets.pods) {
+            match action {
+                ProviderAction::KindNetwork { .. } => {
+                    self.ensure_run_dir()?;
+                    let subnet = self.prepare_network().await?;
+                    Ok(Performed::log(vec![format!("kind network {subnet}")]))
+                }
+                ProviderAction::KindCreate {
+                    cluster,
+                    name,
+                    config,
+                    derived,
+                    kubeconfig,
+                    image,
+                } => {
+                    self.ensure_run_dir()?;
+                    self.update(|s| s.clusters.push(name.clone()));
+                    let started = std::time::Instant::now();
+                    let config = Path::new(config);
+                    if *derived {
+                        self.derive_config(cluster, config)?;
+                    }
+                    self.create_one(name, config, Path::new(kubeconfig), image.clone())
+                        .await?;
+                    self.phase(&format!("create-{}", cluster.name), started);
+                    let context = format!("kind-{name}");
+                    let client = k::client_for(Path::new(kubeconfig), &context).await?;
+                    let access = ClusterAccess::new(
+                        cluster.name.clone(),
+                        PathBuf::from(kubeconfig),
+                        context.clone(),
+                        client,
+                    );
+                    Ok(Performed {
+                        created: Some(access),
+                        log: vec![format!("{}: context {context} in {kubeconfig}", cluster.name)],
+                        props: BTreeMap::from([(
+                            "create-seconds".into(),
+                            format!("{:.1}", started.elapsed().as_secs_f64()),
+                        )]),
+                        ..Performed::default()
+                    })
+                }
+                ProviderAction::KindLoadImages {
+                    cluster,
+                    name,
+                    images,
+                } => {
+                    let started = std::time::Instant::now();
+                    let list: Vec<&str> = images.iter().map(String::as_str).collect();
+                    if !list.is_empty() {
+                        self.kind().load_images(name, &list).run().await?;
+                    }
+                    self.phase(&format!("load-{}-images-{cluster}", list.len()), started);
+                    Ok(Performed::log(vec![format!(
+                        "loaded {} images into {name}",
+                        list.len()
+                    )]))
+                }
+                ProviderAction::InMeshKubeconfig { cluster, name, file } => {
+                    // The in-mesh view: `kind get kubeconfig --internal` names the API server by its container
+                    // hostname, which istiod in the other cluster cannot resolve, so it is rewritten to the node's
+                    // address on the kind network (as Istio's own kind provisioner does).
+                    let ip = self.node_ip(cluster).await?;
+                    let internal = self.kind().internal_kubeconfig(name).run().await?;
+                    let rewritten = in_mesh_kubeconfig(&internal.stdout, name, &ip)?;
+                    write_private(Path::new(file), &rewritten)?;
+                    Ok(Performed {
+                        bound: vec![(Placeholder::node_ip(cluster), ip.clone())],
+                        log: vec![format!("{file}: server https://{ip}:6443 (content not logged)")],
+                        ..Performed::default()
+                    })
+                }
+                ProviderAction::NodeRoute {
+                    on,
+                    on_node,
+                    destination,
+                    via,
+                    keep_source,
+                    ..
+                } => {
+                    let ip = self.node_ip(via).await?;
+                    let docker = self.docker();
+                    let d = destination.to_string();
+                    docker.add_route(on_node, &d, &ip).run().await?;
                     docker
-                        .keep_source(&self.node(&r.on), &own.to_string(), &r.destination.to_string())
+                        .keep_source(on_node, &keep_source.to_string(), &d)
                         .run()
                         .await?;
+                    Ok(Performed {
+                        bound: vec![(Placeholder::node_ip(via), ip.clone())],
+                        log: vec![format!("{on}: route {destination} via {ip} ({via})")],
+                        ..Performed::default()
+                    })
                 }
-                log.push(format!("{}: route {} via {via} ({})", r.on, r.destination, r.to));
-            }
-            Ok(log)
-        })
-    }
-
-    fn load_balancers<'a>(
-        &'a self,
-        scenario: &'a Scenario,
-        cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async move {
-            let manifest = self.metallb_manifest().await?;
-            cluster.applier.apply_yaml(&manifest, None).await?;
-            for sel in [
-                "app=metallb,component=controller",
-                "app=metallb,component=speaker",
-            ] {
-                k::wait_pods_ready(
-                    &cluster.client,
-                    "metallb-system",
-                    sel,
-                    1,
-                    Duration::from_secs(180),
-                )
-                .await?;
-            }
-            let inspect = self.docker().inspect_kind_network().run().await?;
-            let subnet = topology::kind_network_ipv4(&inspect.stdout)
-                .map_err(|e| ProviderError::Other(e.to_string()))?;
-            let pools = topology::carve_pools(subnet, scenario.clusters.len(), LB_ADDRESSES)
-                .map_err(|e| ProviderError::Other(e.to_string()))?;
-            let i = scenario.cluster_index(&cluster.name).unwrap_or(0);
-            let pool = pools[i.min(pools.len() - 1)];
-            let yaml = format!(
-                "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: default-pool\n  namespace: metallb-system\nspec:\n  addresses: [\"{}\"]\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: default-l2\n  namespace: metallb-system\nspec:\n  ipAddressPools: [default-pool]\n",
-                pool.as_range()
-            );
-            // MetalLB's webhook refuses the pool for a few seconds after its pods are Ready (it fails closed).
-            let mut last = None;
-            for _ in 0..12 {
-                match cluster.applier.apply_yaml(&yaml, None).await {
-                    Ok(_) => {
-                        return Ok(vec![format!(
-                            "MetalLB {METALLB_VERSION} (controller and speaker Ready) with pool {} from {subnet}",
-                            pool.as_range()
-                        )]);
-                    }
-                    Err(e) => {
-                        last = Some(e);
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
+                ProviderAction::MetalLb {
+                    cluster, pool, names, ..
+                } => {
+                    let access = _clusters
+                        .get(cluster)
+                        .ok_or_else(|| ProviderError::Other(format!("cluster {cluster} was not created")))?;
+                    self.metallb(access, pool, names).await
                 }
+                other => Err(ProviderError::Other(format!(
+                    "the kind provider does not perform {other:?}"
+                ))),
             }
-            Err(last
-                .map(ProviderError::Kube)
-                .unwrap_or_else(|| ProviderError::Other("MetalLB pool not applied".into())))
-        })
-    }
-
-    fn remote_secret_source<'a>(
-        &'a self,
-        cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<RemoteSecretSource, ProviderError>> {
-        Box::pin(async move {
-            // The in-mesh view: `kind get kubeconfig --internal` names the API server by its container hostname,
-            // which istiod in the other cluster cannot resolve, so it is rewritten to the node's address on the
-            // kind network (as Istio's own kind provisioner does). The remote secret embeds that address.
-            let name = kind_cluster_name(&self.opts.prefix, &cluster.name);
-            let ip = self.node_ip(&cluster.name).await?;
-            let internal = self.kind().internal_kubeconfig(&name).run().await?;
-            let rewritten = in_mesh_kubeconfig(&internal.stdout, &name, &ip)?;
-            let path = self
-                .opts
-                .run_dir
-                .join(format!("kubeconfig-{}-internal", cluster.name));
-            write_private(&path, &rewritten)?;
-            Ok(RemoteSecretSource {
-                kubeconfig: path,
-                context: cluster.context.clone(),
-                flags: Vec::new(),
-            })
         })
     }
 
@@ -917,6 +923,18 @@ impl ClusterProvider for KindProvider {
 
     fn run_dir(&self) -> PathBuf {
         self.opts.run_dir.clone()
+    }
+}
+
+/// After `istioctl install` on a real cluster: wait for the istiod Deployment to roll out.
+pub(super) fn istiod_rollout(c: &ClusterName) -> Action {
+    Action::Wait {
+        cluster: c.clone(),
+        until: Condition::Rollout {
+            namespace: "istio-system".into(),
+            deployment: "istiod".into(),
+        },
+        deadline_secs: 300,
     }
 }
 

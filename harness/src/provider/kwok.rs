@@ -13,11 +13,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
-use super::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError};
+use super::{CleanupReport, ClusterAccess, ClusterProvider, Performed, ProviderError};
 use crate::diagnose::EndpointFact;
 use crate::kube::{self as k, Applier};
 use crate::mesh::InstallOverlay;
-use crate::plan::{DataPlane, ProviderKind, ProviderProfile};
+use crate::plan::{Action, DataPlane, Placeholder, PoolSpec, ProviderAction, ProviderKind, ProviderProfile};
 use crate::rehearsal::procs::{Supervised, port_free, port_listening};
 use crate::rehearsal::shim::install_shim;
 use crate::rehearsal::state::{ClusterState, RehearsalState};
@@ -159,6 +159,7 @@ impl Ports {
 
 #[derive(Default)]
 struct Inner {
+    prepared: bool,
     created: Vec<String>,
     procs: Vec<Supervised>,
     state: RehearsalState,
@@ -421,6 +422,132 @@ status:
         })
     }
 
+    /// Once per run, before the first cluster: the tools are there, the run directory, the curl stand-in and
+    /// the rehearsal state exist.
+    fn prepare_once(&self) -> Result<(), ProviderError> {
+        if self.lock().prepared {
+            return Ok(());
+        }
+        for b in [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubectl",
+            "kwok",
+            "kwokctl",
+            "istioctl",
+            "pilot-discovery",
+            "metallb-controller",
+        ] {
+            if !self.tools.path(b).is_file() {
+                return Err(ProviderError::Missing(format!(
+                    "rehearsal tool {b} is missing from {}: run `make tools`",
+                    self.tools.dir.display()
+                )));
+            }
+        }
+        std::fs::create_dir_all(&self.opts.run_dir).map_err(|e| ProviderError::io("create run dir", e))?;
+        install_shim(&self.opts.run_dir.join("shimbin"), &self.opts.shim_exe)
+            .map_err(|e| ProviderError::io("install curl stand-in", e))?;
+        let mut inner = self.lock();
+        inner.state.rr_dir = self.opts.run_dir.join("rr");
+        self.write_state(&inner)?;
+        inner.prepared = true;
+        Ok(())
+    }
+
+    /// Fails, naming them, when ports of cluster `i` are taken (another rehearsal may run).
+    fn ports_free(&self, i: usize) -> Result<(), ProviderError> {
+        let busy: Vec<u16> = self
+            .ports(i)
+            .all()
+            .into_iter()
+            .filter(|p| !port_free(*p))
+            .collect();
+        if busy.is_empty() {
+            Ok(())
+        } else {
+            Err(ProviderError::Missing(format!(
+                "127.0.0.1 ports {busy:?} are in use; another rehearsal may be running, or pass --port-base"
+            )))
+        }
+    }
+
+    /// MetalLB's manifest with its webhook removed (nothing serves it: its pod is fake), the real controller as a
+    /// local process standing in for that pod, and the pool.
+    async fn rehearsal_metallb(
+        &self,
+        cluster: &ClusterAccess,
+        pool: &PoolSpec,
+        names: &(String, String),
+    ) -> Result<Performed, ProviderError> {
+        let i = self.index(&cluster.name);
+        let p = self.ports(i);
+        let manifest = std::fs::read_to_string(self.tools.path("metallb-native.yaml"))
+            .map_err(|e| ProviderError::io("read metallb-native.yaml", e))?;
+        cluster.applier.apply_yaml(&manifest, None).await?;
+        k::delete_webhook_configuration(&cluster.client, "metallb-webhook-configuration").await?;
+        let ready = k::wait_pods_ready(
+            &cluster.client,
+            "metallb-system",
+            "app=metallb,component=controller",
+            1,
+            Duration::from_secs(120),
+        )
+        .await?;
+        let pod =
+            ready.pods.first().map(|p| p.0.clone()).ok_or_else(|| {
+                ProviderError::Other(format!("no MetalLB controller pod in {}", cluster.name))
+            })?;
+        let name = format!("metallb-{}", cluster.name);
+        let dir = self.opts.run_dir.join(&name);
+        std::fs::create_dir_all(&dir).map_err(|e| ProviderError::io("mkdir", e))?;
+        let args = vec![
+            "--namespace=metallb-system".to_string(),
+            format!("--pod-name={pod}"),
+            "--webhook-mode=disabled".into(),
+            format!("--port={}", p.metallb_metrics),
+            format!("--health-probe-port={}", p.metallb_health),
+            "--log-level=info".into(),
+        ];
+        let env = vec![
+            (
+                "KUBECONFIG".to_string(),
+                self.cluster_kubeconfig(&cluster.name).display().to_string(),
+            ),
+            ("METALLB_NAMESPACE".into(), "metallb-system".into()),
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ];
+        let pid = self.supervise(&name, "metallb-controller", &args, &env, &dir, "controller.log")?;
+        let range = match pool {
+            PoolSpec::Fixed { range } => range.clone(),
+            other => {
+                return Err(ProviderError::Other(format!(
+                    "the rehearsal has no kind network for {other:?}"
+                )));
+            }
+        };
+        cluster
+            .applier
+            .apply_yaml(
+                &crate::topology::metallb_pool_yaml(&names.0, &names.1, &range),
+                None,
+            )
+            .await?;
+        Ok(Performed {
+            bound: vec![(Placeholder::metallb_pod(&cluster.name), pod)],
+            log: vec![
+                "applied metallb-native.yaml; removed its webhook (nothing serves it in a rehearsal)".into(),
+                format!(
+                    "started {name} (pid {pid}): real MetalLB controller for {} with pool {range}",
+                    cluster.name
+                ),
+            ],
+            ..Performed::default()
+        })
+    }
+
     fn index(&self, c: &ClusterName) -> usize {
         self.lock().indices.get(c).copied().unwrap_or(0)
     }
@@ -639,26 +766,39 @@ impl ClusterProvider for KwokProvider {
             .into(),
             "webhooks use https://127.0.0.1 URLs because istiod runs as a local process (overlay below)".into(),
             ],
+            // kwokctl allocates nothing across clusters; created one after another with pinned ports, they cannot
+            // collide.
+            parallel_create: false,
             ..ProviderProfile::empty(ProviderKind::Kwok, DataPlane::Computed)
         };
+        let run_dir = self.opts.run_dir.display().to_string();
         let webhook_of = |i: usize| self.ports(i).webhook;
         for (i, c) in scenario.clusters.iter().enumerate() {
-            let ctx = ctx_name(&c.name);
-            p.contexts.insert(c.name.clone(), ctx);
-            p.create_commands.insert(c.name.clone(), vec![
-                format!("kwokctl --name {n} --config \"$MESHCONF_RUN/{n}.kwok.yaml\" create cluster --runtime binary \
-                         --kubeconfig \"$MESHCONF_RUN/kubeconfig\"  # ports {}-{}", self.ports(i).apiserver, self.ports(i).metallb_health, n = c.name),
-                format!("kubectl --context=\"${{{}}}\" apply -f \"$MESHCONF_RUN/{}-node.yaml\"  # one kwok node, podCIDR {}",
-                    crate::plan::render_ctx_var(&c.name), c.name, first_24(c)),
-            ]);
-            p.lb_commands.insert(c.name.clone(), vec![
-                format!("kubectl --context=\"${{{v}}}\" apply --server-side -f \"$MESHCONF_TOOLS_BIN/metallb-native.yaml\"", v = crate::plan::render_ctx_var(&c.name)),
-                format!("kubectl --context=\"${{{v}}}\" delete validatingwebhookconfiguration metallb-webhook-configuration", v = crate::plan::render_ctx_var(&c.name)),
-                format!("KUBECONFIG=\"$MESHCONF_RUN/kwok/clusters/{}/kubeconfig.yaml\" metallb-controller --namespace=metallb-system \
-                         --pod-name=<controller pod> --webhook-mode=disabled --port={} --health-probe-port={} &", c.name,
-                         self.ports(i).metallb_metrics, self.ports(i).metallb_health),
-                format!("# IPAddressPool rehearsal in metallb-system: {} (TEST-NET-1, never dialled)", rehearsal_pool(i)),
-            ]);
+            let ports = self.ports(i);
+            p.contexts.insert(c.name.clone(), ctx_name(&c.name));
+            p.create.insert(
+                c.name.clone(),
+                vec![Action::Provider(ProviderAction::KwokCreate {
+                    cluster: c.clone(),
+                    index: i,
+                    ports: (ports.apiserver, ports.metallb_health),
+                    pod_cidr: first_24(c),
+                    run_dir: run_dir.clone(),
+                })],
+            );
+            p.load_balancers.insert(
+                c.name.clone(),
+                vec![Action::Provider(ProviderAction::RehearsalMetalLb {
+                    cluster: c.name.clone(),
+                    manifest: self.tools.path("metallb-native.yaml").display().to_string(),
+                    ports: (ports.metallb_metrics, ports.metallb_health),
+                    pool: PoolSpec::Fixed {
+                        range: rehearsal_pool(i),
+                    },
+                    names: ("rehearsal".into(), "rehearsal".into()),
+                    run_dir: run_dir.clone(),
+                })],
+            );
             match c.role {
                 Role::Primary => {
                     let w = webhook_of(i);
@@ -681,11 +821,14 @@ impl ClusterProvider for KwokProvider {
                             ),
                         },
                     );
-                    p.after_install.insert(c.name.clone(), vec![format!(
-                        "(cd \"$MESHCONF_RUN/istiod-{n}\" && CLUSTER_ID={n} ISTIOD_CUSTOM_HOST=127.0.0.1,localhost USE_REMOTE_CERTS=<cacerts present> \
-                         pilot-discovery discovery --kubeconfig=\"$MESHCONF_RUN/kwok/clusters/{n}/kubeconfig.yaml\" --grpcAddr=127.0.0.1:{} \
-                         --httpsAddr=127.0.0.1:{w} ... &)  # rehearsal: istiod as a local process, env mirrored from the rendered Deployment",
-                        self.ports(i).xds, n = c.name)]);
+                    p.after_install.insert(
+                        c.name.clone(),
+                        vec![Action::Provider(ProviderAction::StartIstiod {
+                            cluster: c.name.clone(),
+                            ports: (ports.xds, ports.webhook),
+                            run_dir: run_dir.clone(),
+                        })],
+                    );
                 }
                 Role::Remote => {
                     let pi = c
@@ -704,12 +847,13 @@ impl ClusterProvider for KwokProvider {
                 }
             }
             p.delete_commands.push(format!(
-                "kwokctl --name {} delete cluster --kubeconfig \"$MESHCONF_RUN/kubeconfig\"",
+                "kwokctl --name {} delete cluster --kubeconfig \"{run_dir}/kubeconfig\"",
                 c.name
             ));
         }
-        p.delete_commands
-            .push("kill istiod and metallb-controller processes (PIDs in \"$MESHCONF_RUN/pids\")".into());
+        p.delete_commands.push(format!(
+            "kill istiod and metallb-controller processes (PIDs in \"{run_dir}/pids\")"
+        ));
         p
     }
 
@@ -748,136 +892,69 @@ impl ClusterProvider for KwokProvider {
         })
     }
 
-    fn create<'a>(
+    fn perform<'a>(
         &'a self,
-        scenario: &'a Scenario,
-    ) -> BoxFuture<'a, Result<Vec<ClusterAccess>, ProviderError>> {
+        action: &'a ProviderAction,
+        clusters: &'a BTreeMap<ClusterName, ClusterAccess>,
+    ) -> BoxFuture<'a, Result<Performed, ProviderError>> {
         Box::pin(async move {
-            for b in [
-                "etcd",
-                "kube-apiserver",
-                "kube-controller-manager",
-                "kube-scheduler",
-                "kubectl",
-                "kwok",
-                "kwokctl",
-                "istioctl",
-                "pilot-discovery",
-                "metallb-controller",
-            ] {
-                if !self.tools.path(b).is_file() {
-                    return Err(ProviderError::Missing(format!(
-                        "rehearsal tool {b} is missing from {}: run `make tools`",
-                        self.tools.dir.display()
-                    )));
+            let cluster = |name: &ClusterName| {
+                clusters
+                    .get(name)
+                    .ok_or_else(|| ProviderError::Other(format!("cluster {name} was not created")))
+            };
+            match action {
+                ProviderAction::KwokCreate {
+                    cluster: c,
+                    index,
+                    ports,
+                    ..
+                } => {
+                    let p = self.ports(*index);
+                    if (p.apiserver, p.metallb_health) != *ports {
+                        return Err(ProviderError::Other(format!(
+                            "the plan gives {} the ports {ports:?}, this provider {:?}: build the plan with this provider",
+                            c.name,
+                            (p.apiserver, p.metallb_health)
+                        )));
+                    }
+                    self.prepare_once()?;
+                    self.ports_free(*index)?;
+                    let access = self.create_one(c, *index).await?;
+                    Ok(Performed {
+                        log: vec![format!(
+                            "{}: context {} in {}",
+                            c.name,
+                            access.context,
+                            access.kubeconfig.display()
+                        )],
+                        created: Some(access),
+                        ..Performed::default()
+                    })
                 }
+                ProviderAction::RehearsalMetalLb {
+                    cluster: name,
+                    pool,
+                    names,
+                    ..
+                } => self.rehearsal_metallb(cluster(name)?, pool, names).await,
+                ProviderAction::StartIstiod {
+                    cluster: name, ports, ..
+                } => {
+                    let p = self.ports(self.index(name));
+                    if (p.xds, p.webhook) != *ports {
+                        return Err(ProviderError::Other(format!(
+                            "the plan gives istiod of {name} the ports {ports:?}, this provider {:?}",
+                            (p.xds, p.webhook)
+                        )));
+                    }
+                    Ok(Performed::log(self.start_istiod(cluster(name)?).await?))
+                }
+                other => Err(ProviderError::Other(format!(
+                    "the rehearsal does not perform {other:?}"
+                ))),
             }
-            let busy: Vec<u16> = self
-                .all_ports(scenario.clusters.len())
-                .into_iter()
-                .filter(|p| !port_free(*p))
-                .collect();
-            if !busy.is_empty() {
-                return Err(ProviderError::Missing(format!(
-                    "127.0.0.1 ports {busy:?} are in use; another rehearsal may be running, or pass --port-base"
-                )));
-            }
-            std::fs::create_dir_all(&self.opts.run_dir)
-                .map_err(|e| ProviderError::io("create run dir", e))?;
-            install_shim(&self.opts.run_dir.join("shimbin"), &self.opts.shim_exe)
-                .map_err(|e| ProviderError::io("install curl stand-in", e))?;
-            {
-                let mut inner = self.lock();
-                inner.state.rr_dir = self.opts.run_dir.join("rr");
-                self.write_state(&inner)?;
-            }
-            // kwokctl counts ports across clusters only by their configs; created one after another with pinned
-            // ports they cannot collide.
-            let mut out = Vec::new();
-            for (i, c) in scenario.clusters.iter().enumerate() {
-                out.push(self.create_one(c, i).await?);
-            }
-            Ok(out)
         })
-    }
-
-    fn connect_networks<'a>(
-        &'a self,
-        _s: &'a Scenario,
-        _c: &'a [ClusterAccess],
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async {
-            Ok(vec![
-                "rehearsal: no node routes needed (no real pod network)".into(),
-            ])
-        })
-    }
-
-    fn load_balancers<'a>(
-        &'a self,
-        _scenario: &'a Scenario,
-        cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async move {
-            let i = self.index(&cluster.name);
-            let p = self.ports(i);
-            let manifest = std::fs::read_to_string(self.tools.path("metallb-native.yaml"))
-                .map_err(|e| ProviderError::io("read metallb-native.yaml", e))?;
-            cluster.applier.apply_yaml(&manifest, None).await?;
-            // Nothing serves MetalLB's webhook Service (its pod is fake): remove the webhook, as the controller
-            // runs with --webhook-mode=disabled.
-            k::delete_webhook_configuration(&cluster.client, "metallb-webhook-configuration").await?;
-            let ready = k::wait_pods_ready(
-                &cluster.client,
-                "metallb-system",
-                "app=metallb,component=controller",
-                1,
-                Duration::from_secs(120),
-            )
-            .await?;
-            let pod = ready.pods.first().map(|p| p.0.clone()).unwrap_or_default();
-            let name = format!("metallb-{}", cluster.name);
-            let dir = self.opts.run_dir.join(&name);
-            std::fs::create_dir_all(&dir).map_err(|e| ProviderError::io("mkdir", e))?;
-            let args = vec![
-                "--namespace=metallb-system".to_string(),
-                format!("--pod-name={pod}"),
-                "--webhook-mode=disabled".into(),
-                format!("--port={}", p.metallb_metrics),
-                format!("--health-probe-port={}", p.metallb_health),
-                "--log-level=info".into(),
-            ];
-            let env = vec![
-                (
-                    "KUBECONFIG".to_string(),
-                    self.cluster_kubeconfig(&cluster.name).display().to_string(),
-                ),
-                ("METALLB_NAMESPACE".into(), "metallb-system".into()),
-                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-            ];
-            let pid = self.supervise(&name, "metallb-controller", &args, &env, &dir, "controller.log")?;
-            let pool = rehearsal_pool(i);
-            let pool_yaml = format!(
-                "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: rehearsal\n  namespace: metallb-system\nspec:\n  addresses: [\"{pool}\"]\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: rehearsal\n  namespace: metallb-system\nspec:\n  ipAddressPools: [rehearsal]\n"
-            );
-            cluster.applier.apply_yaml(&pool_yaml, None).await?;
-            Ok(vec![
-                format!(
-                    "applied metallb-native.yaml; removed its webhook (nothing serves it in a rehearsal)"
-                ),
-                format!(
-                    "started {name} (pid {pid}): real MetalLB controller for {} with pool {pool}",
-                    cluster.name
-                ),
-            ])
-        })
-    }
-
-    fn after_primary_install<'a>(
-        &'a self,
-        cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(self.start_istiod(cluster))
     }
 
     fn cleanup(&self) -> BoxFuture<'_, CleanupReport> {

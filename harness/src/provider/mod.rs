@@ -23,7 +23,7 @@ use kube::api::{Api, ListParams};
 
 use crate::diagnose::EndpointFact;
 use crate::kube::{self as k, Applier, KubeError};
-use crate::plan::{ProviderKind, ProviderProfile};
+use crate::plan::{Placeholder, ProviderAction, ProviderKind, ProviderProfile};
 use crate::scenario::{ClusterName, Scenario};
 use crate::tools::{Istioctl, ToolError};
 
@@ -77,28 +77,17 @@ pub struct ClusterAccess {
     pub applier: Arc<Applier>,
 }
 
-/// After `istioctl install` on a real cluster: wait for the istiod Deployment to roll out.
-pub(crate) async fn wait_istiod_rollout(cluster: &ClusterAccess) -> Result<Vec<String>, ProviderError> {
-    crate::kube::wait_rollout(
-        &cluster.client,
-        "istio-system",
-        "istiod",
-        std::time::Duration::from_secs(300),
-    )
-    .await?;
-    Ok(vec!["istiod rolled out".into()])
-}
-
 /// After the remote install: the primary's istiod (EXTERNAL_ISTIOD) patches the remote's injection webhooks once
 /// it reads the remote secret and sees the controlPlaneClusters annotation. Injection depends on it, so wait.
-pub(crate) async fn wait_injector_patched(
+pub async fn wait_injector_patched(
     cluster: &ClusterAccess,
-    primary: &ClusterAccess,
-) -> Result<Vec<String>, ProviderError> {
+    primary: &ClusterName,
+    within: Duration,
+) -> Result<Vec<String>, KubeError> {
     // The primary's istiod (EXTERNAL_ISTIOD) patches the remote's injector once it reads the remote secret
     // and sees the controlPlaneClusters annotation: wait for that, as injection depends on it.
     let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let l = api
             .list(&ListParams::default())
@@ -124,32 +113,21 @@ pub(crate) async fn wait_injector_patched(
         if patched {
             return Ok(vec![format!(
                 "istiod of {} patched the injection webhooks of {}",
-                primary.name, cluster.name
+                primary, cluster.name
             )]);
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(ProviderError::Kube(k::KubeError::Timeout {
+            return Err(k::KubeError::Timeout {
                 what: format!(
                     "the istiod of {} to patch the caBundle of {}'s injection webhooks (does it read {}'s remote secret?)",
-                    primary.name, cluster.name, cluster.name
+                    primary, cluster.name, cluster.name
                 ),
-                after: Duration::from_secs(180),
+                after: within,
                 last: Some(format!("{} istio webhook configurations, unpatched", istio.len())),
-            }));
+            });
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-/// Where `istioctl create-remote-secret` reads a cluster from: kubeconfig, context and extra flags.
-#[derive(Debug, Clone)]
-pub struct RemoteSecretSource {
-    /// Kubeconfig file.
-    pub kubeconfig: PathBuf,
-    /// Context in it.
-    pub context: String,
-    /// Extra flags, e.g. `--server=https://<node IP>:6443`.
-    pub flags: Vec<String>,
 }
 
 impl ClusterAccess {
@@ -176,11 +154,34 @@ pub struct CleanupReport {
     pub properties: BTreeMap<String, String>,
 }
 
+/// What performing a provider action produced.
+#[derive(Default)]
+pub struct Performed {
+    /// A cluster the action created (or connected to).
+    pub created: Option<ClusterAccess>,
+    /// Placeholders the action read, with their values.
+    pub bound: Vec<(Placeholder, String)>,
+    /// Progress lines.
+    pub log: Vec<String>,
+    /// Measurements for the reports.
+    pub props: BTreeMap<String, String>,
+}
+
+impl Performed {
+    /// Only progress lines.
+    pub fn log(lines: Vec<String>) -> Self {
+        Self {
+            log: lines,
+            ..Self::default()
+        }
+    }
+}
+
 /// A cluster provider. Methods return boxed futures so providers can be chosen at run time.
 pub trait ClusterProvider: Send + Sync {
     /// Provider kind.
     fn kind(&self) -> ProviderKind;
-    /// Plan data for a scenario (pure).
+    /// What the provider contributes to the plan of a scenario: its typed actions and overlays (pure).
     fn profile(&self, scenario: &Scenario) -> ProviderProfile;
     /// Components that run for real, and those whose behaviour is computed.
     fn parts(&self) -> (Vec<String>, Vec<String>);
@@ -190,53 +191,13 @@ pub trait ClusterProvider: Send + Sync {
     }
     /// The istioctl to drive.
     fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>>;
-    /// Creates (or connects to) every cluster.
-    fn create<'a>(
+    /// Performs one of the provider actions of the plan, exactly as its fields say; `clusters` are the run's
+    /// clusters created so far.
+    fn perform<'a>(
         &'a self,
-        scenario: &'a Scenario,
-    ) -> BoxFuture<'a, Result<Vec<ClusterAccess>, ProviderError>>;
-    /// Routes between same-network nodes.
-    fn connect_networks<'a>(
-        &'a self,
-        scenario: &'a Scenario,
-        clusters: &'a [ClusterAccess],
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>>;
-    /// LoadBalancer addresses for a cluster.
-    fn load_balancers<'a>(
-        &'a self,
-        scenario: &'a Scenario,
-        cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>>;
-    /// Runs after `istioctl install` on a primary (rehearsal: start istiod and wait for its webhooks). By default
-    /// waits for the istiod Deployment to roll out.
-    fn after_primary_install<'a>(
-        &'a self,
-        cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(wait_istiod_rollout(cluster))
-    }
-    /// Runs after the remote install: waits for the primary's istiod to patch the remote's webhooks.
-    fn after_remote_install<'a>(
-        &'a self,
-        cluster: &'a ClusterAccess,
-        primary: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(wait_injector_patched(cluster, primary))
-    }
-    /// Kubeconfig and context istioctl should read when creating a remote secret for `cluster`, plus extra flags
-    /// (the in-mesh view: an API address the other cluster's istiod can reach).
-    fn remote_secret_source<'a>(
-        &'a self,
-        cluster: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<RemoteSecretSource, ProviderError>> {
-        Box::pin(async move {
-            Ok(RemoteSecretSource {
-                kubeconfig: cluster.kubeconfig.clone(),
-                context: cluster.context.clone(),
-                flags: Vec::new(),
-            })
-        })
-    }
+        action: &'a ProviderAction,
+        clusters: &'a BTreeMap<ClusterName, ClusterAccess>,
+    ) -> BoxFuture<'a, Result<Performed, ProviderError>>;
     /// Deletes what the run created (never anything else).
     fn cleanup(&self) -> BoxFuture<'_, CleanupReport>;
     /// Run directory holding kubeconfigs, certs and logs.

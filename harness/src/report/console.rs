@@ -129,6 +129,11 @@ impl Reporter for ConsoleReporter {
                 self.checks.insert(id.0.clone(), record.clone());
             }
             Event::StepLog { id, message } => tracing::info!(step = %id, "{message}"),
+            Event::ActionFinished { id, record } => {
+                for l in record.lines.iter().filter(|l| !l.starts_with('#')) {
+                    tracing::debug!(step = %id, "$ {l}");
+                }
+            }
             Event::StepFinished {
                 id,
                 outcome,

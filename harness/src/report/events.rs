@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::diagnose::StoredFile;
 use crate::exit::ExitStatus;
-use crate::plan::{DataPlane, ProviderKind, StepClass, StepId};
+use crate::plan::{DataPlane, Placeholder, ProviderKind, StepClass, StepId};
 use crate::verify::CheckRecord;
 
 /// Whether a failure is the mesh's fault or the environment's.
@@ -53,6 +53,24 @@ pub struct Attempt {
     pub duration: Duration,
 }
 
+/// One action of a step as it ran: the lines `meshconf plan` shows for it with the placeholders filled, what it
+/// bound, when it started and ended (Unix milliseconds) and whether it failed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionRecord {
+    /// Position in the step's actions.
+    pub index: usize,
+    /// Rendered lines (secrets redacted by the bus).
+    pub lines: Vec<String>,
+    /// Placeholders it bound, with their values.
+    pub bound: Vec<(Placeholder, String)>,
+    /// Start, Unix milliseconds.
+    pub started: u64,
+    /// End, Unix milliseconds.
+    pub ended: u64,
+    /// The error, when it failed.
+    pub error: Option<String>,
+}
+
 /// A run event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "event")]
@@ -81,6 +99,8 @@ pub enum Event {
         properties: BTreeMap<String, String>,
         /// Steps in plan order.
         steps: Vec<(StepId, String)>,
+        /// The lines before the first step (the context variables), as the plan renders them.
+        preamble: Vec<String>,
     },
     /// A step started.
     StepStarted {
@@ -95,6 +115,13 @@ pub enum Event {
         id: StepId,
         /// Message (never contains secrets).
         message: String,
+    },
+    /// An action of a step ended (the transcript is made of these).
+    ActionFinished {
+        /// Step id.
+        id: StepId,
+        /// What ran.
+        record: ActionRecord,
     },
     /// A traffic check judged its sample (once per attempt; the last one of a step is its verdict).
     CheckFinished {
@@ -182,6 +209,11 @@ impl Event {
                 values(properties);
             }
             Event::StepLog { message, .. } => text(message),
+            Event::ActionFinished { record, .. } => {
+                texts(&mut record.lines);
+                record.error.iter_mut().for_each(text);
+                record.bound.iter_mut().for_each(|(_, v)| text(v));
+            }
             Event::CheckFinished { record, .. } => {
                 texts(&mut record.verdict.problems);
                 let errors = std::mem::take(&mut record.verdict.errors);

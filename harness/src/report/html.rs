@@ -144,7 +144,7 @@ pub fn render_html(events: &[(Duration, Event)]) -> String {
             Event::StepStarted { id, .. } => {
                 started.insert(id.0.clone(), *at);
             }
-            Event::StepLog { .. } => {}
+            Event::StepLog { .. } | Event::ActionFinished { .. } => {}
             Event::StepFinished {
                 id,
                 title,
@@ -565,6 +565,7 @@ mod tests {
                         (id("check-traffic/from-cluster1"), "Verify from cluster1".into()),
                         (id("check-traffic/from-cluster2"), "Verify from cluster2 </script>".into()),
                     ],
+                preamble: Vec::new(),
                 },
             ),
             (t(0.0), Event::StepStarted { id: id("create-clusters"), title: "Create clusters".into() }),

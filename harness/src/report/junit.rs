@@ -71,7 +71,8 @@ pub fn render_junit(events: &[Event]) -> Result<String, ReportError> {
     for e in events {
         match e {
             // JUnit carries a check's measurements as its StepFinished properties.
-            Event::CheckFinished { .. } => {}
+            // The transcript (`<name>.sh`) and the JSON record carry the actions.
+            Event::CheckFinished { .. } | Event::ActionFinished { .. } => {}
             Event::RunStarted {
                 scenario,
                 guide,
@@ -84,6 +85,7 @@ pub fn render_junit(events: &[Event]) -> Result<String, ReportError> {
                 notes,
                 properties,
                 steps,
+                ..
             } => {
                 suite = TestSuite::new(scenario.as_str());
                 classname = format!("meshconf.{scenario}");
@@ -298,6 +300,7 @@ mod tests {
                         "Verify cross-cluster traffic from cluster2".into(),
                     ),
                 ],
+                preamble: Vec::new(),
             },
             Event::StepLog {
                 id: id("create-clusters"),

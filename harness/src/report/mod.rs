@@ -6,12 +6,14 @@ mod events;
 mod html;
 mod json;
 mod junit;
+mod transcript;
 
 pub use console::ConsoleReporter;
 pub use events::*;
 pub use html::{HtmlReporter, render_html};
 pub use json::JsonReporter;
 pub use junit::{JunitReporter, render_junit};
+pub use transcript::TranscriptReporter;
 
 use std::sync::{Arc, Mutex};
 

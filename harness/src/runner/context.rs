@@ -7,10 +7,11 @@ use std::time::Instant;
 use super::RunOptions;
 use crate::kube::KubeError;
 use crate::mesh::{SharedRoot, Variant};
-use crate::plan::StepId;
+use crate::plan::{Plan, PlannedCluster, StepId};
 use crate::provider::{ClusterAccess, ClusterProvider, ProviderError};
+pub use crate::report::ActionRecord;
 use crate::report::{Event, EventBus, FailureKind};
-use crate::scenario::{ClusterName, Scenario};
+use crate::scenario::ClusterName;
 use crate::tools::{Istioctl, ToolError};
 
 /// Why a step failed, classified.
@@ -94,6 +95,14 @@ impl StepLogger {
         Self { bus, id }
     }
 
+    /// Reports an action that ran (the bus redacts it like every event).
+    pub fn action(&self, record: ActionRecord) {
+        self.bus.emit(Event::ActionFinished {
+            id: self.id.clone(),
+            record,
+        });
+    }
+
     /// Reports a traffic check's record (the bus redacts it like every event).
     pub fn check(&self, record: crate::verify::CheckRecord) {
         self.bus.emit(Event::CheckFinished {
@@ -114,8 +123,6 @@ impl StepLogger {
 /// Runtime facts learned by steps.
 #[derive(Debug, Default)]
 pub struct Facts {
-    /// East-west gateway address per cluster (`DISCOVERY_ADDRESS`).
-    pub eastwest: BTreeMap<ClusterName, String>,
     /// When the last remote secret was applied.
     pub last_secret: Option<Instant>,
     /// Namespaces the run created (not present before), per cluster.
@@ -124,8 +131,10 @@ pub struct Facts {
 
 /// Everything a step may use.
 pub struct RunContext {
-    /// The scenario.
-    pub scenario: Scenario,
+    /// The plan's clusters with their roles (for diagnostics).
+    pub planned: Vec<PlannedCluster>,
+    /// The apps' namespace and the checked Envoy cluster (for diagnostics).
+    pub checked: (String, Option<String>),
     /// Guide variant.
     pub variant: Variant,
     /// istioctl.
@@ -145,15 +154,15 @@ pub struct RunContext {
 impl RunContext {
     /// A context for one run.
     pub fn new(
-        scenario: Scenario,
-        variant: Variant,
+        plan: &Plan,
         istioctl: Istioctl,
         provider: Arc<dyn ClusterProvider>,
         opts: RunOptions,
     ) -> Self {
         Self {
-            scenario,
-            variant,
+            planned: plan.clusters.clone(),
+            checked: plan.checked.clone(),
+            variant: plan.variant.clone(),
             istioctl,
             provider,
             opts,

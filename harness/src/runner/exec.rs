@@ -47,10 +47,9 @@ impl ContextExecutor {
     /// client, where endpoint views come from and the provider's own processes.
     fn diagnose_input(&self) -> DiagnoseInput<'_> {
         let ctx = &self.ctx;
-        let (app_namespace, envoy_cluster) = diagnose::checked_service(&ctx.scenario);
+        let (app_namespace, envoy_cluster) = ctx.checked.clone();
         let clusters = ctx
-            .scenario
-            .clusters
+            .planned
             .iter()
             .filter_map(|c| {
                 Some(DiagnosedCluster {
@@ -58,7 +57,7 @@ impl ContextExecutor {
                     client: ctx.cluster(&c.name).ok()?.client,
                     role: c.role,
                     primary: c.primary.clone(),
-                    needs_gateway: diagnose::needs_gateway(&ctx.scenario, &c.name),
+                    needs_gateway: c.needs_gateway,
                 })
             })
             .collect();
@@ -126,7 +125,7 @@ impl StepExecutor for ContextExecutor {
         step: &'a PlannedStep,
         log: &'a StepLogger,
     ) -> BoxFuture<'a, Result<Props, StepError>> {
-        Box::pin(super::steps::run(step, &self.ctx, log))
+        Box::pin(super::actions::run(step, &self.ctx, log))
     }
 
     fn diagnose(&self, steps: Vec<StepId>) -> BoxFuture<'_, Option<Event>> {

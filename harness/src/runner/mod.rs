@@ -1,9 +1,9 @@
 //! The runner: executes a plan's stages against a provider, steps of a stage in parallel, and reports every
 //! step as events. It never re-reads scenario files and never talks to reporters except through events.
 
+mod actions;
 mod context;
 mod exec;
-mod steps;
 #[cfg(test)]
 mod tests;
 
@@ -136,6 +136,7 @@ impl Runner {
             notes: plan.provider.notes.clone(),
             properties: plan.provider.properties.clone(),
             steps: plan.steps().map(|s| (s.id.clone(), s.title.clone())).collect(),
+            preamble: plan::preamble(plan),
         });
     }
 
@@ -167,6 +168,7 @@ impl Runner {
                         id.clone(),
                         "Check prerequisites; find istioctl and its version".into(),
                     )],
+                    preamble: Vec::new(),
                 });
                 self.bus.emit(Event::StepFinished {
                     id,
@@ -186,11 +188,14 @@ impl Runner {
             }
         };
         let variant = Variant::for_version(version);
-        let plan = plan::build(scenario, &variant, self.provider.profile(scenario));
+        let deadlines = plan::Deadlines {
+            load_balancer: self.opts.lb_timeout,
+            ..plan::Deadlines::default()
+        };
+        let plan = plan::build_with(scenario, &variant, self.provider.profile(scenario), &deadlines);
         self.emit_run_started(&plan);
         let ctx = Arc::new(RunContext::new(
-            scenario.clone(),
-            variant,
+            &plan,
             istioctl,
             self.provider.clone(),
             self.opts.clone(),

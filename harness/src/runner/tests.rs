@@ -12,8 +12,8 @@ use futures::future::BoxFuture;
 
 use super::*;
 use crate::mesh::{IstioVersion, Variant};
-use crate::plan::{Action, DataPlane, ProviderKind, ProviderProfile, Stage, StepId};
-use crate::provider::{CleanupReport, ClusterAccess, ClusterProvider, ProviderError};
+use crate::plan::{Action, DataPlane, ProviderAction, ProviderKind, ProviderProfile, Stage, StepId};
+use crate::provider::{CleanupReport, ClusterAccess, ClusterProvider, Performed, ProviderError};
 use crate::report::{Collector, Event, FailureKind, Outcome};
 use crate::scenario::{ClusterName, Scenario};
 use crate::tools::Istioctl;
@@ -39,22 +39,16 @@ impl ClusterProvider for FakeProvider {
     fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>> {
         Box::pin(async { Err(ProviderError::Missing("the fake provider has no istioctl".into())) })
     }
-    fn create<'a>(&'a self, _: &'a Scenario) -> BoxFuture<'a, Result<Vec<ClusterAccess>, ProviderError>> {
-        Box::pin(async { Err(ProviderError::Missing("the fake provider creates nothing".into())) })
-    }
-    fn connect_networks<'a>(
+    fn perform<'a>(
         &'a self,
-        _: &'a Scenario,
-        _: &'a [ClusterAccess],
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-    fn load_balancers<'a>(
-        &'a self,
-        _: &'a Scenario,
-        _: &'a ClusterAccess,
-    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        _: &'a ProviderAction,
+        _: &'a BTreeMap<ClusterName, ClusterAccess>,
+    ) -> BoxFuture<'a, Result<Performed, ProviderError>> {
+        Box::pin(async {
+            Err(ProviderError::Missing(
+                "the fake provider performs nothing".into(),
+            ))
+        })
     }
     fn cleanup(&self) -> BoxFuture<'_, CleanupReport> {
         self.cleaned.store(true, Ordering::SeqCst);
@@ -174,10 +168,11 @@ fn step(id: &str, class: StepClass) -> PlannedStep {
         id: StepId(id.into()),
         title: format!("step {id}"),
         class,
-        action: Action::RemoteSecret {
+        actions: vec![Action::RemoteSecret {
             from: ClusterName::new("cluster1"),
             into: ClusterName::new("cluster2"),
-        },
+            kubeconfig: None,
+        }],
     }
 }
 
@@ -188,6 +183,8 @@ fn plan(stages: Vec<Vec<PlannedStep>>) -> Plan {
         source: "scenarios/fake.yaml".into(),
         provider: ProviderProfile::empty(ProviderKind::Kwok, DataPlane::Computed),
         variant: Variant::for_version(IstioVersion::new(1, 31, 0)),
+        clusters: Vec::new(),
+        checked: ("sample".into(), None),
         stages: stages.into_iter().map(|steps| Stage { steps }).collect(),
     }
 }

@@ -1,0 +1,511 @@
+//! Typed actions: the one value `meshconf plan` renders and the runner executes, so the plan is what runs.
+//! Values known only at run time (an address, a pod name) are named [`Placeholder`]s, bound by the action that
+//! reads them and filled into every later action of the same step.
+
+use std::collections::BTreeMap;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::mesh::{InstallOverlay, Variant};
+use crate::scenario::{AppVersion, Cluster, ClusterName};
+
+/// A value known only at run time, rendered as the shell variable `${NAME}` in the plan.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Placeholder(pub String);
+
+fn upper(c: &ClusterName) -> String {
+    c.as_str()
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() {
+                ch.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Placeholder {
+    /// The guide's `DISCOVERY_ADDRESS`: the primary's east-west gateway address a remote installs against.
+    pub fn discovery_address() -> Self {
+        Self(crate::mesh::DISCOVERY_ADDRESS_VAR.into())
+    }
+    /// The east-west gateway's LoadBalancer address in `c`.
+    pub fn eastwest_address(c: &ClusterName) -> Self {
+        Self(format!("EASTWEST_IP_{}", upper(c)))
+    }
+    /// The node address of `c` on the kind network.
+    pub fn node_ip(c: &ClusterName) -> Self {
+        Self(format!("NODE_IP_{}", upper(c)))
+    }
+    /// The client pod (curl/sleep) of `c`.
+    pub fn client_pod(c: &ClusterName) -> Self {
+        Self(format!("CLIENT_POD_{}", upper(c)))
+    }
+    /// The LoadBalancer address range given to `c`.
+    pub fn lb_pool(c: &ClusterName) -> Self {
+        Self(format!("LB_POOL_{}", upper(c)))
+    }
+    /// The (kwok) pod the rehearsal's local MetalLB controller stands in for, in `c`.
+    pub fn metallb_pod(c: &ClusterName) -> Self {
+        Self(format!("METALLB_POD_{}", upper(c)))
+    }
+    /// `${NAME}`.
+    pub fn shell(&self) -> String {
+        format!("${{{}}}", self.0)
+    }
+}
+
+/// Placeholder values bound so far in a step.
+pub type Bindings = BTreeMap<Placeholder, String>;
+
+/// Replaces each bound `${NAME}` in `text` by its value; unbound ones stay as they are.
+pub fn fill(text: &str, bindings: &Bindings) -> String {
+    let mut out = text.to_string();
+    for (p, v) in bindings {
+        out = out.replace(&p.shell(), v);
+    }
+    out
+}
+
+/// The first `${NAME}` of `text` that `bindings` does not bind, among the placeholders it names.
+pub fn unbound<'a>(
+    text: &str,
+    names: impl IntoIterator<Item = &'a Placeholder>,
+    bindings: &Bindings,
+) -> Option<Placeholder> {
+    names
+        .into_iter()
+        .find(|p| text.contains(&p.shell()) && !bindings.contains_key(*p))
+        .cloned()
+}
+
+/// A label selector of one `key=value` pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Label {
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: String,
+}
+
+impl Label {
+    /// `key=value`.
+    pub fn new(key: &str, value: &str) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+/// A manifest by what it is; its text follows from the guide variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "manifest")]
+pub enum Manifest {
+    /// `samples/helloworld/helloworld.yaml` with the Service and every listed version.
+    Helloworld {
+        /// Versions the file holds.
+        versions: Vec<AppVersion>,
+    },
+    /// The client sample (`samples/sleep/sleep.yaml` or `samples/curl/curl.yaml`).
+    Client,
+    /// `samples/multicluster/expose-istiod.yaml`.
+    ExposeIstiod,
+}
+
+impl Manifest {
+    /// The path the guide names.
+    pub fn path(&self, v: &Variant) -> &'static str {
+        match self {
+            Manifest::Helloworld { .. } => crate::apps::HELLOWORLD_PATH,
+            Manifest::Client => crate::apps::client_path(v.client),
+            Manifest::ExposeIstiod => "samples/multicluster/expose-istiod.yaml",
+        }
+    }
+
+    /// The YAML text for `v`.
+    pub fn text(&self, v: &Variant) -> String {
+        match self {
+            Manifest::Helloworld { versions } => {
+                let vs: Vec<&str> = versions.iter().map(AppVersion::as_str).collect();
+                crate::apps::helloworld_yaml(v, &vs)
+            }
+            Manifest::Client => crate::apps::client_yaml(v),
+            Manifest::ExposeIstiod => crate::mesh::expose_istiod(v.networking_api),
+        }
+    }
+}
+
+/// The operator `istioctl install` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "from")]
+pub enum OperatorSource {
+    /// A file an earlier [`Action::WriteFile`] of the step wrote.
+    File,
+    /// What a samples script prints (the guide pipes it into istioctl); meshconf writes it to the file.
+    Script {
+        /// The script as the guide types it.
+        script: String,
+        /// What it prints for these arguments.
+        operator: String,
+    },
+}
+
+/// What a wait waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "until")]
+pub enum Condition {
+    /// A new cluster serves pods: the default ServiceAccount exists, kube-proxy and CoreDNS are Ready.
+    ApiReady,
+    /// A Deployment rolled out.
+    Rollout {
+        /// Namespace.
+        namespace: String,
+        /// Deployment name.
+        deployment: String,
+    },
+    /// Pods matching each selector are Running with `containers` Ready containers.
+    PodsReady {
+        /// Namespace.
+        namespace: String,
+        /// One selector per workload.
+        selectors: Vec<String>,
+        /// Ready containers each pod must have (2: app and sidecar).
+        containers: usize,
+        /// The cluster whose istiod serves these sidecars, watched while waiting (real proxies only).
+        control_plane: Option<ClusterName>,
+    },
+    /// A primary's istiod patched the caBundle of this remote's injection webhooks.
+    InjectorPatched {
+        /// The primary.
+        primary: ClusterName,
+    },
+}
+
+/// A value a [`Action::Capture`] reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "read")]
+pub enum Reading {
+    /// A LoadBalancer Service's first ingress IP (never `<pending>`).
+    LbAddress {
+        /// Namespace.
+        namespace: String,
+        /// Service.
+        service: String,
+    },
+    /// The name of a Running pod matching a selector.
+    PodName {
+        /// Namespace.
+        namespace: String,
+        /// Selector.
+        selector: String,
+    },
+}
+
+/// How a cluster gets its LoadBalancer address range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "pool")]
+pub enum PoolSpec {
+    /// `addresses` from the top of the kind network's IPv4 subnet, the `index`-th of `of` disjoint ranges.
+    TopOfKindNetwork {
+        /// This cluster's range.
+        index: usize,
+        /// How many ranges.
+        of: usize,
+        /// Addresses each.
+        addresses: u32,
+    },
+    /// A fixed range (the rehearsal's TEST-NET-1 addresses, never dialled).
+    Fixed {
+        /// `first-last`.
+        range: String,
+    },
+}
+
+/// What a provider does: typed, so the plan renders it and the provider performs exactly these fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "op")]
+pub enum ProviderAction {
+    /// The `kind` Docker network (created when missing) and the rule that counts packets leaving it.
+    KindNetwork {
+        /// Subnet when created.
+        subnet: Ipv4Net,
+        /// Bridge name.
+        bridge: String,
+    },
+    /// `kind create cluster`, then a client for it.
+    KindCreate {
+        /// The scenario cluster.
+        cluster: Cluster,
+        /// kind's cluster name.
+        name: String,
+        /// The kind config kind reads (derived in the run directory when meshconf adds patches).
+        config: String,
+        /// Whether `config` is the scenario's file plus the cgroup v1 patch.
+        derived: bool,
+        /// The kubeconfig kind writes.
+        kubeconfig: String,
+        /// The node image.
+        image: Option<String>,
+    },
+    /// `kind load docker-image` of the images built here.
+    KindLoadImages {
+        /// Cluster.
+        cluster: ClusterName,
+        /// kind's cluster name.
+        name: String,
+        /// Images.
+        images: Vec<String>,
+    },
+    /// The in-mesh kubeconfig: kind's internal one, its server rewritten to the node address.
+    InMeshKubeconfig {
+        /// Cluster.
+        cluster: ClusterName,
+        /// kind's cluster name.
+        name: String,
+        /// File in the run directory.
+        file: String,
+    },
+    /// A static route on one node to a peer cluster's CIDR, and no masquerading of own pods towards it.
+    NodeRoute {
+        /// Cluster whose node gets the route.
+        on: ClusterName,
+        /// That node's container.
+        on_node: String,
+        /// Destination CIDR.
+        destination: Ipv4Net,
+        /// The peer.
+        via: ClusterName,
+        /// The peer's node container.
+        via_node: String,
+        /// `on`'s pod subnet, kept as source towards `destination`.
+        keep_source: Ipv4Net,
+    },
+    /// MetalLB from its native manifest, Ready, with one address pool.
+    MetalLb {
+        /// Cluster.
+        cluster: ClusterName,
+        /// The manifest (path or URL).
+        manifest: String,
+        /// The pool.
+        pool: PoolSpec,
+        /// Names of the IPAddressPool and the L2Advertisement.
+        names: (String, String),
+    },
+    /// A kwokctl cluster (binary runtime) with one kwok node, then a client for it.
+    KwokCreate {
+        /// The scenario cluster.
+        cluster: Cluster,
+        /// Index (ports and pools derive from it).
+        index: usize,
+        /// First and last port of its range on 127.0.0.1.
+        ports: (u16, u16),
+        /// The node's podCIDR.
+        pod_cidr: String,
+        /// The run directory (kwokctl's configs and kubeconfigs).
+        run_dir: String,
+    },
+    /// MetalLB's manifest, its webhook removed, the real controller as a local process, and the pool.
+    RehearsalMetalLb {
+        /// Cluster.
+        cluster: ClusterName,
+        /// The manifest.
+        manifest: String,
+        /// Metrics and health ports of the local controller.
+        ports: (u16, u16),
+        /// The pool.
+        pool: PoolSpec,
+        /// Names of the IPAddressPool and the L2Advertisement.
+        names: (String, String),
+        /// The run directory (logs, kubeconfigs).
+        run_dir: String,
+    },
+    /// istiod as a local process for a primary, env mirrored from the Deployment istioctl rendered.
+    StartIstiod {
+        /// Cluster.
+        cluster: ClusterName,
+        /// gRPC (xDS) and HTTPS (webhook) ports.
+        ports: (u16, u16),
+        /// The run directory.
+        run_dir: String,
+    },
+    /// A context of the user's kubeconfig, connected to (nothing is created).
+    Connect {
+        /// Cluster.
+        cluster: ClusterName,
+        /// Context.
+        context: String,
+    },
+}
+
+impl ProviderAction {
+    /// The placeholders this action binds when it runs.
+    pub fn binds(&self) -> Vec<Placeholder> {
+        match self {
+            ProviderAction::InMeshKubeconfig { cluster, .. } => vec![Placeholder::node_ip(cluster)],
+            ProviderAction::NodeRoute { via, .. } => vec![Placeholder::node_ip(via)],
+            ProviderAction::MetalLb { cluster, pool, .. }
+            | ProviderAction::RehearsalMetalLb { cluster, pool, .. } => {
+                let mut v = Vec::new();
+                if matches!(pool, PoolSpec::TopOfKindNetwork { .. }) {
+                    v.push(Placeholder::lb_pool(cluster));
+                }
+                if matches!(self, ProviderAction::RehearsalMetalLb { .. }) {
+                    v.push(Placeholder::metallb_pod(cluster));
+                }
+                v
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The traffic check of one source cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrafficCheck {
+    /// Source cluster.
+    pub from: ClusterName,
+    /// Namespace of the client.
+    pub namespace: String,
+    /// URL as written in the scenario.
+    pub url: String,
+    /// Expected versions and the clusters serving each.
+    pub expect: BTreeMap<AppVersion, std::collections::BTreeSet<ClusterName>>,
+    /// Requests in the sample.
+    pub requests: u32,
+}
+
+/// One typed action of a plan step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "action")]
+pub enum Action {
+    /// A line for the person reading the plan: what meshconf does that the guide leaves to you, and why.
+    Note {
+        /// Text.
+        text: String,
+    },
+    /// A namespace (created when missing) with labels and annotations.
+    Namespace {
+        /// Cluster.
+        cluster: ClusterName,
+        /// Name.
+        name: String,
+        /// Labels.
+        labels: Vec<Label>,
+        /// Annotations.
+        annotations: Vec<Label>,
+    },
+    /// The `cacerts` Secret in `istio-system`: an intermediate CA for the cluster under the run's shared root.
+    CaCerts {
+        /// Cluster.
+        cluster: ClusterName,
+    },
+    /// A file in the run directory (a heredoc); `${NAME}`s in the body are filled first.
+    WriteFile {
+        /// File name.
+        file: String,
+        /// Body.
+        body: String,
+    },
+    /// `istioctl install -f FILE -y` with the provider's overlay.
+    IstioctlInstall {
+        /// Cluster.
+        cluster: ClusterName,
+        /// The operator file.
+        file: String,
+        /// Where the operator comes from.
+        source: OperatorSource,
+        /// Provider overlay.
+        overlay: InstallOverlay,
+    },
+    /// A manifest applied server-side, optionally only the documents a label selects.
+    Apply {
+        /// Cluster.
+        cluster: ClusterName,
+        /// Namespace for namespaced documents without one.
+        namespace: Option<String>,
+        /// The manifest.
+        manifest: Manifest,
+        /// Only documents with this label.
+        selector: Option<Label>,
+    },
+    /// `istioctl create-remote-secret` for `from`, applied in `into` (the Secret is never logged).
+    RemoteSecret {
+        /// Whose API server.
+        from: ClusterName,
+        /// Which cluster gets access.
+        into: ClusterName,
+        /// The kubeconfig istioctl reads (the in-mesh view, a file in the run directory), when not the run's own.
+        kubeconfig: Option<String>,
+    },
+    /// A wait with its condition and deadline.
+    Wait {
+        /// Cluster.
+        cluster: ClusterName,
+        /// Condition.
+        until: Condition,
+        /// Deadline in seconds.
+        deadline_secs: u64,
+    },
+    /// Reads a value from a cluster into a placeholder.
+    Capture {
+        /// Cluster.
+        cluster: ClusterName,
+        /// What is read.
+        reading: Reading,
+        /// The placeholder it binds.
+        into: Placeholder,
+        /// Deadline in seconds.
+        deadline_secs: u64,
+    },
+    /// Something only the provider does (create a cluster, route between nodes, MetalLB).
+    Provider(ProviderAction),
+    /// Repeated curls from one source cluster, judged by `verify`.
+    CheckTraffic(TrafficCheck),
+}
+
+impl Action {
+    /// A note.
+    pub fn note(text: impl Into<String>) -> Self {
+        Action::Note { text: text.into() }
+    }
+
+    /// The placeholders this action binds when it runs.
+    pub fn binds(&self) -> Vec<Placeholder> {
+        match self {
+            Action::Capture { into, .. } => vec![into.clone()],
+            Action::Provider(p) => p.binds(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_replaces_only_bound_placeholders() {
+        let mut b = Bindings::new();
+        b.insert(Placeholder::discovery_address(), "172.30.255.200".into());
+        let t = "remotePilotAddress: ${DISCOVERY_ADDRESS} via ${NODE_IP_CLUSTER1}";
+        assert_eq!(
+            fill(t, &b),
+            "remotePilotAddress: 172.30.255.200 via ${NODE_IP_CLUSTER1}"
+        );
+        let n = Placeholder::node_ip(&ClusterName::new("cluster1"));
+        assert_eq!(unbound(t, [&n], &b), Some(n.clone()));
+        b.insert(n.clone(), "172.30.0.2".into());
+        assert_eq!(unbound(t, [&n], &b), None);
+    }
+}

@@ -1,0 +1,604 @@
+//! The interpreter of plan actions: what each typed action does against the run's clusters (provider actions go
+//! to the provider). The same code serves every provider, and each action reports the lines `meshconf plan`
+//! showed for it, with the values it bound.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{Api, ListParams};
+
+use super::context::{ActionRecord, RunContext, StepError, StepLogger};
+use crate::apps;
+use crate::kube::{self as k, parse_documents};
+use crate::mesh::SharedRoot;
+use crate::plan::{
+    Action, Bindings, Condition, Label, OperatorSource, Placeholder, PlannedStep, Reading, TrafficCheck,
+    action_lines, curl_target, fill,
+};
+use crate::provider::ClusterAccess;
+use crate::scenario::ClusterName;
+use crate::verify::{self, Answer};
+
+/// Requests per exec: one curl invocation fetches this many URLs, saving exec round-trips.
+pub const BATCH: u32 = 10;
+
+use super::exec::Props;
+
+fn write_private(path: &Path, body: &str) -> Result<(), StepError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| StepError::infra(format!("mkdir {}: {e}", d.display())))?;
+    }
+    std::fs::write(path, body).map_err(|e| StepError::infra(format!("write {}: {e}", path.display())))?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(())
+}
+
+/// Executes a step: its actions in order, each reported with its rendered lines (placeholders filled), its times
+/// and its outcome, so the transcript is what ran.
+pub(super) async fn run(
+    s: &PlannedStep,
+    ctx: &Arc<RunContext>,
+    log: &StepLogger,
+) -> Result<Props, StepError> {
+    let mut bindings = Bindings::new();
+    let mut props = Props::new();
+    for (index, a) in s.actions.iter().enumerate() {
+        let started = std::time::SystemTime::now();
+        let before = bindings.clone();
+        let r = perform(a, ctx, &mut bindings, log, &mut props).await;
+        let bound = bindings
+            .iter()
+            .filter(|(k, _)| !before.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        log.action(ActionRecord {
+            index,
+            lines: action_lines(a, &ctx.variant, &bindings),
+            bound,
+            started: millis(started),
+            ended: millis(std::time::SystemTime::now()),
+            error: r.as_ref().err().map(|e| e.message.clone()),
+        });
+        r?;
+    }
+    Ok(props)
+}
+
+fn millis(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn bound<'a>(b: &'a Bindings, p: &Placeholder) -> Result<&'a str, StepError> {
+    b.get(p).map(String::as_str).ok_or_else(|| {
+        StepError::infra(format!(
+            "placeholder {} is not bound: the action that reads it did not run in this step",
+            p.0
+        ))
+    })
+}
+
+async fn perform(
+    a: &Action,
+    ctx: &Arc<RunContext>,
+    b: &mut Bindings,
+    log: &StepLogger,
+    props: &mut Props,
+) -> Result<(), StepError> {
+    match a {
+        Action::Note { .. } => Ok(()),
+        Action::Namespace {
+            cluster,
+            name,
+            labels,
+            annotations,
+        } => {
+            let c = ctx.cluster(cluster)?;
+            let pairs = |v: &[Label]| {
+                v.iter()
+                    .map(|l| (l.key.clone(), l.value.clone()))
+                    .collect::<Vec<_>>()
+            };
+            ensure_namespace(ctx, &c, name, &pairs(labels), &pairs(annotations)).await?;
+            log.log(format!("namespace {name} in {cluster}"));
+            Ok(())
+        }
+        Action::CaCerts { cluster } => plug_cacerts(ctx, cluster, log).await,
+        Action::WriteFile { file, body } => {
+            let text = fill(body, b);
+            if let Some(at) = text.find("${") {
+                let name: String = text[at + 2..].chars().take_while(|c| *c != '}').collect();
+                return Err(StepError::infra(format!(
+                    "{file}: placeholder {name} is not bound when the file is written"
+                )));
+            }
+            write_private(&ctx.run_dir().join(file), &text)
+        }
+        Action::IstioctlInstall {
+            cluster,
+            file,
+            source,
+            overlay,
+        } => {
+            let c = ctx.cluster(cluster)?;
+            let path = ctx.run_dir().join(file);
+            if let OperatorSource::Script { operator, .. } = source {
+                write_private(&path, operator)?;
+            }
+            let out = ctx
+                .istioctl
+                .install(&c.kubeconfig, &c.context, &path, &overlay.args())
+                .run()
+                .await?;
+            log.log(format!("istioctl install -f {file}: {}", last_line(&out.stdout)));
+            Ok(())
+        }
+        Action::Apply {
+            cluster,
+            namespace,
+            manifest,
+            selector,
+        } => {
+            let c = ctx.cluster(cluster)?;
+            let text = manifest.text(&ctx.variant);
+            // The file the guide names, so a person replaying the transcript finds it in the run directory.
+            write_private(&ctx.run_dir().join(manifest.path(&ctx.variant)), &text)?;
+            let mut docs = parse_documents(&text)?;
+            if let Some(l) = selector {
+                docs = apps::select_documents(&docs, &BTreeMap::from([(l.key.clone(), l.value.clone())]));
+            }
+            if docs.is_empty() {
+                return Err(StepError::infra(format!(
+                    "{} selects no document{}",
+                    manifest.path(&ctx.variant),
+                    selector
+                        .as_ref()
+                        .map(|l| format!(" with -l {l}"))
+                        .unwrap_or_default()
+                )));
+            }
+            for applied in c.applier.apply_values(docs, namespace.as_deref()).await? {
+                log.log(format!("applied {applied}"));
+            }
+            Ok(())
+        }
+        Action::RemoteSecret {
+            from,
+            into,
+            kubeconfig,
+        } => remote_secret(ctx, from, into, kubeconfig.as_deref(), log, props).await,
+        Action::Wait {
+            cluster,
+            until,
+            deadline_secs,
+        } => {
+            let c = ctx.cluster(cluster)?;
+            let within = Duration::from_secs(*deadline_secs);
+            wait(ctx, &c, until, within, log, props).await
+        }
+        Action::Capture {
+            cluster,
+            reading,
+            into,
+            deadline_secs,
+        } => {
+            let c = ctx.cluster(cluster)?;
+            let within = Duration::from_secs(*deadline_secs);
+            let started = Instant::now();
+            let value = match reading {
+                Reading::LbAddress { namespace, service } => {
+                    k::wait_lb_address(&c.client, namespace, service, within)
+                        .await?
+                        .to_string()
+                }
+                Reading::PodName { namespace, selector } => {
+                    tokio::time::timeout(within, running_pod(&c, namespace, selector))
+                        .await
+                        .map_err(|_| {
+                            StepError::infra(format!(
+                                "no answer listing pods -l {selector} within {within:?}"
+                            ))
+                        })??
+                }
+            };
+            log.log(format!(
+                "{}={value} ({cluster}, after {:.1}s)",
+                into.0,
+                started.elapsed().as_secs_f64()
+            ));
+            props.insert(into.0.to_ascii_lowercase().replace('_', "-"), value.clone());
+            b.insert(into.clone(), value);
+            Ok(())
+        }
+        Action::Provider(p) => {
+            let clusters = ctx
+                .clusters
+                .lock()
+                .map_err(|_| StepError::infra("cluster table poisoned"))?
+                .clone();
+            let done = ctx.provider.perform(p, &clusters).await?;
+            for l in done.log {
+                log.log(l);
+            }
+            props.extend(done.props);
+            b.extend(done.bound);
+            if let Some(c) = done.created {
+                ctx.clusters
+                    .lock()
+                    .map_err(|_| StepError::infra("cluster table poisoned"))?
+                    .insert(c.name.clone(), c);
+            }
+            Ok(())
+        }
+        Action::CheckTraffic(t) => {
+            let pod = bound(b, &Placeholder::client_pod(&t.from))?.to_string();
+            let p = check_traffic(ctx, t, pod, log).await?;
+            props.extend(p);
+            Ok(())
+        }
+    }
+}
+
+async fn wait(
+    ctx: &Arc<RunContext>,
+    c: &ClusterAccess,
+    until: &Condition,
+    within: Duration,
+    log: &StepLogger,
+    props: &mut Props,
+) -> Result<(), StepError> {
+    let started = Instant::now();
+    match until {
+        Condition::ApiReady => {
+            // What `kind create --wait` does not wait for: the default ServiceAccount (pods are refused without
+            // it), kube-proxy and CoreDNS Ready (Services answer).
+            let sa: Api<ServiceAccount> = Api::namespaced(c.client.clone(), "default");
+            k::wait_for(
+                sa,
+                "default",
+                |o: Option<&ServiceAccount>| o.is_some(),
+                &format!("{}: ServiceAccount default/default", c.name),
+                within,
+                |_| "present".into(),
+            )
+            .await?;
+            for sel in ["k8s-app=kube-proxy", "k8s-app=kube-dns"] {
+                k::wait_pods_ready(&c.client, "kube-system", sel, 1, within).await?;
+            }
+            log.log(format!(
+                "{}: ServiceAccount default, kube-proxy and CoreDNS Ready",
+                c.name
+            ));
+        }
+        Condition::Rollout {
+            namespace,
+            deployment,
+        } => {
+            k::wait_rollout(&c.client, namespace, deployment, within).await?;
+            log.log(format!("{namespace}/{deployment} rolled out in {}", c.name));
+        }
+        Condition::InjectorPatched { primary } => {
+            for l in crate::provider::wait_injector_patched(c, primary, within).await? {
+                log.log(l);
+            }
+        }
+        Condition::PodsReady {
+            namespace,
+            selectors,
+            containers,
+            control_plane,
+        } => {
+            let checks = selectors
+                .iter()
+                .map(|sel| k::wait_pods_ready(&c.client, namespace, sel, *containers, within));
+            // A ReplicaSet that keeps failing to create pods (its injection webhook is down) fails the wait with
+            // the controller's own message instead of a timeout that says only "no matching pods"; an istiod that
+            // stays down (the control plane these sidecars need) fails it with that cause.
+            let istiod_watch = async {
+                match control_plane.as_ref().map(|cp| (cp, ctx.cluster(cp))) {
+                    Some((cp, Ok(access))) => {
+                        k::istiod_down(&access.client, cp.as_str(), Duration::from_secs(30)).await
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            let results = tokio::select! {
+                r = futures::future::join_all(checks) => r,
+                e = k::persistent_create_failure(&c.client, namespace, Duration::from_secs(30)) => return Err(e.into()),
+                e = istiod_watch => return Err(e.into()),
+            };
+            for (sel, r) in selectors.iter().zip(results) {
+                for (name, r, t) in r?.pods {
+                    log.log(format!("pod {name} {r}/{t} Running ({sel})"));
+                    props.insert(format!("pod/{name}"), format!("{r}/{t}"));
+                }
+            }
+            props.insert(
+                "ready-seconds".into(),
+                format!("{:.1}", started.elapsed().as_secs_f64()),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn last_line(s: &str) -> String {
+    s.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("done")
+        .trim()
+        .to_string()
+}
+
+async fn ensure_namespace(
+    ctx: &RunContext,
+    c: &ClusterAccess,
+    ns: &str,
+    labels: &[(String, String)],
+    annotations: &[(String, String)],
+) -> Result<(), StepError> {
+    let api: Api<Namespace> = Api::all(c.client.clone());
+    let existed = api
+        .get_opt(ns)
+        .await
+        .map_err(|source| k::KubeError::Api {
+            what: format!("get namespace {ns} in {}", c.name),
+            source,
+        })?
+        .is_some();
+    let doc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {
+            "name": ns,
+            "labels": labels.iter().map(|(a, b)| (a.clone(), serde_json::Value::String(b.clone()))).collect::<serde_json::Map<_, _>>(),
+            "annotations": annotations.iter().map(|(a, b)| (a.clone(), serde_json::Value::String(b.clone()))).collect::<serde_json::Map<_, _>>(),
+        }
+    });
+    c.applier.apply_values(vec![doc], None).await?;
+    if !existed {
+        ctx.with_facts(|f| f.created_namespaces.push((c.name.clone(), ns.to_string())));
+    }
+    Ok(())
+}
+
+async fn plug_cacerts(
+    ctx: &Arc<RunContext>,
+    cluster: &ClusterName,
+    log: &StepLogger,
+) -> Result<(), StepError> {
+    let c = ctx.cluster(cluster)?;
+    let root = ctx
+        .root
+        .get_or_try_init(|| async { SharedRoot::generate().map(Arc::new) })
+        .await
+        .map_err(|e| StepError::infra(e.to_string()))?
+        .clone();
+    let bundle = root
+        .intermediate(cluster.as_str())
+        .map_err(|e| StepError::infra(e.to_string()))?;
+    let dir = ctx.run_dir().join("certs").join(cluster.as_str());
+    for (name, body) in bundle.secret_data() {
+        write_private(&dir.join(&name), &body)?;
+    }
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "cacerts", "namespace": "istio-system"},
+        "type": "Opaque",
+        "stringData": bundle.secret_data(),
+    });
+    c.applier.apply_values(vec![secret], Some("istio-system")).await?;
+    log.log(format!("Secret istio-system/cacerts in {cluster}: intermediate CA for {cluster} under the shared root (keys not logged)"));
+    Ok(())
+}
+
+async fn remote_secret(
+    ctx: &Arc<RunContext>,
+    from: &ClusterName,
+    into: &ClusterName,
+    kubeconfig: Option<&str>,
+    log: &StepLogger,
+    props: &mut Props,
+) -> Result<(), StepError> {
+    let src = ctx.cluster(from)?;
+    let dst = ctx.cluster(into)?;
+    // The in-mesh view when the provider wrote one (kind: the API server at the node address), else the run's.
+    let source = kubeconfig
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| src.kubeconfig.clone());
+    let cmd = ctx.istioctl.create_remote_secret(
+        ctx.variant.remote_secret_words(),
+        &source,
+        &src.context,
+        from.as_str(),
+        &[],
+    );
+    // stdout is a Secret holding a bearer token: parsed and applied, never logged.
+    let out = cmd.run().await?;
+    let docs = parse_documents(&out.stdout).map_err(|e| {
+        StepError::infra(format!(
+            "istioctl create-remote-secret printed something that is not YAML: {e}"
+        ))
+    })?;
+    let names: Vec<String> = docs
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    if names.is_empty() {
+        return Err(StepError::infra(
+            "istioctl create-remote-secret printed no Secret",
+        ));
+    }
+    dst.applier.apply_values(docs, Some("istio-system")).await?;
+    ctx.with_facts(|f| f.last_secret = Some(Instant::now()));
+    log.log(format!(
+        "applied Secret istio-system/{} into {into} (content not logged)",
+        names.join(", ")
+    ));
+    props.insert("secret".into(), names.join(","));
+    Ok(())
+}
+
+async fn running_pod(c: &ClusterAccess, ns: &str, selector: &str) -> Result<String, StepError> {
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+    let l = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|source| k::KubeError::Api {
+            what: format!("list pods -l {selector} in {}/{ns}", c.name),
+            source,
+        })?;
+    l.items
+        .into_iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .find_map(|p| p.metadata.name)
+        .ok_or_else(|| StepError::infra(format!("no running pod -l {selector} in {}/{ns}", c.name)))
+}
+
+/// Which cluster runs each HelloWorld pod, read from every cluster's API.
+async fn attribution(ctx: &RunContext, ns: &str) -> Result<verify::Attribution, StepError> {
+    let mut m = verify::Attribution::new();
+    for c in ctx.all_clusters() {
+        let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+        let l = pods
+            .list(&ListParams::default().labels("app=helloworld"))
+            .await
+            .map_err(|source| k::KubeError::Api {
+                what: format!("list helloworld pods in {}", c.name),
+                source,
+            })?;
+        for p in l.items {
+            if let Some(n) = p.metadata.name {
+                m.insert(n, c.name.clone());
+            }
+        }
+    }
+    Ok(m)
+}
+
+async fn batch(
+    c: &ClusterAccess,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    target: &str,
+    n: u32,
+) -> Result<Vec<Answer>, StepError> {
+    let mut argv = vec!["curl".to_string(), "-sS".to_string()];
+    argv.extend((0..n).map(|_| target.to_string()));
+    let out = k::exec(&c.client, ns, pod, container, &argv, Duration::from_secs(60)).await?;
+    let mut answers = verify::parse_answers(&out.stdout);
+    if out.exit_code != 0 {
+        let err = out.stderr.lines().next().unwrap_or("").trim().to_string();
+        answers.push(Answer::Other {
+            text: format!("curl exit {}: {err}", out.exit_code),
+        });
+    }
+    Ok(answers)
+}
+
+/// The real probe: curl in the client pod through exec (on the rehearsal the stand-in answers inside that exec),
+/// attribution from every cluster's API.
+struct ExecProbe<'a> {
+    ctx: &'a RunContext,
+    cluster: ClusterAccess,
+    ns: &'a str,
+    pod: String,
+    app: &'static str,
+    target: String,
+}
+
+impl verify::Probe for ExecProbe<'_> {
+    fn batch(&self, n: u32) -> futures::future::BoxFuture<'_, Result<Vec<Answer>, verify::ProbeError>> {
+        Box::pin(async move {
+            batch(&self.cluster, self.ns, &self.pod, self.app, &self.target, n)
+                .await
+                .map_err(|e| verify::ProbeError(e.message))
+        })
+    }
+
+    fn attribution(&self) -> futures::future::BoxFuture<'_, Result<verify::Attribution, verify::ProbeError>> {
+        Box::pin(async move {
+            attribution(self.ctx, self.ns)
+                .await
+                .map_err(|e| verify::ProbeError(e.message))
+        })
+    }
+}
+
+async fn check_traffic(
+    ctx: &Arc<RunContext>,
+    t: &TrafficCheck,
+    pod: String,
+    log: &StepLogger,
+) -> Result<Props, StepError> {
+    let (from, ns, requests) = (&t.from, t.namespace.as_str(), t.requests);
+    let c = ctx.cluster(from)?;
+    let app = ctx.variant.client.name();
+    let target = curl_target(&t.url).to_string();
+    let probe = ExecProbe {
+        ctx,
+        cluster: c,
+        ns,
+        pod: pod.clone(),
+        app,
+        target: target.clone(),
+    };
+    let spec = verify::CheckSpec {
+        from: from.clone(),
+        expect: t.expect.clone(),
+        requests,
+        batch: BATCH,
+        convergence_timeout: ctx.opts.convergence_timeout,
+        poll: Duration::from_millis(500),
+    };
+    let since = ctx.with_facts(|f| f.last_secret);
+    let record = verify::run_check(&probe, &spec, since, &|l| log.log(l))
+        .await
+        .map_err(|e| StepError::infra(e.0))?;
+    // JUnit's view: properties. The other reporters read the typed record.
+    let v = &record.verdict;
+    let mut props = Props::new();
+    props.insert(
+        "convergence-attempts".into(),
+        record.convergence.attempts.to_string(),
+    );
+    if let Some(secs) = record.convergence.first_cross_cluster_seconds {
+        props.insert("convergence-seconds".into(), format!("{secs:.1}"));
+    }
+    props.insert("requests".into(), requests.to_string());
+    for (k, n) in &v.counts {
+        props.insert(format!("count/{k}"), n.to_string());
+    }
+    for (k, n) in &v.errors {
+        props.insert(format!("error/{k}"), n.to_string());
+    }
+    for (k, n) in &v.instances {
+        props.insert(format!("answered-by/{k}"), n.to_string());
+    }
+    if let Some(p) = v.p_value {
+        props.insert("p-value".into(), format!("{p:.4}"));
+    }
+    props.insert("alpha".into(), format!("{:e}", verify::ALPHA));
+    let passed = v.passed();
+    let problems = v.problems.join("; ");
+    log.check(record);
+    if passed {
+        Ok(props)
+    } else {
+        let mut e = StepError::conformance(problems);
+        e.command = Some(format!(
+            "kubectl exec -n {ns} -c {app} {pod} -- curl -sS {target} (×{requests}, in batches of {BATCH})"
+        ));
+        e.properties = props;
+        Err(e)
+    }
+}
