@@ -37,6 +37,13 @@ enum Command {
         /// Print the plan as JSON instead of shell.
         #[arg(long)]
         json: bool,
+        /// The run directory the plan names (as `meshconf run --run-dir`); default: the variable $MESHCONF_RUN.
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Instead of printing, check that this transcript (a run's <name>.sh) executed exactly this plan, with
+        /// its placeholders filled; exit 1 naming every difference.
+        #[arg(long, value_name = "TRANSCRIPT")]
+        against: Option<PathBuf>,
     },
     /// Run a scenario: provision, install, deploy, check traffic, write JUnit and JSON reports.
     Run {
@@ -165,8 +172,7 @@ fn session_config(t: &Target, report_dir: PathBuf, report_name: String) -> Sessi
     cfg
 }
 
-fn plan_provider(t: &Target, scenario: &scenario::Scenario) -> Box<dyn ClusterProvider> {
-    let run_dir = PathBuf::from("$MESHCONF_RUN");
+fn plan_provider(t: &Target, scenario: &scenario::Scenario, run_dir: PathBuf) -> Box<dyn ClusterProvider> {
     match t.provider {
         ProviderKind::Kind => {
             let cfg = session_config(t, PathBuf::new(), scenario.name.clone());
@@ -322,16 +328,26 @@ fn main() -> ExitCode {
                 }
                 status
             }
-            Command::Plan { scenario, target, json } => {
+            Command::Plan { scenario, target, json, run_dir, against } => {
                 let s = match load(&scenario) {
                     Ok(s) => s,
                     Err(_) => return ExitStatus::BadInput,
                 };
-                let provider = plan_provider(&target, &s);
+                let provider = plan_provider(&target, &s, run_dir.unwrap_or_else(|| PathBuf::from("$MESHCONF_RUN")));
                 let (version, note) = plan_version(&target, provider.as_ref()).await;
                 let mut profile = provider.profile(&s);
                 profile.notes.extend(note);
                 let p = plan::build(&s, &Variant::for_version(version), profile);
+                if let Some(t) = against {
+                    let transcript = match std::fs::read_to_string(&t) {
+                        Ok(x) => x,
+                        Err(e) => { eprintln!("meshconf: {}: {e}", t.display()); return ExitStatus::BadInput; }
+                    };
+                    return match plan::compare_transcript(&plan::render_shell(&p), &transcript) {
+                        Ok(()) => { println!("{}: the plan's commands, placeholders filled, nothing more", t.display()); ExitStatus::Passed }
+                        Err(d) => { eprintln!("{}: differs from the plan:\n{d}", t.display()); ExitStatus::ConformanceFailure }
+                    };
+                }
                 if json {
                     match serde_json::to_string_pretty(&p) {
                         Ok(t) => println!("{t}"),

@@ -1,5 +1,6 @@
-//! Plan versus transcript: a run's `<name>.sh` must hold exactly the plan's commands, step by step, with each
-//! step's placeholders filled by the values its `# bound:` lines record — nothing more, nothing less.
+//! Plan versus transcript: a run's `<name>.sh` must hold exactly the plan's lines, step by step (commands and the
+//! comments that state deadlines and waits), with each step's placeholders filled by the values its `# bound:`
+//! lines record — nothing more, nothing less.
 
 use super::action::{Bindings, Placeholder, fill};
 
@@ -34,12 +35,24 @@ fn sections(text: &str) -> Vec<Section> {
             }
             continue;
         }
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+        // Within a step every line counts, its comments too (they carry deadlines and what meshconf waits
+        // for); the transcript's own annotations and the plan's stage headers do not.
+        let comment = line.trim_start().starts_with('#');
+        if line.trim().is_empty()
+            || (comment && (cur.id.is_empty() || line.starts_with("# ── stage") || transcript_only(line)))
+        {
             continue;
         }
         cur.commands.push(line.to_string());
     }
     out
+}
+
+/// The comments only a transcript writes: what happened, not what was planned.
+fn transcript_only(line: &str) -> bool {
+    ["# failed: ", "# (ran ", "# step failed", "# skipped: "]
+        .iter()
+        .any(|p| line.starts_with(p))
 }
 
 /// `Ok` when `transcript` runs exactly the commands of `plan`, step by step in plan order, with each step's
@@ -131,6 +144,18 @@ mod tests {
         assert!(compare_transcript(PLAN, &changed).is_err_and(|e| e.contains("5.6.7.8")));
         let skipped = RAN.split("# [b]").next().unwrap_or_default().to_string();
         assert!(compare_transcript(PLAN, &skipped).is_err_and(|e| e.contains("steps differ")));
+    }
+
+    #[test]
+    fn a_changed_deadline_in_a_comment_is_a_difference() {
+        let plan = PLAN.replace("# [b] B\n", "# [b] B\n# meshconf waits (deadline 300s)\n");
+        let ran = RAN.replace("# [b] B\n", "# [b] B\n# meshconf waits (deadline 299s)\n");
+        assert!(compare_transcript(&plan, &ran).is_err_and(|e| e.contains("299s")));
+        let same = RAN.replace(
+            "# [b] B\n",
+            "# [b] B\n# meshconf waits (deadline 300s)\n# failed: x\n",
+        );
+        assert_eq!(compare_transcript(&plan, &same), Ok(()));
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl Reporter for TranscriptReporter {
                 self.head = vec![
                     format!("# meshconf transcript: {scenario} (guide: \"{guide}\"), provider {}", provider.as_str()),
                     "# What this run executed, in plan order, as `meshconf plan` renders it; `# bound:` lines give \
-                     the values placeholders took (filled into the lines after them)."
+                     the values placeholders took (filled into the lines of their step)."
                         .into(),
                 ];
                 self.preamble.clone_from(preamble);
