@@ -5,6 +5,7 @@ mod egress;
 mod existing;
 mod kind;
 mod kwok;
+mod metallb;
 
 pub use egress::{EgressCount, EgressRule, packets_of};
 pub use existing::ExistingProvider;

@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use ipnet::Ipv4Net;
-use kube::api::Api;
 use serde::{Deserialize, Serialize};
 
 use super::egress::{EgressCount, EgressRule};
+use super::metallb;
 use super::{CleanupReport, ClusterAccess, ClusterProvider, Performed, ProviderError};
 use crate::images::ImageSet;
 use crate::kube as k;
-use crate::mesh::InstallOverlay;
 use crate::plan::{
     Action, Condition, DataPlane, Placeholder, PoolSpec, ProviderAction, ProviderKind, ProviderProfile,
 };
@@ -25,8 +24,19 @@ use crate::scenario::{ClusterName, Scenario};
 use crate::tools::{Cmd, Docker, Istioctl, IstioctlSource, Kind, download_istioctl, find_engine, which};
 use crate::topology::{self, kind_cluster_name};
 
-/// MetalLB release whose native manifest the kind provider applies.
-pub const METALLB_VERSION: &str = "v0.16.1";
+mod lifecycle;
+mod network;
+mod overlays;
+
+use lifecycle::remove_created;
+
+pub use super::metallb::METALLB_VERSION;
+#[cfg(test)]
+use lifecycle::count_ack_errors;
+#[cfg(test)]
+use network::in_mesh_kubeconfig;
+#[cfg(test)]
+use overlays::CGROUP_V1_PATCH;
 /// LoadBalancer addresses per cluster.
 pub const LB_ADDRESSES: u32 = 50;
 /// The `kind` network's subnet when meshconf creates it.
@@ -156,18 +166,6 @@ impl KindProvider {
         format!("{}-control-plane", kind_cluster_name(&self.opts.prefix, c))
     }
 
-    async fn node_ip(&self, c: &ClusterName) -> Result<String, ProviderError> {
-        let out = self.docker().node_ip(&self.node(c)).run().await?;
-        let ip = out.stdout.trim().to_string();
-        ip.parse::<std::net::Ipv4Addr>().map_err(|_| {
-            ProviderError::Other(format!(
-                "node {} has no IPv4 address on the kind network: {ip:?}",
-                self.node(c)
-            ))
-        })?;
-        Ok(ip)
-    }
-
     /// The istioctl to drive: `--istio-version` downloads one; else PATH; else the one built with the images.
     fn istioctl_candidate(&self) -> Option<Istioctl> {
         Istioctl::from_path().ok().or_else(|| {
@@ -228,180 +226,19 @@ impl KindProvider {
             )))
         }
     }
+}
 
-    /// The run's kind config for a cluster: the scenario's file plus meshconf's overlays, as JSON (kind reads
-    /// YAML, of which JSON is a subset).
-    pub fn derived_config(&self, user_config: &str, source: &Path) -> Result<String, ProviderError> {
-        let mut v: serde_json::Value = serde_saphyr::from_str(user_config).map_err(|e| {
-            ProviderError::Other(format!("kind config {}: not valid YAML: {e}", source.display()))
-        })?;
-        let obj = v.as_object_mut().ok_or_else(|| {
-            ProviderError::Other(format!("kind config {}: not a mapping", source.display()))
-        })?;
-        if self.opts.cgroup_v1 {
-            let patches = obj
-                .entry("kubeadmConfigPatches")
-                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-            if let Some(list) = patches.as_array_mut() {
-                list.push(serde_json::Value::String(CGROUP_V1_PATCH.into()));
-            }
-        }
-        serde_json::to_string_pretty(&v).map_err(|e| ProviderError::Other(e.to_string()))
-    }
-
-    /// The overlays this provider adds, one line each, for plans and reports.
-    pub fn overlay_notes(&self) -> Vec<String> {
-        let mut n = Vec::new();
-        if self.opts.cgroup_v1 {
-            n.push(
-                "overlay: kubelet failCgroupV1=false (this host runs cgroup v1; kind warns it is deprecated)"
-                    .into(),
-            );
-        }
-        if let Some(i) = &self.opts.images {
-            n.push(format!(
-                "overlay: images built here, no registry (node image {}; sources below)",
-                i.node_image
-            ));
-            n.push(format!(
-                "overlay: data plane is upstream Envoy {}, not istio-proxy; Istio filters off: metadata exchange \
-                 (PILOT_ENABLE_METADATA_EXCHANGE=false), ALPN filter (PILOT_ENABLE_ALPN_FILTER=false), stats \
-                 (values.telemetry.enabled=false)",
-                i.envoy
-            ));
-            n.push(
-                "overlay: CLOUD_PLATFORM=none for every proxy (no cloud metadata probes leave the machine)"
-                    .into(),
-            );
-            n.push(format!(
-                "overlay: meshconf creates the kind network ({}) and counts packets leaving it (egress-packets, must be 0)",
-                self.opts.subnet
-            ));
-            n.push(
-                "overlay: node CNI is ptp + host-local per cluster pod subnet (kindnetd is not built here)"
-                    .into(),
-            );
-        }
-        n
-    }
-
-    fn install_overlay(&self) -> InstallOverlay {
-        let Some(i) = &self.opts.images else {
-            return InstallOverlay::default();
-        };
-        let sets = [
-            ("hub", i.istio.hub.as_str()),
-            ("tag", i.istio.tag.as_str()),
-            ("values.global.imagePullPolicy", "IfNotPresent"),
-            ("values.pilot.env.PILOT_ENABLE_METADATA_EXCHANGE", "false"),
-            ("values.pilot.env.PILOT_ENABLE_ALPN_FILTER", "false"),
-            ("values.telemetry.enabled", "false"),
-            ("meshConfig.defaultConfig.proxyMetadata.CLOUD_PLATFORM", "none"),
-        ];
-        InstallOverlay {
-            sets: sets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            reason: Some(format!(
-                "images built here; upstream Envoy {} lacks Istio's own filters; no cloud metadata probes",
-                i.envoy
-            )),
-        }
-    }
-
-    async fn prepare_network(&self) -> Result<Ipv4Net, ProviderError> {
-        let docker = self.docker();
-        let subnet = match docker.inspect_kind_network().run().await {
-            Ok(out) => {
-                topology::kind_network_ipv4(&out.stdout).map_err(|e| ProviderError::Other(e.to_string()))?
-            }
-            Err(_) => {
-                docker
-                    .create_kind_network(&self.opts.subnet.to_string())
-                    .run()
-                    .await
-                    .map_err(|e| {
-                        ProviderError::Other(format!(
-                            "cannot create the kind network with subnet {} (set MESHCONF_KIND_SUBNET to a free one): {e}",
-                            self.opts.subnet
-                        ))
-                    })?;
-                self.update(|s| s.network_created = true);
-                self.opts.subnet
-            }
-        };
-        let run_id = self
-            .opts
-            .run_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "run".into());
-        let inspect = docker.inspect_kind_network().run().await?;
-        let bridge = topology::kind_network_bridge(&inspect.stdout)
-            .map_err(|e| ProviderError::Other(e.to_string()))?;
-        let rule = EgressRule::new(&bridge, &run_id);
-        match rule.arm().await {
-            Ok(()) => self.update(|s| s.egress = Some(rule.clone())),
-            Err(why) => {
-                tracing::warn!("egress is not counted: {why}");
-                if let Ok(mut u) = self.egress_unmeasured.lock() {
-                    *u = Some(why);
-                }
-            }
-        }
-        Ok(subnet)
-    }
-
-    fn ensure_run_dir(&self) -> Result<(), ProviderError> {
-        std::fs::create_dir_all(&self.opts.run_dir).map_err(|e| ProviderError::io("create run dir", e))?;
-        self.update(|_| {});
-        Ok(())
-    }
-
-    /// Writes the run's kind config for `c` to `path`: the scenario's file plus meshconf's patches.
-    fn derive_config(&self, c: &crate::scenario::Cluster, path: &Path) -> Result<(), ProviderError> {
-        let text = std::fs::read_to_string(&c.kind_config)
-            .map_err(|e| ProviderError::io(format!("read kind config {}", c.kind_config.display()), e))?;
-        let derived = self.derived_config(&text, &c.kind_config)?;
-        std::fs::write(path, derived).map_err(|e| ProviderError::io(format!("write {}", path.display()), e))
-    }
-
-    async fn create_one(
-        &self,
-        name: &str,
-        config: &Path,
-        kubeconfig: &Path,
-        image: Option<String>,
-    ) -> Result<(), ProviderError> {
-        let kind = Kind {
-            node_image: image,
-            ..self.kind()
-        };
-        match kind.create(name, config, kubeconfig).run().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let journal = self
-                    .docker()
-                    .journal_tail(&format!("{name}-control-plane"))
-                    .run()
-                    .await
-                    .map(|o| o.stdout)
-                    .unwrap_or_else(|j| format!("(no journal: {j})"));
-                Err(ProviderError::Other(format!(
-                    "kind create cluster {name} failed: {e}\nthe node's journal (kubelet, containerd), last lines:\n{}",
-                    crate::tools::tail(&journal, 40)
-                )))
-            }
-        }
-    }
-
-    /// MetalLB from its manifest, Ready, with the pool the action names: the `index`-th range carved from the
-    /// top of the kind network's subnet as it is now.
+impl KindProvider {
+    /// MetalLB from its manifest, controller and speaker Ready, with the pool the action names: the `index`-th
+    /// range carved from the top of the kind network's subnet as it is now.
     async fn metallb(
         &self,
         cluster: &ClusterAccess,
         pool: &PoolSpec,
         names: &(String, String),
     ) -> Result<Performed, ProviderError> {
-        let manifest = self.metallb_manifest().await?;
+        let local = self.opts.images.as_ref().map(|i| i.metallb.manifest.as_path());
+        let manifest = metallb::manifest(local).await?;
         cluster.applier.apply_yaml(&manifest, None).await?;
         for sel in [
             "app=metallb,component=controller",
@@ -416,208 +253,26 @@ impl KindProvider {
             )
             .await?;
         }
-        let range = match pool {
-            PoolSpec::Fixed { range } => range.clone(),
-            PoolSpec::TopOfKindNetwork { index, of, addresses } => {
+        let subnet = match pool {
+            PoolSpec::TopOfKindNetwork { .. } => {
                 let inspect = self.docker().inspect_kind_network().run().await?;
-                let subnet = topology::kind_network_ipv4(&inspect.stdout)
-                    .map_err(|e| ProviderError::Other(e.to_string()))?;
-                let pools = topology::carve_pools(subnet, *of, *addresses)
-                    .map_err(|e| ProviderError::Other(e.to_string()))?;
-                pools
-                    .get(*index)
-                    .ok_or_else(|| ProviderError::Other(format!("no address range {index} in {subnet}")))?
-                    .as_range()
-            }
-        };
-        let yaml = topology::metallb_pool_yaml(&names.0, &names.1, &range);
-        // MetalLB's webhook refuses the pool for a few seconds after its pods are Ready (it fails closed).
-        let mut last = None;
-        for _ in 0..12 {
-            match cluster.applier.apply_yaml(&yaml, None).await {
-                Ok(_) => {
-                    return Ok(Performed {
-                        bound: vec![(Placeholder::lb_pool(&cluster.name), range.clone())],
-                        log: vec![format!(
-                            "MetalLB {METALLB_VERSION} (controller and speaker Ready) with pool {range}"
-                        )],
-                        ..Performed::default()
-                    });
-                }
-                Err(e) => {
-                    last = Some(e);
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-            }
-        }
-        Err(last
-            .map(ProviderError::Kube)
-            .unwrap_or_else(|| ProviderError::Other("MetalLB pool not applied".into())))
-    }
-
-    async fn metallb_manifest(&self) -> Result<String, ProviderError> {
-        if let Some(i) = &self.opts.images {
-            return std::fs::read_to_string(&i.metallb.manifest).map_err(|e| {
-                ProviderError::io(
-                    format!("read MetalLB manifest {}", i.metallb.manifest.display()),
-                    e,
+                Some(
+                    topology::kind_network_ipv4(&inspect.stdout)
+                        .map_err(|e| ProviderError::Other(e.to_string()))?,
                 )
-            });
-        }
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let url = metallb_url();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| ProviderError::Other(e.to_string()))?;
-        let resp = client
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| ProviderError::Other(format!("download {url}: {e}")))?;
-        resp.text()
-            .await
-            .map_err(|e| ProviderError::Other(format!("download {url}: {e}")))
-    }
-
-    /// Counts Envoy config rejections in every istiod's log (`ADS:… ACK ERROR`: the word NACK never appears):
-    /// the proof that the upstream Envoy accepted all the config istiod sent. `N`, or `N; unreadable: …`.
-    async fn ack_errors(&self, state: &KindState) -> String {
-        let mut total = 0usize;
-        let mut unreadable = Vec::new();
-        for name in &state.clusters {
-            let Some(cluster) = name.strip_prefix(&format!("{}-", self.opts.prefix)) else {
-                continue;
-            };
-            let kc = self.opts.run_dir.join(format!("kubeconfig-{cluster}"));
-            match istiod_ack_errors(&kc, &format!("kind-{name}")).await {
-                Ok(n) => total += n,
-                Err(e) => unreadable.push(format!("{cluster}: {e}")),
             }
-        }
-        if unreadable.is_empty() {
-            total.to_string()
-        } else {
-            format!("{total}; unreadable: {}", unreadable.join("; "))
-        }
-    }
-
-    /// Removes what a kept or interrupted run left, from its state file (`meshconf down`).
-    pub async fn down(run_dir: &Path) -> Result<Vec<String>, String> {
-        let path = run_dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let state: KindState = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let kind_bin = which("kind")
-            .or_else(|| {
-                ImageSet::locate()
-                    .ok()
-                    .flatten()
-                    .map(|i| i.tools_bin.join("kind"))
-            })
-            .unwrap_or_else(|| "kind".into());
-        let kind = Kind {
-            bin: kind_bin,
-            node_image: None,
-            docker_host: state.docker_host.clone(),
+            PoolSpec::Fixed { .. } => None,
         };
-        let docker = Docker {
-            bin: "docker".into(),
-            docker_host: state.docker_host.clone(),
-        };
-        remove_created(&kind, &docker, &state, &run_dir.join("kubeconfig-deleted")).await
+        let range = metallb::range(pool, subnet)?;
+        metallb::apply_pool(cluster, names, &range, 12).await?;
+        Ok(Performed {
+            bound: vec![(Placeholder::lb_pool(&cluster.name), range.clone())],
+            log: vec![format!(
+                "MetalLB {METALLB_VERSION} (controller and speaker Ready) with pool {range}"
+            )],
+            ..Performed::default()
+        })
     }
-}
-
-/// Deletes clusters, the egress rule and the network a run created; one line per action.
-async fn remove_created(
-    kind: &Kind,
-    docker: &Docker,
-    state: &KindState,
-    kc: &Path,
-) -> Result<Vec<String>, String> {
-    let mut msgs = Vec::new();
-    let mut failed = Vec::new();
-    // One kubeconfig per delete: kind locks the file, so parallel deletes sharing one fail.
-    let deletes = state.clusters.iter().map(|n| async move {
-        let path = kc.with_file_name(format!("kubeconfig-deleted-{n}"));
-        (n, kind.delete(n, &path).run().await)
-    });
-    for (n, r) in futures::future::join_all(deletes).await {
-        match r {
-            Ok(_) => msgs.push(format!("deleted kind cluster {n}")),
-            Err(e) => failed.push(format!("kind delete {n}: {e}")),
-        }
-    }
-    // The egress rule guards the clusters' traffic and the network carries them: both stay while any cluster
-    // may still be up, so a second `meshconf down` (with the right engine) finds them all again.
-    if !failed.is_empty() {
-        if state.egress.is_some() || state.network_created {
-            failed.push(
-                "kept the egress rule and the kind network: a cluster they guard may still run".to_string(),
-            );
-        }
-        msgs.extend(failed);
-        return Err(msgs.join("; "));
-    }
-    if let Some(rule) = &state.egress {
-        let comment = &rule.comment;
-        match rule.disarm().await {
-            Ok(()) => msgs.push(format!("removed the egress rule '{comment}'")),
-            // Already gone (an earlier `meshconf down`): nothing left to remove.
-            Err(_) if matches!(rule.read().await, EgressCount::Unmeasured(_)) => {}
-            Err(e) => failed.push(format!("egress rule '{comment}': {e}")),
-        }
-    }
-    if state.network_created && docker.inspect_kind_network().run().await.is_ok() {
-        match docker.remove_kind_network().run().await {
-            Ok(_) => msgs.push("removed the kind network".into()),
-            Err(e) => failed.push(format!("docker network rm kind: {e}")),
-        }
-    }
-    if failed.is_empty() {
-        Ok(msgs)
-    } else {
-        msgs.extend(failed);
-        Err(msgs.join("; "))
-    }
-}
-
-/// `ACK ERROR` lines in the logs of the istiod pods of one cluster (none when it runs no istiod: a remote).
-async fn istiod_ack_errors(kubeconfig: &Path, context: &str) -> Result<usize, String> {
-    use k8s_openapi::api::core::v1::Pod;
-    use kube::api::{ListParams, LogParams};
-    let client = k::client_for(kubeconfig, context)
-        .await
-        .map_err(|e| e.to_string())?;
-    let pods: Api<Pod> = Api::namespaced(client, "istio-system");
-    let list = pods
-        .list(&ListParams::default().labels("app=istiod"))
-        .await
-        .map_err(|e| format!("list istiod pods: {e}"))?;
-    let mut n = 0;
-    for p in list.items {
-        let name = p.metadata.name.unwrap_or_default();
-        let logs = pods
-            .logs(&name, &LogParams::default())
-            .await
-            .map_err(|e| format!("logs of {name}: {e}"))?;
-        n += count_ack_errors(&logs);
-    }
-    Ok(n)
-}
-
-/// How many lines of an istiod log report a rejected config.
-pub fn count_ack_errors(log: &str) -> usize {
-    log.lines().filter(|l| l.contains("ACK ERROR")).count()
-}
-
-const CGROUP_V1_PATCH: &str = "kind: KubeletConfiguration\nfailCgroupV1: false\n";
-
-fn metallb_url() -> String {
-    format!(
-        "https://raw.githubusercontent.com/metallb/metallb/{METALLB_VERSION}/config/manifests/metallb-native.yaml"
-    )
 }
 
 impl ClusterProvider for KindProvider {
@@ -679,7 +334,7 @@ impl ClusterProvider for KindProvider {
             p.in_mesh_kubeconfig.insert(c.name.clone(), in_mesh);
             let manifest = match &self.opts.images {
                 Some(i) => i.metallb.manifest.display().to_string(),
-                None => metallb_url(),
+                None => super::metallb::manifest_url(),
             };
             p.load_balancers.insert(
                 c.name.clone(),
@@ -827,18 +482,8 @@ impl ClusterProvider for KindProvider {
                     )]))
                 }
                 ProviderAction::InMeshKubeconfig { cluster, name, file } => {
-                    // The in-mesh view: `kind get kubeconfig --internal` names the API server by its container
-                    // hostname, which istiod in the other cluster cannot resolve, so it is rewritten to the node's
-                    // address on the kind network (as Istio's own kind provisioner does).
-                    let ip = self.node_ip(cluster).await?;
-                    let internal = self.kind().internal_kubeconfig(name).run().await?;
-                    let rewritten = in_mesh_kubeconfig(&internal.stdout, name, &ip)?;
-                    write_private(Path::new(file), &rewritten)?;
-                    Ok(Performed {
-                        bound: vec![(Placeholder::node_ip(cluster), ip.clone())],
-                        log: vec![format!("{file}: server https://{ip}:6443 (content not logged)")],
-                        ..Performed::default()
-                    })
+                    self.write_in_mesh_kubeconfig(cluster, name, Path::new(file))
+                        .await
                 }
                 ProviderAction::NodeRoute {
                     on,
@@ -847,21 +492,7 @@ impl ClusterProvider for KindProvider {
                     via,
                     keep_source,
                     ..
-                } => {
-                    let ip = self.node_ip(via).await?;
-                    let docker = self.docker();
-                    let d = destination.to_string();
-                    docker.add_route(on_node, &d, &ip).run().await?;
-                    docker
-                        .keep_source(on_node, &keep_source.to_string(), &d)
-                        .run()
-                        .await?;
-                    Ok(Performed {
-                        bound: vec![(Placeholder::node_ip(via), ip.clone())],
-                        log: vec![format!("{on}: route {destination} via {ip} ({via})")],
-                        ..Performed::default()
-                    })
-                }
+                } => self.route(on, on_node, *destination, via, *keep_source).await,
                 ProviderAction::MetalLb {
                     cluster, pool, names, ..
                 } => {
@@ -947,18 +578,6 @@ pub async fn kind_version() -> Option<String> {
         .await
         .ok()
         .map(|o| o.stdout.trim().to_string())
-}
-
-/// Rewrites `kind get kubeconfig --internal` output (server `https://<name>-control-plane:6443`) to the node's
-/// address on the kind network, so an istiod in another cluster can reach it.
-pub fn in_mesh_kubeconfig(internal: &str, cluster: &str, node_ip: &str) -> Result<String, ProviderError> {
-    let from = format!("https://{cluster}-control-plane:6443");
-    if !internal.contains(&from) {
-        return Err(ProviderError::Other(format!(
-            "`kind get kubeconfig --internal --name {cluster}` did not name the server {from}"
-        )));
-    }
-    Ok(internal.replace(&from, &format!("https://{node_ip}:6443")))
 }
 
 fn write_private(path: &std::path::Path, body: &str) -> Result<(), ProviderError> {

@@ -1,0 +1,570 @@
+//! The `kwok` provider (rehearsal): every scenario cluster is a real control plane (etcd, kube-apiserver,
+//! controller-manager, scheduler) started by kwokctl's binary runtime, with kwok standing in for kubelets.
+//! Where a pod would run a program that matters, the real program runs as a local process instead: one istiod
+//! per primary and one MetalLB controller per cluster. All traffic stays on 127.0.0.1.
+
+mod cluster;
+mod istiod;
+mod metallb;
+mod ports;
+mod tools;
+
+pub use tools::ToolsBin;
+
+use cluster::first_24;
+use ports::{Ports, rehearsal_pool};
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::{CleanupReport, ClusterAccess, ClusterProvider, Performed, ProviderError};
+use crate::diagnose::EndpointFact;
+use crate::mesh::InstallOverlay;
+use crate::plan::{Action, DataPlane, PoolSpec, ProviderAction, ProviderKind, ProviderProfile};
+use crate::rehearsal::procs::{Supervised, port_listening};
+use crate::rehearsal::state::RehearsalState;
+use crate::scenario::{Cluster, ClusterName, Role, Scenario};
+use crate::tools::{Cmd, Istioctl, IstioctlSource};
+
+/// Options of the kwok provider.
+#[derive(Debug, Clone)]
+pub struct KwokOptions {
+    /// First of the 127.0.0.1 ports the rehearsal uses (20 per cluster).
+    pub port_base: u16,
+    /// Run directory (kubeconfigs, certs, logs); created if missing.
+    pub run_dir: PathBuf,
+    /// The binary kwok's exec rule re-executes as the curl stand-in.
+    pub shim_exe: PathBuf,
+    /// Keep the clusters and processes after the run.
+    pub keep: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    prepared: bool,
+    created: Vec<String>,
+    procs: Vec<Supervised>,
+    state: RehearsalState,
+    indices: BTreeMap<ClusterName, usize>,
+    clusters: BTreeMap<ClusterName, Cluster>,
+}
+
+/// The rehearsal provider.
+pub struct KwokProvider {
+    tools: ToolsBin,
+    opts: KwokOptions,
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn ctx_name(c: &ClusterName) -> String {
+    format!("kwok-{c}")
+}
+
+impl KwokProvider {
+    /// A provider using `tools`.
+    pub fn new(tools: ToolsBin, opts: KwokOptions) -> Self {
+        Self {
+            tools,
+            opts,
+            inner: Arc::new(Mutex::new(Inner::default())),
+        }
+    }
+
+    fn ports(&self, i: usize) -> Ports {
+        Ports::for_index(self.opts.port_base, i)
+    }
+
+    fn kwok_dir(&self) -> PathBuf {
+        self.opts.run_dir.join("kwok")
+    }
+
+    fn cluster_kubeconfig(&self, c: &ClusterName) -> PathBuf {
+        self.kwok_dir()
+            .join("clusters")
+            .join(c.as_str())
+            .join("kubeconfig.yaml")
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.opts.run_dir.join("rehearsal-state.json")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn path_env(&self) -> String {
+        format!(
+            "{}:{}:/usr/local/bin:/usr/bin:/bin",
+            self.opts.run_dir.join("shimbin").display(),
+            self.tools.dir.display()
+        )
+    }
+
+    fn kwokctl(&self, args: &[&str]) -> Cmd {
+        Cmd::new(self.tools.path("kwokctl"))
+            .args(args.iter().copied())
+            .env("KWOK_WORKDIR", self.kwok_dir().display().to_string())
+            .env(
+                "KWOK_KUBE_VERSION",
+                self.tools.versions().get("k8s").cloned().unwrap_or_default(),
+            )
+            .env(
+                "PATH",
+                format!("{}:/usr/local/bin:/usr/bin:/bin", self.tools.dir.display()),
+            )
+    }
+
+    fn write_state(&self, inner: &Inner) -> Result<(), ProviderError> {
+        inner
+            .state
+            .write(&self.state_path())
+            .map_err(|e| ProviderError::io("write rehearsal state", e))
+    }
+
+    fn index(&self, c: &ClusterName) -> usize {
+        self.lock().indices.get(c).copied().unwrap_or(0)
+    }
+
+    /// Starts a tool from the tools directory as a supervised process and records it for health checks and
+    /// cleanup; returns its PID.
+    fn supervise(
+        &self,
+        name: &str,
+        tool: &str,
+        args: &[String],
+        env: &[(String, String)],
+        dir: &std::path::Path,
+        log: &str,
+    ) -> Result<u32, ProviderError> {
+        let proc = Supervised::spawn(name, &self.tools.path(tool), args, env, dir, &dir.join(log))
+            .map_err(|e| ProviderError::io(format!("start {name}"), e))?;
+        let pid = proc.pid();
+        self.lock().procs.push(proc);
+        Ok(pid)
+    }
+
+    fn log_tail(&self, name: &str) -> String {
+        self.lock()
+            .procs
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.log_tail(15))
+            .unwrap_or_default()
+    }
+
+    fn dead(&self) -> Vec<String> {
+        let mut inner = self.lock();
+        inner
+            .procs
+            .iter_mut()
+            .filter_map(|p| {
+                if p.running() {
+                    None
+                } else {
+                    Some(format!(
+                        "{} (pid {}) exited; log tail:\n{}",
+                        p.name,
+                        p.pid(),
+                        p.log_tail(10)
+                    ))
+                }
+            })
+            .collect()
+    }
+
+    /// Kills a supervised process by name (for failure-injection tests). Returns whether one was found.
+    pub fn kill_process(&self, name: &str) -> bool {
+        let mut inner = self.lock();
+        match inner.procs.iter_mut().find(|p| p.name == name) {
+            Some(p) => {
+                let pid = nix::unistd::Pid::from_raw(p.pid() as i32);
+                let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+                std::thread::sleep(Duration::from_millis(200));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every 127.0.0.1 port this provider may open for `n` clusters.
+    pub fn all_ports(&self, n: usize) -> Vec<u16> {
+        (0..n).flat_map(|i| self.ports(i).all()).collect()
+    }
+}
+
+impl ClusterProvider for KwokProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Kwok
+    }
+
+    fn profile(&self, scenario: &Scenario) -> ProviderProfile {
+        let mut p = ProviderProfile {
+            notes: vec![
+            "REHEARSAL: real etcd, kube-apiserver, controller-manager, scheduler (kwokctl binary runtime), \
+            istioctl, istiod and MetalLB controller; kwok stands in for kubelets"
+            .into(),
+            "no Envoy runs: curl in the client pod is answered by meshconf's stand-in from the endpoints \
+            istiod serves that pod over ADS (data plane computed)"
+            .into(),
+            "webhooks use https://127.0.0.1 URLs because istiod runs as a local process (overlay below)".into(),
+            ],
+            // kwokctl allocates nothing across clusters; created one after another with pinned ports, they cannot
+            // collide.
+            parallel_create: false,
+            ..ProviderProfile::empty(ProviderKind::Kwok, DataPlane::Computed)
+        };
+        let run_dir = self.opts.run_dir.display().to_string();
+        let webhook_of = |i: usize| self.ports(i).webhook;
+        for (i, c) in scenario.clusters.iter().enumerate() {
+            let ports = self.ports(i);
+            p.contexts.insert(c.name.clone(), ctx_name(&c.name));
+            p.create.insert(
+                c.name.clone(),
+                vec![Action::Provider(ProviderAction::KwokCreate {
+                    cluster: c.clone(),
+                    index: i,
+                    ports: (ports.apiserver, ports.metallb_health),
+                    pod_cidr: first_24(c),
+                    run_dir: run_dir.clone(),
+                })],
+            );
+            p.load_balancers.insert(
+                c.name.clone(),
+                vec![Action::Provider(ProviderAction::RehearsalMetalLb {
+                    cluster: c.name.clone(),
+                    manifest: self.tools.path("metallb-native.yaml").display().to_string(),
+                    ports: (ports.metallb_metrics, ports.metallb_health),
+                    pool: PoolSpec::Fixed {
+                        range: rehearsal_pool(i),
+                    },
+                    names: ("rehearsal".into(), "rehearsal".into()),
+                    run_dir: run_dir.clone(),
+                })],
+            );
+            match c.role {
+                Role::Primary => {
+                    let w = webhook_of(i);
+                    p.overlays.insert(
+                        c.name.clone(),
+                        InstallOverlay {
+                            sets: vec![
+                                (
+                                    "values.istiodRemote.injectionURL".into(),
+                                    format!("https://127.0.0.1:{w}/inject"),
+                                ),
+                                (
+                                    "values.base.validationURL".into(),
+                                    format!("https://127.0.0.1:{w}/validate"),
+                                ),
+                            ],
+                            reason: Some(
+                                "rehearsal: the API server calls the local istiod's webhooks on loopback"
+                                    .into(),
+                            ),
+                        },
+                    );
+                    p.after_install.insert(
+                        c.name.clone(),
+                        vec![Action::Provider(ProviderAction::StartIstiod {
+                            cluster: c.name.clone(),
+                            ports: (ports.xds, ports.webhook),
+                            run_dir: run_dir.clone(),
+                        })],
+                    );
+                }
+                Role::Remote => {
+                    let pi = c
+                        .primary
+                        .as_ref()
+                        .and_then(|pn| scenario.cluster_index(pn))
+                        .unwrap_or(0);
+                    let w = webhook_of(pi);
+                    p.overlays.insert(c.name.clone(), InstallOverlay {
+                        sets: vec![
+                            ("values.istiodRemote.injectionURL".into(), format!("https://127.0.0.1:{w}/inject/cluster/{}/net/{}", c.name, c.network)),
+                            ("values.base.validationURL".into(), format!("https://127.0.0.1:{w}/validate")),
+                        ],
+                        reason: Some("rehearsal: the remote's webhooks call the primary's local istiod on loopback".into()),
+                    });
+                }
+            }
+            p.delete_commands.push(format!(
+                "kwokctl --name {} delete cluster --kubeconfig \"{run_dir}/kubeconfig\"",
+                c.name
+            ));
+        }
+        p.delete_commands.push(format!(
+            "kill istiod and metallb-controller processes (PIDs in \"{run_dir}/pids\")"
+        ));
+        p
+    }
+
+    fn parts(&self) -> (Vec<String>, Vec<String>) {
+        let v = self.tools.versions();
+        let g = |k: &str| v.get(k).cloned().unwrap_or_else(|| "?".into());
+        (
+            vec![
+                format!("etcd {}", g("etcd")),
+                format!("kube-apiserver/controller-manager/scheduler {}", g("k8s")),
+                format!("kwok {}", g("kwok")),
+                format!("istioctl and istiod {}", g("istio")),
+                format!("MetalLB controller {}", g("metallb")),
+                "sidecar injection through the API server".into(),
+            ],
+            vec![
+                "pods (kwok)".into(),
+                "data plane: curl answers computed from istiod EDS".into(),
+            ],
+        )
+    }
+
+    fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>> {
+        Box::pin(async move {
+            let bin = self.tools.path("istioctl");
+            if !bin.is_file() {
+                return Err(ProviderError::Missing(format!(
+                    "{} is missing: run `make tools`",
+                    bin.display()
+                )));
+            }
+            Ok(Istioctl {
+                bin,
+                source: IstioctlSource::RehearsalTools,
+            })
+        })
+    }
+
+    fn perform<'a>(
+        &'a self,
+        action: &'a ProviderAction,
+        clusters: &'a BTreeMap<ClusterName, ClusterAccess>,
+    ) -> BoxFuture<'a, Result<Performed, ProviderError>> {
+        Box::pin(async move {
+            let cluster = |name: &ClusterName| {
+                clusters
+                    .get(name)
+                    .ok_or_else(|| ProviderError::Other(format!("cluster {name} was not created")))
+            };
+            match action {
+                ProviderAction::KwokCreate {
+                    cluster: c,
+                    index,
+                    ports,
+                    ..
+                } => {
+                    let p = self.ports(*index);
+                    if (p.apiserver, p.metallb_health) != *ports {
+                        return Err(ProviderError::Other(format!(
+                            "the plan gives {} the ports {ports:?}, this provider {:?}: build the plan with this provider",
+                            c.name,
+                            (p.apiserver, p.metallb_health)
+                        )));
+                    }
+                    self.prepare_once()?;
+                    self.ports_free(*index)?;
+                    let access = self.create_one(c, *index).await?;
+                    Ok(Performed {
+                        log: vec![format!(
+                            "{}: context {} in {}",
+                            c.name,
+                            access.context,
+                            access.kubeconfig.display()
+                        )],
+                        created: Some(access),
+                        ..Performed::default()
+                    })
+                }
+                ProviderAction::RehearsalMetalLb {
+                    cluster: name,
+                    pool,
+                    names,
+                    ..
+                } => self.rehearsal_metallb(cluster(name)?, pool, names).await,
+                ProviderAction::StartIstiod {
+                    cluster: name, ports, ..
+                } => {
+                    let p = self.ports(self.index(name));
+                    if (p.xds, p.webhook) != *ports {
+                        return Err(ProviderError::Other(format!(
+                            "the plan gives istiod of {name} the ports {ports:?}, this provider {:?}",
+                            (p.xds, p.webhook)
+                        )));
+                    }
+                    Ok(Performed::log(self.start_istiod(cluster(name)?).await?))
+                }
+                other => Err(ProviderError::Other(format!(
+                    "the rehearsal does not perform {other:?}"
+                ))),
+            }
+        })
+    }
+
+    fn cleanup(&self) -> BoxFuture<'_, CleanupReport> {
+        Box::pin(async move {
+            if self.opts.keep {
+                return CleanupReport {
+                    complete: false,
+                    message: format!("kept (--keep): run dir {}", self.opts.run_dir.display()),
+                    properties: BTreeMap::new(),
+                };
+            }
+            let (procs, created, n) = {
+                let mut inner = self.lock();
+                let n = inner.indices.len().max(inner.created.len());
+                (
+                    std::mem::take(&mut inner.procs),
+                    std::mem::take(&mut inner.created),
+                    n,
+                )
+            };
+            let mut msgs = Vec::new();
+            let stopped = tokio::task::spawn_blocking(move || {
+                let mut procs = procs;
+                procs
+                    .iter_mut()
+                    .map(|p| {
+                        p.stop(Duration::from_secs(5));
+                        p.name.clone()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            if !stopped.is_empty() {
+                msgs.push(format!("stopped {}", stopped.join(", ")));
+            }
+            let kc = self.opts.run_dir.join("kubeconfig").display().to_string();
+            let mut ok = true;
+            for name in &created {
+                match self
+                    .kwokctl(&["--name", name, "delete", "cluster", "--kubeconfig", &kc])
+                    .timeout(Duration::from_secs(120))
+                    .run()
+                    .await
+                {
+                    Ok(_) => msgs.push(format!("deleted kwok cluster {name}")),
+                    Err(e) => {
+                        ok = false;
+                        msgs.push(format!("kwokctl delete {name} failed: {e}"))
+                    }
+                }
+            }
+            // Nothing the run started may keep listening.
+            let mut left = Vec::new();
+            for _ in 0..50 {
+                left = self
+                    .all_ports(n)
+                    .into_iter()
+                    .filter(|p| port_listening(*p))
+                    .collect();
+                if left.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !left.is_empty() {
+                ok = false;
+                msgs.push(format!("ports still listening: {left:?}"));
+            }
+            if ok {
+                let _ = std::fs::remove_dir_all(&self.opts.run_dir);
+            } else {
+                msgs.push(format!(
+                    "run dir kept for inspection: {}",
+                    self.opts.run_dir.display()
+                ));
+            }
+            CleanupReport {
+                complete: ok,
+                message: msgs.join("; "),
+                properties: BTreeMap::new(),
+            }
+        })
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.opts.run_dir.clone()
+    }
+
+    fn dead_processes(&self) -> Vec<String> {
+        self.dead()
+    }
+
+    fn diagnostics(&self) -> BTreeMap<String, PathBuf> {
+        self.lock()
+            .procs
+            .iter()
+            .map(|p| (p.name.clone(), p.log.clone()))
+            .collect()
+    }
+
+    fn computed_endpoints<'a>(
+        &'a self,
+        cluster: &'a ClusterAccess,
+        namespace: &'a str,
+        pod: &'a str,
+        envoy_cluster: &'a str,
+    ) -> Option<BoxFuture<'a, Result<Vec<EndpointFact>, ProviderError>>> {
+        Some(Box::pin(async move {
+            let seen = crate::rehearsal::shim::ads_view(
+                &self.state_path(),
+                cluster.name.as_str(),
+                namespace,
+                pod,
+                envoy_cluster,
+            )
+            .await
+            .map_err(ProviderError::Other)?;
+            Ok(seen
+                .into_iter()
+                .map(|e| EndpointFact {
+                    address: e.address,
+                    port: e.port,
+                    health: crate::rehearsal::xds::health_name(e.health).to_string(),
+                    cluster: e.cluster_id,
+                })
+                .collect())
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_disjoint_between_clusters() {
+        let a = Ports::for_index(31000, 0).all();
+        let b = Ports::for_index(31000, 1).all();
+        assert!(a.iter().all(|p| !b.contains(p)));
+        assert!(b.iter().all(|p| *p < 32768), "below the ephemeral range");
+    }
+
+    #[test]
+    fn pools_are_test_net_and_disjoint() {
+        assert_eq!(rehearsal_pool(0), "192.0.2.128-192.0.2.143");
+        assert_eq!(rehearsal_pool(1), "192.0.2.144-192.0.2.159");
+    }
+
+    #[test]
+    fn path_helper_keeps_run_dir_first() {
+        let p = KwokProvider::new(
+            ToolsBin { dir: "/t".into() },
+            KwokOptions {
+                port_base: 31000,
+                run_dir: "/r".into(),
+                shim_exe: "/x".into(),
+                keep: false,
+            },
+        );
+        assert!(p.path_env().starts_with("/r/shimbin:/t:"));
+    }
+}
