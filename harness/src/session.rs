@@ -7,15 +7,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::exit::ExitStatus;
-use crate::plan::ProviderKind;
+use crate::mesh::Variant;
+use crate::plan::{self, Plan, ProviderKind};
 use crate::provider::{
-    ClusterProvider, ExistingProvider, KindOptions, KindProvider, KwokOptions, KwokProvider, ToolsBin,
+    ClusterProvider, ExistingProvider, KindOptions, KindProvider, KwokOptions, KwokProvider, ProviderError,
+    ToolsBin,
 };
 use crate::report::{
     ConsoleReporter, EventBus, HtmlReporter, JsonReporter, JunitReporter, Reporter, TranscriptReporter,
 };
-use crate::runner::{RunOptions, Runner};
+use crate::runner::{RefusedRun, RunOptions, Runner};
 use crate::scenario::{ClusterName, Scenario};
+use crate::tools::Istioctl;
 
 /// Set by the first SIGINT or SIGTERM a run sees, for the whole process: a suite that runs many trials stops
 /// after the trial in flight has cleaned up, instead of starting the next one (a CI cancel expects an exit).
@@ -196,7 +199,7 @@ pub async fn run_with(
         );
     }
     opts.diagnostics_dir = Some(diagnostics);
-    let runner = Runner::new(provider, EventBus::new(reporters), opts);
+    let runner = Runner::new(provider.clone(), EventBus::new(reporters), opts.clone());
     let flag = runner.interrupt_flag();
     // An earlier run of this process was interrupted: this one creates nothing (every step is skipped) and
     // still writes its report.
@@ -220,9 +223,43 @@ pub async fn run_with(
         INTERRUPTED.store(true, Ordering::SeqCst);
         flag.store(true, Ordering::SeqCst);
     });
-    let status = runner.run(scenario).await;
+    let status = match prepare(provider.as_ref(), scenario, &opts).await {
+        Ok((plan, istioctl)) => runner.run(&plan, istioctl).await,
+        Err(e) => {
+            let refused = RefusedRun {
+                scenario: scenario.name.clone(),
+                guide: scenario.guide.clone(),
+                source: scenario.source.display().to_string(),
+                profile: provider.profile(scenario),
+            };
+            runner.refuse(refused, e.to_string()).await
+        }
+    };
     watcher.abort();
     status
+}
+
+/// Scenario → plan: the provider's prerequisites, the istioctl it drives and that istioctl's version (which picks
+/// the guide variant), then the plan the runner executes and `meshconf plan` shows.
+pub async fn prepare(
+    provider: &dyn ClusterProvider,
+    scenario: &Scenario,
+    opts: &RunOptions,
+) -> Result<(Plan, Istioctl), ProviderError> {
+    provider.preflight().await?;
+    let istioctl = provider.istioctl().await?;
+    let version = istioctl.version().await?;
+    let deadlines = plan::Deadlines {
+        load_balancer: opts.lb_timeout,
+        ..plan::Deadlines::default()
+    };
+    let plan = plan::build_with(
+        scenario,
+        &Variant::for_version(version),
+        provider.profile(scenario),
+        &deadlines,
+    );
+    Ok((plan, istioctl))
 }
 
 /// Runs `scenario` as `cfg` says.

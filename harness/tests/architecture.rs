@@ -19,6 +19,26 @@ fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The code of a file without its inline test module (a `#[cfg(test)] mod tests;` line only declares one).
+fn non_test_code(text: &str) -> String {
+    let mut out = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(l) = lines.next() {
+        if l.trim() == "#[cfg(test)]" {
+            match lines.peek().map(|n| n.trim()) {
+                Some(n) if n.starts_with("mod ") && n.ends_with('{') => break,
+                _ => {
+                    lines.next();
+                    continue;
+                }
+            }
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
 /// Top-level module → the top-level modules its non-test code names as `crate::<module>`.
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let root = src();
@@ -37,7 +57,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
             continue;
         }
         let text = std::fs::read_to_string(&f).expect("read");
-        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let code = non_test_code(&text);
         let deps = g.entry(module.clone()).or_default();
         for (i, _) in code.match_indices("crate::") {
             let name: String = code[i + 7..]
@@ -101,4 +121,23 @@ fn diagnostics_know_nothing_of_the_runner_and_validation_reads_no_file() {
     let code = validate.split("#[cfg(test)]").next().unwrap_or_default();
     assert!(!code.contains("load::"), "validation calls into loading");
     assert!(!code.contains("std::fs::"), "validation does file I/O");
+}
+
+/// The runner is handed a plan, never the scenario: its non-test code names no `Scenario` and no scenario step.
+#[test]
+fn the_runner_executes_plans_and_never_reads_the_scenario() {
+    let mut files = Vec::new();
+    rs_files(&src().join("runner"), &mut files);
+    assert!(files.len() >= 4, "read too few runner files: {files:?}");
+    for f in files.iter().filter(|f| !f.ends_with("tests.rs")) {
+        let text = std::fs::read_to_string(f).expect("read");
+        let code = non_test_code(&text);
+        for banned in ["Scenario", "scenario::Step", "load_file"] {
+            assert!(
+                !code.contains(banned),
+                "{} names {banned}: the runner gets the Plan",
+                f.display()
+            );
+        }
+    }
 }

@@ -14,11 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::exit::ExitStatus;
-use crate::mesh::Variant;
-use crate::plan::{self, Plan, PlannedStep, StepClass};
+use crate::plan::{self, Plan, PlannedStep, ProviderProfile, StepClass};
 use crate::provider::ClusterProvider;
 use crate::report::{Event, EventBus, FailureKind, Outcome};
-use crate::scenario::Scenario;
+use crate::tools::Istioctl;
 
 pub use context::{RunContext, StepError, StepLogger};
 pub use exec::{ContextExecutor, Props, StepExecutor};
@@ -56,7 +55,19 @@ impl Default for RunOptions {
     }
 }
 
-/// Runs scenarios.
+/// What the report of a run that could not start names: the scenario and the provider's profile.
+pub struct RefusedRun {
+    /// The name of the scenario.
+    pub scenario: String,
+    /// Guide.
+    pub guide: String,
+    /// The scenario's file.
+    pub source: String,
+    /// The provider's contribution (kind, data plane, notes, properties).
+    pub profile: ProviderProfile,
+}
+
+/// Executes plans.
 pub struct Runner {
     provider: Arc<dyn ClusterProvider>,
     bus: EventBus,
@@ -80,11 +91,58 @@ impl Runner {
         self.interrupted.clone()
     }
 
-    /// Runs one scenario end to end; always cleans up and finishes the reporters.
-    pub async fn run(&self, scenario: &Scenario) -> ExitStatus {
+    /// Executes a plan end to end against the provider's clusters, driving `istioctl`; always cleans up and
+    /// finishes the reporters.
+    pub async fn run(&self, plan: &Plan, istioctl: Istioctl) -> ExitStatus {
         let started = Instant::now();
-        let (status, ctx) = self.run_inner(scenario).await;
-        self.finish(status, ctx, started).await
+        self.emit_run_started(plan);
+        let ctx = Arc::new(RunContext::new(
+            plan,
+            istioctl,
+            self.provider.clone(),
+            self.opts.clone(),
+        ));
+        let executor = ContextExecutor { ctx: ctx.clone() };
+        let status = self.execute(plan, &executor).await;
+        self.finish(status, Some(ctx), started).await
+    }
+
+    /// Reports a run that could not start (a prerequisite is missing, istioctl does not answer): the run's start
+    /// with its one failed step, cleanup (nothing was created) and the end, exit 3.
+    pub async fn refuse(&self, run: RefusedRun, message: String) -> ExitStatus {
+        let started = Instant::now();
+        let (real, computed) = self.provider.parts();
+        let id = plan::StepId("preflight".into());
+        let title = "Check prerequisites; find istioctl and its version".to_string();
+        self.bus.emit(Event::RunStarted {
+            scenario: run.scenario,
+            guide: run.guide,
+            source: run.source,
+            provider: run.profile.kind,
+            dataplane: run.profile.dataplane,
+            variant: "unknown (istioctl unavailable)".into(),
+            real,
+            computed,
+            notes: run.profile.notes,
+            properties: run.profile.properties,
+            steps: vec![(id.clone(), title.clone())],
+            preamble: Vec::new(),
+        });
+        self.bus.emit(Event::StepFinished {
+            id,
+            title,
+            class: StepClass::Infrastructure,
+            outcome: Outcome::Failed {
+                kind: FailureKind::Infrastructure,
+                message,
+                command: None,
+                output_tail: None,
+            },
+            duration: Duration::ZERO,
+            attempts: Vec::new(),
+            properties: Default::default(),
+        });
+        self.finish(ExitStatus::Infrastructure, None, started).await
     }
 
     /// Executes `plan` with `executor` as [`Runner::run`] does once the plan is built: the run's start, every
@@ -138,70 +196,6 @@ impl Runner {
             steps: plan.steps().map(|s| (s.id.clone(), s.title.clone())).collect(),
             preamble: plan::preamble(plan),
         });
-    }
-
-    async fn run_inner(&self, scenario: &Scenario) -> (ExitStatus, Option<Arc<RunContext>>) {
-        let (real, computed) = self.provider.parts();
-        let preflight = async {
-            self.provider.preflight().await?;
-            let istioctl = self.provider.istioctl().await?;
-            let version = istioctl.version().await?;
-            Ok::<_, crate::provider::ProviderError>((istioctl, version))
-        };
-        let (istioctl, version) = match preflight.await {
-            Ok(x) => x,
-            Err(e) => {
-                let profile = self.provider.profile(scenario);
-                let id = plan::StepId("preflight".into());
-                self.bus.emit(Event::RunStarted {
-                    scenario: scenario.name.clone(),
-                    guide: scenario.guide.clone(),
-                    source: scenario.source.display().to_string(),
-                    provider: profile.kind,
-                    dataplane: profile.dataplane,
-                    variant: "unknown (istioctl unavailable)".into(),
-                    real,
-                    computed,
-                    notes: profile.notes,
-                    properties: profile.properties,
-                    steps: vec![(
-                        id.clone(),
-                        "Check prerequisites; find istioctl and its version".into(),
-                    )],
-                    preamble: Vec::new(),
-                });
-                self.bus.emit(Event::StepFinished {
-                    id,
-                    title: "Check prerequisites; find istioctl and its version".into(),
-                    class: StepClass::Infrastructure,
-                    outcome: Outcome::Failed {
-                        kind: FailureKind::Infrastructure,
-                        message: e.to_string(),
-                        command: None,
-                        output_tail: None,
-                    },
-                    duration: Duration::ZERO,
-                    attempts: Vec::new(),
-                    properties: Default::default(),
-                });
-                return (ExitStatus::Infrastructure, None);
-            }
-        };
-        let variant = Variant::for_version(version);
-        let deadlines = plan::Deadlines {
-            load_balancer: self.opts.lb_timeout,
-            ..plan::Deadlines::default()
-        };
-        let plan = plan::build_with(scenario, &variant, self.provider.profile(scenario), &deadlines);
-        self.emit_run_started(&plan);
-        let ctx = Arc::new(RunContext::new(
-            &plan,
-            istioctl,
-            self.provider.clone(),
-            self.opts.clone(),
-        ));
-        let executor = ContextExecutor { ctx: ctx.clone() };
-        (self.execute(&plan, &executor).await, Some(ctx))
     }
 
     async fn execute(&self, plan: &Plan, executor: &dyn StepExecutor) -> ExitStatus {
