@@ -15,7 +15,8 @@ use crate::scenario::{AppVersion, Cluster, ClusterName};
 #[serde(transparent)]
 pub struct Placeholder(pub String);
 
-fn upper(c: &ClusterName) -> String {
+/// A cluster name as a shell variable suffix: `cluster-1` → `CLUSTER_1`.
+pub fn upper(c: &ClusterName) -> String {
     c.as_str()
         .chars()
         .map(|ch| {

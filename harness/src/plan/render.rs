@@ -12,18 +12,7 @@ use crate::tools::{Docker, Kind};
 
 /// The guide's context variable for a cluster: `cluster1` → `CTX_CLUSTER1`.
 pub fn ctx_var(c: &ClusterName) -> String {
-    let up: String = c
-        .as_str()
-        .chars()
-        .map(|ch| {
-            if ch.is_ascii_alphanumeric() {
-                ch.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("CTX_{up}")
+    format!("CTX_{}", upper(c))
 }
 
 fn ctx(c: &ClusterName) -> String {

@@ -420,7 +420,7 @@ impl ClusterProvider for KindProvider {
     fn perform<'a>(
         &'a self,
         action: &'a ProviderAction,
-        _clusters: &'a BTreeMap<ClusterName, ClusterAccess>,
+        clusters: &'a BTreeMap<ClusterName, ClusterAccess>,
     ) -> BoxFuture<'a, Result<Performed, ProviderError>> {
         Box::pin(async move {
             match action {
@@ -496,7 +496,7 @@ impl ClusterProvider for KindProvider {
                 ProviderAction::MetalLb {
                     cluster, pool, names, ..
                 } => {
-                    let access = _clusters
+                    let access = clusters
                         .get(cluster)
                         .ok_or_else(|| ProviderError::Other(format!("cluster {cluster} was not created")))?;
                     self.metallb(access, pool, names).await
