@@ -115,7 +115,7 @@ pub fn existing_provider_leaves_what_it_did_not_create() -> Result<(), Failed> {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            let contexts = clusters
+            let contexts: std::collections::BTreeMap<_, _> = clusters
                 .iter()
                 .map(|c| (c.name.clone(), c.context.clone()))
                 .collect();
@@ -124,19 +124,32 @@ pub fn existing_provider_leaves_what_it_did_not_create() -> Result<(), Failed> {
                 bin: tools.path("istioctl"),
                 source: IstioctlSource::RehearsalTools,
             };
-            let existing = Arc::new(ExistingProvider::new(
-                kubeconfig,
-                contexts,
-                session::fresh_run_dir(&s),
-                Some(istioctl),
-            ));
+            let existing = |dir| {
+                Arc::new(ExistingProvider::new(
+                    kubeconfig.clone(),
+                    contexts.clone(),
+                    dir,
+                    Some(istioctl.clone()),
+                ))
+            };
             let mut cfg = SessionConfig::new(ProviderKind::Existing, report_dir(), "existing_provider");
             cfg.console = true;
-            let status = session::run_with(&cfg, &s, existing, Vec::new()).await;
+            let collector = Collector::default();
+            let events = collector.events.clone();
+            let status = session::run_with(&cfg, &s, existing(session::fresh_run_dir(&s)), vec![Box::new(collector)]).await;
             if status != ExitStatus::Passed {
                 return Err(format!("run on existing clusters ended {status:?}"));
             }
+            let events = events.lock().map(|e| e.clone()).unwrap_or_default();
             for c in &clusters {
+                let id = format!("reset/{}", c.name);
+                let reset = events.iter().find_map(|e| match e {
+                    Event::StepFinished { id: i, outcome, .. } if i.0 == id => Some(outcome.clone()),
+                    _ => None,
+                });
+                if reset != Some(Outcome::Passed) {
+                    return Err(format!("{id}: {reset:?} (the clean-state check must pass)"));
+                }
                 let ns: Api<Namespace> = Api::all(c.client.clone());
                 let user = ns
                     .get_opt("user-owned")
@@ -146,12 +159,61 @@ pub fn existing_provider_leaves_what_it_did_not_create() -> Result<(), Failed> {
                     return Err(format!("{}: the user's namespace was deleted", c.name));
                 }
                 let ours = ns.get_opt("istio-system").await.map_err(|e| e.to_string())?;
-                if ours.is_some_and(|n| n.metadata.deletion_timestamp.is_none()) {
-                    return Err(format!(
-                        "{}: istio-system, created by the run, was left in place",
-                        c.name
-                    ));
+                if ours.is_some() {
+                    return Err(format!("{}: istio-system, created by the run, is still there", c.name));
                 }
+                let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+                    Api::all(c.client.clone());
+                let istio: Vec<String> = crds
+                    .list(&Default::default())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items
+                    .into_iter()
+                    .filter_map(|d| d.metadata.name)
+                    .filter(|n| n.ends_with(".istio.io"))
+                    .collect();
+                if !istio.is_empty() {
+                    return Err(format!("{}: Istio CRDs left after the reset: {istio:?}", c.name));
+                }
+            }
+            // A step that leaves something behind: the run's reset must find it, name it and fail the run (exit 3).
+            let planted = "left-behind-by-a-step";
+            let target = clusters[0].client.clone();
+            let plant = move || {
+                let api: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(target.clone());
+                let mut role = k8s_openapi::api::rbac::v1::ClusterRole::default();
+                role.metadata.name = Some(planted.into());
+                let _ = block_on(api.create(&PostParams::default(), &role));
+            };
+            let mut cfg = SessionConfig::new(ProviderKind::Existing, report_dir(), "existing_provider.left-behind");
+            cfg.console = true;
+            let collector = Collector::default();
+            let events = collector.events.clone();
+            let trigger = OnTrigger {
+                step: "install-istio/cluster1".into(),
+                on_retry: false,
+                action: Some(plant),
+            };
+            let status = session::run_with(
+                &cfg,
+                &s,
+                existing(session::fresh_run_dir(&s)),
+                vec![Box::new(trigger), Box::new(collector)],
+            )
+            .await;
+            let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(clusters[0].client.clone());
+            let _ = roles.delete(planted, &Default::default()).await;
+            if status != ExitStatus::Infrastructure {
+                return Err(format!("a run that left a ClusterRole behind ended {status:?}, not Infrastructure"));
+            }
+            let events = events.lock().map(|e| e.clone()).unwrap_or_default();
+            let named = events.iter().any(|e| {
+                matches!(e, Event::StepFinished { id, outcome: Outcome::Failed { message, .. }, .. }
+                    if id.0 == "reset/cluster1" && message.contains(&format!("ClusterRole/{planted}")))
+            });
+            if !named {
+                return Err("reset/cluster1 did not name the ClusterRole the step left behind".into());
             }
             Ok(())
         }

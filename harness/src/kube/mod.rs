@@ -4,6 +4,7 @@
 mod apply;
 mod client;
 mod exec;
+pub mod snapshot;
 mod wait;
 
 pub use apply::{Applier, parse_documents};

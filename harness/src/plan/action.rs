@@ -46,6 +46,10 @@ impl Placeholder {
     pub fn client_pod(c: &ClusterName) -> Self {
         Self(format!("CLIENT_POD_{}", upper(c)))
     }
+    /// The namespaces the run created in `c`, deleted by its reset.
+    pub fn created_namespaces(c: &ClusterName) -> Self {
+        Self(format!("CREATED_NAMESPACES_{}", upper(c)))
+    }
     /// The LoadBalancer address range given to `c`.
     pub fn lb_pool(c: &ClusterName) -> Self {
         Self(format!("LB_POOL_{}", upper(c)))
@@ -469,6 +473,30 @@ pub enum Action {
         /// Deadline in seconds.
         deadline_secs: u64,
     },
+    /// Records what the cluster holds before the run (namespaces, CRDs, webhooks, ClusterRoles and bindings,
+    /// Istio objects), for the clean-state check of a cluster that outlives the run.
+    Snapshot {
+        /// Cluster.
+        cluster: ClusterName,
+    },
+    /// `istioctl uninstall --purge -y`.
+    IstioctlUninstall {
+        /// Cluster.
+        cluster: ClusterName,
+    },
+    /// Deletes the namespaces this run created in the cluster (never one that was there before) and waits until
+    /// they are gone.
+    DeleteCreatedNamespaces {
+        /// Cluster.
+        cluster: ClusterName,
+        /// Deadline in seconds.
+        deadline_secs: u64,
+    },
+    /// Takes the snapshot again: anything the first one did not hold is left over, by name (infrastructure).
+    CleanState {
+        /// Cluster.
+        cluster: ClusterName,
+    },
     /// Something only the provider does (create a cluster, route between nodes, MetalLB).
     Provider(ProviderAction),
     /// Repeated curls from one source cluster, judged by `verify`.
@@ -485,6 +513,7 @@ impl Action {
     pub fn binds(&self) -> Vec<Placeholder> {
         match self {
             Action::Capture { into, .. } => vec![into.clone()],
+            Action::DeleteCreatedNamespaces { cluster, .. } => vec![Placeholder::created_namespaces(cluster)],
             Action::Provider(p) => p.binds(),
             _ => Vec::new(),
         }

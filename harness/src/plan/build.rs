@@ -22,6 +22,8 @@ pub struct Deadlines {
     pub rollout: Duration,
     /// A remote's injection webhooks patched by its primary's istiod.
     pub injector: Duration,
+    /// The run's namespaces gone after their deletion.
+    pub namespaces: Duration,
 }
 
 impl Default for Deadlines {
@@ -31,6 +33,7 @@ impl Default for Deadlines {
             pods: Duration::from_secs(300),
             rollout: Duration::from_secs(300),
             injector: Duration::from_secs(180),
+            namespaces: Duration::from_secs(180),
         }
     }
 }
@@ -112,6 +115,17 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
     }
 
     let mut infra = Vec::new();
+    if profile.outlives_run {
+        // Before anything is installed: what the clusters hold, so the reset can prove it left them so.
+        for c in &all {
+            infra.push(step(
+                format!("snapshot/{c}"),
+                format!("Record what {c} holds before the run"),
+                StepClass::Infrastructure,
+                vec![Action::Snapshot { cluster: c.clone() }],
+            ));
+        }
+    }
     if !profile.connect.is_empty() {
         infra.push(step(
             "connect-networks".into(),
@@ -419,6 +433,40 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
         stages.push(Stage { steps: current });
     }
 
+    let mut reset = Vec::new();
+    if profile.outlives_run {
+        let installs: BTreeSet<&ClusterName> = scenario
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::InstallIstio(i) => Some(&i.cluster),
+                Step::InstallRemote { cluster, .. } => Some(cluster),
+                _ => None,
+            })
+            .collect();
+        let steps = all
+            .iter()
+            .map(|c| {
+                let mut actions = Vec::new();
+                if installs.contains(c) {
+                    actions.push(Action::IstioctlUninstall { cluster: c.clone() });
+                }
+                actions.push(Action::DeleteCreatedNamespaces {
+                    cluster: c.clone(),
+                    deadline_secs: d.namespaces.as_secs(),
+                });
+                actions.push(Action::CleanState { cluster: c.clone() });
+                step(
+                    format!("reset/{c}"),
+                    format!("Reset {c} and prove it holds nothing the run left"),
+                    StepClass::Infrastructure,
+                    actions,
+                )
+            })
+            .collect();
+        reset.push(Stage { steps });
+    }
+
     let clusters = scenario
         .clusters
         .iter()
@@ -443,6 +491,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
         clusters,
         checked: crate::diagnose::checked_service(scenario),
         stages,
+        reset,
     }
 }
 

@@ -79,6 +79,20 @@ pub fn render_shell(plan: &Plan) -> String {
             }
         }
     }
+    for stage in &plan.reset {
+        let _ = writeln!(
+            o,
+            "\n# ── reset (always, also after a failure: the clusters outlive the run)"
+        );
+        for s in &stage.steps {
+            let _ = writeln!(o, "\n{}", step_header(s));
+            for a in &s.actions {
+                for l in action_lines(a, &plan.variant, &none) {
+                    let _ = writeln!(o, "{l}");
+                }
+            }
+        }
+    }
     if !p.delete_commands.is_empty() {
         let _ = writeln!(o, "\n# ── cleanup (also on failure or interrupt, unless --keep)");
         for c in &p.delete_commands {
@@ -209,6 +223,40 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 ctx(cluster)
             )),
         },
+        Action::Snapshot { cluster } => {
+            o.push(format!(
+                "kubectl get {} {SNAPSHOT_KINDS} -o name | sort > before-{cluster}.txt   # and every object of an Istio \
+                 API group, in every namespace",
+                ctx(cluster)
+            ));
+        }
+        Action::IstioctlUninstall { cluster } => {
+            o.push(format!("istioctl uninstall {} --purge -y", ctx(cluster)))
+        }
+        Action::DeleteCreatedNamespaces {
+            cluster,
+            deadline_secs,
+        } => {
+            o.push(format!(
+                "# only the namespaces this run created (never one that was there before), until gone (deadline \
+                 {deadline_secs}s)"
+            ));
+            o.push(format!(
+                "kubectl delete {} namespace {} --wait --timeout={deadline_secs}s",
+                ctx(cluster),
+                Placeholder::created_namespaces(cluster).shell()
+            ));
+        }
+        Action::CleanState { cluster } => {
+            o.push(format!(
+                "kubectl get {} {SNAPSHOT_KINDS} -o name | sort > after-{cluster}.txt   # and the Istio objects again",
+                ctx(cluster)
+            ));
+            o.push(format!(
+                "comm -13 before-{cluster}.txt after-{cluster}.txt   # anything listed was left over: the run fails \
+                 (infrastructure)"
+            ));
+        }
         Action::Provider(p) => provider_lines(&mut o, p),
         Action::CheckTraffic(t) => {
             let n = v.client.name();
@@ -290,6 +338,10 @@ fn wait_lines(o: &mut Vec<String>, cluster: &ClusterName, until: &Condition, d: 
         }
     }
 }
+
+/// What a snapshot lists, as `kubectl get` names it.
+const SNAPSHOT_KINDS: &str = "namespaces,crds,mutatingwebhookconfigurations,validatingwebhookconfigurations,\
+                              clusterroles,clusterrolebindings";
 
 /// The kind CLI as plans show it (the provider runs the same builder with its binary and engine).
 fn kind_cli(image: Option<String>) -> Kind {

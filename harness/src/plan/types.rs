@@ -80,6 +80,9 @@ pub struct ProviderProfile {
     pub overlays: BTreeMap<ClusterName, InstallOverlay>,
     /// Actions right after a primary's `istioctl install` (wait for istiod; rehearsal: start it).
     pub after_install: BTreeMap<ClusterName, Vec<Action>>,
+    /// Whether the clusters outlive the run (existing clusters): the plan then snapshots them first and resets
+    /// them at the end, and a left-over object fails the run.
+    pub outlives_run: bool,
     /// What cleanup deletes, as the commands that do it (the provider performs cleanup, also on interrupt).
     pub delete_commands: Vec<String>,
     /// Facts for the reports' properties (the Envoy version, image sources).
@@ -103,6 +106,7 @@ impl ProviderProfile {
             in_mesh_kubeconfig: BTreeMap::new(),
             overlays: BTreeMap::new(),
             after_install: BTreeMap::new(),
+            outlives_run: false,
             delete_commands: Vec::new(),
             properties: BTreeMap::new(),
             notes: Vec::new(),
@@ -173,6 +177,8 @@ pub struct Plan {
     pub checked: (String, Option<String>),
     /// Stages in order.
     pub stages: Vec<Stage>,
+    /// Stages run after the others whatever happened (a reset of clusters that outlive the run).
+    pub reset: Vec<Stage>,
 }
 
 /// A cluster as the plan sees it.
@@ -193,6 +199,6 @@ pub struct PlannedCluster {
 impl Plan {
     /// All steps in execution order.
     pub fn steps(&self) -> impl Iterator<Item = &PlannedStep> {
-        self.stages.iter().flat_map(|s| s.steps.iter())
+        self.stages.iter().chain(&self.reset).flat_map(|s| s.steps.iter())
     }
 }

@@ -73,6 +73,7 @@ impl ClusterProvider for ExistingProvider {
             contexts,
             create,
             after_install,
+            outlives_run: true,
             delete_commands: vec!["# only namespaces this run created are deleted; the clusters stay".into()],
             notes: vec![format!(
                 "existing clusters from {} (read only); LoadBalancers come from the platform",
@@ -147,9 +148,5 @@ impl ClusterProvider for ExistingProvider {
 
     fn run_dir(&self) -> PathBuf {
         self.run_dir.clone()
-    }
-
-    fn deletes_clusters(&self) -> bool {
-        false
     }
 }

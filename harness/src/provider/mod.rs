@@ -203,10 +203,6 @@ pub trait ClusterProvider: Send + Sync {
     fn cleanup(&self) -> BoxFuture<'_, CleanupReport>;
     /// Run directory holding kubeconfigs, certs and logs.
     fn run_dir(&self) -> PathBuf;
-    /// Whether cleanup deletes whole clusters; when not, the runner deletes the namespaces it created itself.
-    fn deletes_clusters(&self) -> bool {
-        true
-    }
     /// Processes the provider started that have died (checked between steps), with log tails.
     fn dead_processes(&self) -> Vec<String> {
         Vec::new()

@@ -215,6 +215,66 @@ async fn perform(
             b.insert(into.clone(), value);
             Ok(())
         }
+        Action::Snapshot { cluster } => {
+            let c = ctx.cluster(cluster)?;
+            let snap = k::snapshot::take(&c.client, cluster.as_str()).await?;
+            log.log(format!("{cluster} before the run: {}", snap.counts()));
+            props.insert(format!("snapshot/{cluster}"), snap.counts());
+            ctx.with_facts(|f| f.baseline.insert(cluster.clone(), snap));
+            Ok(())
+        }
+        Action::IstioctlUninstall { cluster } => {
+            let c = ctx.cluster(cluster)?;
+            let out = ctx
+                .istioctl
+                .uninstall_purge(&c.kubeconfig, &c.context)
+                .run()
+                .await?;
+            log.log(format!(
+                "istioctl uninstall --purge in {cluster}: {}",
+                last_line(&out.stdout)
+            ));
+            Ok(())
+        }
+        Action::DeleteCreatedNamespaces {
+            cluster,
+            deadline_secs,
+        } => {
+            let c = ctx.cluster(cluster)?;
+            let created: Vec<String> = ctx.with_facts(|f| {
+                f.created_namespaces
+                    .iter()
+                    .filter(|(cl, _)| cl == cluster)
+                    .map(|(_, ns)| ns.clone())
+                    .collect()
+            });
+            b.insert(Placeholder::created_namespaces(cluster), created.join(" "));
+            delete_namespaces(&c, &created, Duration::from_secs(*deadline_secs), log).await
+        }
+        Action::CleanState { cluster } => {
+            let c = ctx.cluster(cluster)?;
+            let before = ctx
+                .with_facts(|f| f.baseline.get(cluster).cloned())
+                .ok_or_else(|| {
+                    StepError::infra(format!("no snapshot of {cluster} before the run to compare with"))
+                })?;
+            let after = k::snapshot::take(&c.client, cluster.as_str()).await?;
+            props.insert(format!("snapshot-after/{cluster}"), after.counts());
+            let left = before.left_over(&after);
+            if left.is_empty() {
+                log.log(format!(
+                    "{cluster}: clean state, nothing left over ({})",
+                    after.counts()
+                ));
+                Ok(())
+            } else {
+                Err(StepError::infra(format!(
+                    "{cluster} holds {} object(s) it did not hold before the run: {}",
+                    left.len(),
+                    left.join(", ")
+                )))
+            }
+        }
         Action::Provider(p) => {
             let clusters = ctx
                 .clusters
@@ -323,6 +383,54 @@ async fn wait(
                 format!("{:.1}", started.elapsed().as_secs_f64()),
             );
         }
+    }
+    Ok(())
+}
+
+/// Deletes `names` in `c` and waits until each is gone (finalizers done), within `within`.
+async fn delete_namespaces(
+    c: &ClusterAccess,
+    names: &[String],
+    within: Duration,
+    log: &StepLogger,
+) -> Result<(), StepError> {
+    use kube::api::DeleteParams;
+    let api: Api<Namespace> = Api::all(c.client.clone());
+    for ns in names {
+        match api.delete(ns, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                return Err(k::KubeError::Api {
+                    what: format!("delete namespace {ns} in {}", c.name),
+                    source,
+                }
+                .into());
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    for ns in names {
+        loop {
+            let now = api.get_opt(ns).await.map_err(|source| k::KubeError::Api {
+                what: format!("get namespace {ns} in {}", c.name),
+                source,
+            })?;
+            let Some(n) = now else { break };
+            if tokio::time::Instant::now() > deadline {
+                return Err(k::KubeError::Timeout {
+                    what: format!("{}: namespace {ns} deleted", c.name),
+                    after: within,
+                    last: n.status.and_then(|s| s.phase).or(Some("present".into())),
+                }
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        log.log(format!(
+            "deleted namespace {ns} in {} (created by this run)",
+            c.name
+        ));
     }
     Ok(())
 }

@@ -127,6 +127,8 @@ pub struct Facts {
     pub last_secret: Option<Instant>,
     /// Namespaces the run created (not present before), per cluster.
     pub created_namespaces: Vec<(ClusterName, String)>,
+    /// What each cluster held before the run (clusters that outlive it).
+    pub baseline: BTreeMap<ClusterName, crate::kube::snapshot::Snapshot>,
 }
 
 /// Everything a step may use.

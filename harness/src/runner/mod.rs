@@ -104,7 +104,7 @@ impl Runner {
         ));
         let executor = ContextExecutor { ctx: ctx.clone() };
         let status = self.execute(plan, &executor).await;
-        self.finish(status, Some(ctx), started).await
+        self.finish(status, started).await
     }
 
     /// Reports a run that could not start (a prerequisite is missing, istioctl does not answer): the run's start
@@ -142,7 +142,7 @@ impl Runner {
             attempts: Vec::new(),
             properties: Default::default(),
         });
-        self.finish(ExitStatus::Infrastructure, None, started).await
+        self.finish(ExitStatus::Infrastructure, started).await
     }
 
     /// Executes `plan` with `executor` as [`Runner::run`] does once the plan is built: the run's start, every
@@ -151,19 +151,11 @@ impl Runner {
         let started = Instant::now();
         self.emit_run_started(plan);
         let status = self.execute(plan, executor).await;
-        self.finish(status, None, started).await
+        self.finish(status, started).await
     }
 
     /// Cleanup (always, whatever happened), then the run's end; finishes the reporters.
-    async fn finish(&self, status: ExitStatus, ctx: Option<Arc<RunContext>>, started: Instant) -> ExitStatus {
-        if let Some(ctx) = ctx.filter(|_| !self.provider.deletes_clusters()) {
-            for line in delete_created_namespaces(&ctx).await {
-                self.bus.emit(Event::StepLog {
-                    id: plan::StepId("cleanup".into()),
-                    message: line,
-                });
-            }
-        }
+    async fn finish(&self, status: ExitStatus, started: Instant) -> ExitStatus {
         let cleanup = self.provider.cleanup().await;
         self.bus.emit(Event::CleanupFinished {
             complete: cleanup.complete,
@@ -215,7 +207,7 @@ impl Runner {
                 }
                 continue;
             }
-            let runs = stage.steps.iter().map(|s| self.run_step(s, executor));
+            let runs = stage.steps.iter().map(|s| self.run_step(s, executor, true));
             let mut failed = Vec::new();
             for (s, outcome) in stage.steps.iter().zip(futures::future::join_all(runs).await) {
                 if outcome != ExitStatus::Passed {
@@ -235,6 +227,13 @@ impl Runner {
                 stop_reason = Some("an earlier step failed".into());
             }
         }
+        // The reset of clusters that outlive the run: whatever happened before, to its end.
+        for stage in &plan.reset {
+            let runs = stage.steps.iter().map(|s| self.run_step(s, executor, false));
+            for outcome in futures::future::join_all(runs).await {
+                status = status.worst(outcome);
+            }
+        }
         status
     }
 
@@ -252,7 +251,12 @@ impl Runner {
         });
     }
 
-    async fn run_step(&self, s: &PlannedStep, executor: &dyn StepExecutor) -> ExitStatus {
+    async fn run_step(
+        &self,
+        s: &PlannedStep,
+        executor: &dyn StepExecutor,
+        interruptible: bool,
+    ) -> ExitStatus {
         self.bus.emit(Event::StepStarted {
             id: s.id.clone(),
             title: s.title.clone(),
@@ -269,7 +273,7 @@ impl Runner {
         let mut attempts = Vec::new();
         let result = loop {
             let attempt_started = Instant::now();
-            match self.attempt(s, executor, &log).await {
+            match self.attempt(s, executor, &log, interruptible).await {
                 Err(e)
                     if e.kind == FailureKind::Conformance
                         && attempts.len() < retries
@@ -326,8 +330,17 @@ impl Runner {
         s: &PlannedStep,
         executor: &dyn StepExecutor,
         log: &StepLogger,
+        interruptible: bool,
     ) -> Result<BTreeMap<String, String>, StepError> {
+        // A reset runs to its end after an interrupt too: it is how the run leaves the clusters as it found them.
         let interrupted = self.interrupted.clone();
+        let stop = async move {
+            if interruptible {
+                wait_flag(interrupted).await
+            } else {
+                std::future::pending::<()>().await
+            }
+        };
         let work = executor.run(s, log);
         let provider = self.provider.clone();
         let result = tokio::select! {
@@ -335,7 +348,7 @@ impl Runner {
                 Ok(r) => r,
                 Err(_) => Err(StepError::infra(format!("step did not finish within {:?}", self.opts.step_timeout))),
             },
-            _ = wait_flag(interrupted) => Err(StepError::infra("interrupted".to_string())),
+            _ = stop => Err(StepError::infra("interrupted".to_string())),
             // A process the provider started (istiod, MetalLB) dying ends the step at once instead of letting it
             // wait out its deadline for something that can no longer happen.
             _ = wait_dead(provider) => Ok(BTreeMap::new()),
@@ -374,23 +387,4 @@ async fn wait_flag(flag: Arc<AtomicBool>) {
     while !flag.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Deletes the namespaces this run created (never ones that existed before), for providers that keep clusters.
-async fn delete_created_namespaces(ctx: &RunContext) -> Vec<String> {
-    use k8s_openapi::api::core::v1::Namespace;
-    use kube::api::{Api, DeleteParams};
-    let created = ctx.with_facts(|f| f.created_namespaces.clone());
-    let mut out = Vec::new();
-    for (cluster, ns) in created {
-        let Ok(c) = ctx.cluster(&cluster) else { continue };
-        let api: Api<Namespace> = Api::all(c.client.clone());
-        match api.delete(&ns, &DeleteParams::default()).await {
-            Ok(_) => out.push(format!(
-                "deleted namespace {ns} in {cluster} (created by this run)"
-            )),
-            Err(e) => out.push(format!("could not delete namespace {ns} in {cluster}: {e}")),
-        }
-    }
-    out
 }

@@ -186,6 +186,7 @@ fn plan(stages: Vec<Vec<PlannedStep>>) -> Plan {
         clusters: Vec::new(),
         checked: ("sample".into(), None),
         stages: stages.into_iter().map(|steps| Stage { steps }).collect(),
+        reset: Vec::new(),
     }
 }
 
@@ -535,4 +536,61 @@ async fn cleanup_is_reported_as_the_provider_found_it_even_after_a_failure() {
         ),
         "{last:?}"
     );
+}
+
+/// Clusters that outlive the run are reset whatever happened: after a failure (which skips the rest of the plan)
+/// and after an interrupt (which would otherwise end every step at once); a reset that finds something left over
+/// is the run's infrastructure error even when every check passed.
+#[tokio::test]
+async fn the_reset_runs_after_a_failure_and_an_interrupt_and_its_failure_counts() {
+    let with_reset = |stages| Plan {
+        reset: vec![Stage {
+            steps: vec![step("reset/cluster1", StepClass::Infrastructure)],
+        }],
+        ..plan(stages)
+    };
+    let r = run(
+        with_reset(vec![
+            vec![step("a", StepClass::Mesh)],
+            vec![step("b", StepClass::Check)],
+        ]),
+        &[("a", vec![Act::Fail(FailureKind::Conformance, "no sidecar")])],
+        fast(),
+    )
+    .await;
+    assert!(matches!(r.outcome("b").0, Outcome::Skipped { .. }));
+    assert_eq!(r.outcome("reset/cluster1").0, Outcome::Passed);
+    assert_eq!(r.status, ExitStatus::ConformanceFailure);
+
+    let r = run(
+        with_reset(vec![vec![step("a", StepClass::Mesh)]]),
+        &[
+            ("a", vec![Act::PassThenInterrupt]),
+            ("reset/cluster1", vec![Act::Sleep(Duration::from_millis(300))]),
+        ],
+        fast(),
+    )
+    .await;
+    assert_eq!(
+        r.outcome("reset/cluster1").0,
+        Outcome::Passed,
+        "the interrupt cut the reset short"
+    );
+    let (start, end) = r.span("reset/cluster1");
+    assert!(end - start >= Duration::from_millis(300));
+
+    let r = run(
+        with_reset(vec![vec![step("b", StepClass::Check)]]),
+        &[(
+            "reset/cluster1",
+            vec![Act::Fail(
+                FailureKind::Infrastructure,
+                "cluster1 holds Namespace/leftover",
+            )],
+        )],
+        fast(),
+    )
+    .await;
+    assert_eq!(r.outcome("b").0, Outcome::Passed);
+    assert_eq!(r.status, ExitStatus::Infrastructure);
 }

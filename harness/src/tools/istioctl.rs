@@ -77,6 +77,16 @@ impl Istioctl {
             .timeout(Duration::from_secs(600))
     }
 
+    /// `istioctl uninstall --purge -y`: every Istio resource of the cluster, cluster-scoped ones included.
+    pub fn uninstall_purge(&self, kubeconfig: &Path, context: &str) -> Cmd {
+        Cmd::new(&self.bin)
+            .arg("uninstall")
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--context={context}"))
+            .args(["--purge", "-y"])
+            .timeout(Duration::from_secs(300))
+    }
+
     /// `istioctl proxy-config endpoints POD.NS --cluster ENVOY_CLUSTER -o json`: the endpoints that proxy holds.
     pub fn proxy_config_endpoints(
         &self,
