@@ -45,6 +45,7 @@ fn main() {
         images: None,
         subnet: meshconf::provider::DEFAULT_KIND_SUBNET.parse().expect("subnet"),
         cgroup_v1: false,
+        fleet: None,
     });
     let variant = Variant::for_version(IstioVersion::new(1, 30, 3));
     bench("plan + render shell (kind)", 500, || {

@@ -8,6 +8,7 @@ pub mod apps;
 pub mod diagnose;
 pub mod doctor;
 pub mod exit;
+pub mod fleet;
 pub mod images;
 pub mod kube;
 pub mod mesh;

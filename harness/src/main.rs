@@ -21,6 +21,21 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum FleetCommand {
+    /// Every fleet: key, age, runs, clean or dirty, clusters.
+    List,
+    /// Delete a fleet's clusters (and the egress rule and kind network it made); idempotent.
+    Down {
+        /// The fleet's key (from `meshconf fleet list`).
+        #[arg(required_unless_present = "all")]
+        key: Option<String>,
+        /// Every fleet.
+        #[arg(long, conflicts_with = "key")]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Check scenario files without creating anything (exit 2 on any problem).
     Validate {
@@ -70,6 +85,15 @@ enum Command {
         /// (JUnit flakyFailure, one per failed attempt), never as a plain pass.
         #[arg(long, default_value_t = 0)]
         retries: u32,
+        /// kind: run on the fleet of the scenario's topology: created when missing (or dirty, or gone), kept after
+        /// the run, reset by it and proved clean; `meshconf fleet down` removes it.
+        #[arg(long, conflicts_with_all = ["keep", "run_dir"])]
+        reuse: bool,
+    },
+    /// Fleets: the kind clusters `run --reuse` keeps between runs.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
     },
     /// Report each prerequisite (Docker engine, kind, istioctl, inotify limits, rehearsal tools) as pass or fail.
     Doctor,
@@ -189,6 +213,7 @@ fn plan_provider(t: &Target, scenario: &scenario::Scenario, run_dir: PathBuf) ->
                         .parse()
                         .unwrap_or_default(),
                     cgroup_v1: false,
+                    fleet: None,
                 }
             });
             Box::new(KindProvider::new(opts))
@@ -236,6 +261,72 @@ async fn plan_version(t: &Target, provider: &dyn ClusterProvider) -> (IstioVersi
         IstioVersion::new(1, 30, 3),
         Some("no istioctl found: showing the Istio 1.30.3 variant (pass --istio-version)".into()),
     )
+}
+
+async fn fleet(command: FleetCommand) -> ExitStatus {
+    let root = meshconf::fleet::fleets_dir();
+    match command {
+        FleetCommand::List => {
+            let fleets = meshconf::fleet::list(&root);
+            if fleets.is_empty() {
+                println!("no fleets under {}", root.display());
+            }
+            let now = meshconf::fleet::now();
+            for (dir, r) in fleets {
+                match r {
+                    Ok(r) => println!(
+                        "{}  age {}  runs {}  {}  {}  (topology of {})",
+                        r.key,
+                        meshconf::fleet::age(r.created, now),
+                        r.runs,
+                        r.dirty
+                            .map(|d| format!("DIRTY: {d}"))
+                            .unwrap_or_else(|| "clean".into()),
+                        r.clusters.join(","),
+                        r.topology_of
+                    ),
+                    Err(e) => println!("{}  unreadable: {e}", dir.display()),
+                }
+            }
+            ExitStatus::Passed
+        }
+        FleetCommand::Down { key, all } => {
+            let dirs: Vec<PathBuf> = if all {
+                meshconf::fleet::list(&root).into_iter().map(|(d, _)| d).collect()
+            } else {
+                key.iter().map(|k| root.join(k)).collect()
+            };
+            let mut status = ExitStatus::Passed;
+            for dir in dirs {
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                if !dir.exists() {
+                    println!("fleet {name}: already gone");
+                    continue;
+                }
+                if dir.join("kind-state.json").is_file() {
+                    match KindProvider::down(&dir).await {
+                        Ok(lines) => lines.iter().for_each(|l| println!("fleet {name}: {l}")),
+                        Err(e) => {
+                            eprintln!("meshconf: fleet {name}: {e}");
+                            status = ExitStatus::Infrastructure;
+                            continue;
+                        }
+                    }
+                }
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => println!("fleet {name}: removed"),
+                    Err(e) => {
+                        eprintln!("meshconf: {}: {e}", dir.display());
+                        status = ExitStatus::Infrastructure;
+                    }
+                }
+            }
+            status
+        }
+    }
 }
 
 async fn down(run_dir: PathBuf) -> ExitStatus {
@@ -358,7 +449,7 @@ fn main() -> ExitCode {
                 }
                 ExitStatus::Passed
             }
-            Command::Run { scenario, target, report_dir, report_name, keep, run_dir, diagnostics_budget, retries } => {
+            Command::Run { scenario, target, report_dir, report_name, keep, run_dir, diagnostics_budget, retries, reuse } => {
                 let s = match load(&scenario) {
                     Ok(s) => s,
                     Err(_) => return ExitStatus::BadInput,
@@ -369,6 +460,7 @@ fn main() -> ExitCode {
                 }
                 let mut cfg = session_config(&target, report_dir, report_name.unwrap_or_else(|| s.name.clone()));
                 cfg.keep = keep;
+                cfg.reuse = reuse;
                 cfg.run_dir = run_dir;
                 cfg.run.diagnostics_budget = diagnostics_budget;
                 cfg.run.check_retries = retries;
@@ -380,6 +472,7 @@ fn main() -> ExitCode {
                 if checks.iter().all(|c| c.ok) { ExitStatus::Passed } else { ExitStatus::Infrastructure }
             }
             Command::Down { run_dir } => down(run_dir).await,
+            Command::Fleet { command } => fleet(command).await,
         }
     });
     ExitCode::from(status.code() as u8)

@@ -27,6 +27,7 @@ fn kind_with(images: Option<meshconf::images::ImageSet>, cgroup_v1: bool) -> Kin
         images,
         subnet: meshconf::provider::DEFAULT_KIND_SUBNET.parse().expect("subnet"),
         cgroup_v1,
+        fleet: None,
     })
 }
 

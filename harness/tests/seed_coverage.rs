@@ -39,6 +39,7 @@ fn plan_text(scenario: &str, version: IstioVersion) -> String {
         images: None,
         subnet: meshconf::provider::DEFAULT_KIND_SUBNET.parse().expect("subnet"),
         cgroup_v1: false,
+        fleet: None,
     });
     assert_eq!(p.kind(), ProviderKind::Kind);
     plan::render_shell(&plan::build(&s, &Variant::for_version(version), p.profile(&s)))

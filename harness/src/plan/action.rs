@@ -344,6 +344,17 @@ pub enum ProviderAction {
         /// The run directory.
         run_dir: String,
     },
+    /// A kind cluster of a fleet, kept from an earlier run: connected to, its nodes Ready.
+    ReuseCluster {
+        /// The scenario cluster.
+        cluster: ClusterName,
+        /// kind's cluster name.
+        name: String,
+        /// The fleet's kubeconfig for it.
+        kubeconfig: String,
+        /// The fleet's key.
+        fleet: String,
+    },
     /// A context of the user's kubeconfig, connected to (nothing is created).
     Connect {
         /// Cluster.

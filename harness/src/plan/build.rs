@@ -115,17 +115,6 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
     }
 
     let mut infra = Vec::new();
-    if profile.outlives_run {
-        // Before anything is installed: what the clusters hold, so the reset can prove it left them so.
-        for c in &all {
-            infra.push(step(
-                format!("snapshot/{c}"),
-                format!("Record what {c} holds before the run"),
-                StepClass::Infrastructure,
-                vec![Action::Snapshot { cluster: c.clone() }],
-            ));
-        }
-    }
     if !profile.connect.is_empty() {
         infra.push(step(
             "connect-networks".into(),
@@ -148,6 +137,23 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
     }
     if !infra.is_empty() {
         stages.push(Stage { steps: infra });
+    }
+    if profile.outlives_run {
+        // Once the provider's own setup is done and before anything of the guide's: what the clusters hold, so
+        // the reset can prove it left them so.
+        stages.push(Stage {
+            steps: all
+                .iter()
+                .map(|c| {
+                    step(
+                        format!("snapshot/{c}"),
+                        format!("Record what {c} holds before the run"),
+                        StepClass::Infrastructure,
+                        vec![Action::Snapshot { cluster: c.clone() }],
+                    )
+                })
+                .collect(),
+        });
     }
 
     if scenario.trust == Trust::SharedRoot {

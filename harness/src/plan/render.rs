@@ -520,6 +520,15 @@ fn provider_lines(o: &mut Vec<String>, p: &ProviderAction) {
              rendered Deployment",
             ports.0, ports.1
         )),
+        ProviderAction::ReuseCluster {
+            cluster,
+            name,
+            fleet,
+            ..
+        } => {
+            o.push(format!("# fleet {fleet}: kind cluster {name}, kept from an earlier run (--reuse)"));
+            o.push(format!("kubectl get {} nodes   # every node Ready", ctx(cluster)));
+        }
         ProviderAction::Connect { cluster, context } => o.push(format!(
             "# {cluster}: context {context} of the given kubeconfig (read only; nothing is created)"
         )),

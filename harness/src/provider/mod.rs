@@ -9,7 +9,7 @@ mod metallb;
 
 pub use egress::{EgressCount, EgressRule, packets_of};
 pub use existing::ExistingProvider;
-pub use kind::{DEFAULT_KIND_SUBNET, KindOptions, KindProvider, KindState, kind_version};
+pub use kind::{DEFAULT_KIND_SUBNET, KindFleet, KindOptions, KindProvider, KindState, kind_version};
 
 pub use kwok::{KwokOptions, KwokProvider, ToolsBin};
 

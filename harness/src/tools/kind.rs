@@ -159,6 +159,20 @@ impl Docker {
             .timeout(Duration::from_secs(60))
     }
 
+    /// `docker network inspect -f FORMAT NETWORK`.
+    pub fn inspect_format_network(&self, network: &str, format: &str) -> Cmd {
+        self.cmd()
+            .args(["network", "inspect", "-f", format, network])
+            .timeout(Duration::from_secs(20))
+    }
+
+    /// `docker inspect -f FORMAT CONTAINER`.
+    pub fn inspect_format(&self, container: &str, format: &str) -> Cmd {
+        self.cmd()
+            .args(["inspect", "-f", format, container])
+            .timeout(Duration::from_secs(20))
+    }
+
     /// The last lines of a node's journal (containerd and kubelet), for errors.
     pub fn journal_tail(&self, node: &str) -> Cmd {
         self.cmd()

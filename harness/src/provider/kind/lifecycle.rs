@@ -138,9 +138,22 @@ pub(super) async fn remove_created(
         }
     }
     if state.network_created && docker.inspect_kind_network().run().await.is_ok() {
-        match docker.remove_kind_network().run().await {
-            Ok(_) => msgs.push("removed the kind network".into()),
-            Err(e) => failed.push(format!("docker network rm kind: {e}")),
+        // Another fleet's (or run's) nodes may still be on it: the network goes with the last of them.
+        let attached = docker
+            .inspect_format_network("kind", "{{len .Containers}}")
+            .run()
+            .await
+            .map(|o| o.stdout.trim().to_string())
+            .unwrap_or_default();
+        if attached != "0" && !attached.is_empty() {
+            msgs.push(format!(
+                "kept the kind network: {attached} other container(s) still use it"
+            ));
+        } else {
+            match docker.remove_kind_network().run().await {
+                Ok(_) => msgs.push("removed the kind network".into()),
+                Err(e) => failed.push(format!("docker network rm kind: {e}")),
+            }
         }
     }
     if failed.is_empty() {

@@ -61,6 +61,19 @@ pub struct KindOptions {
     pub subnet: Ipv4Net,
     /// The host runs cgroup v1 (kubelet 1.35 then needs `failCgroupV1: false`).
     pub cgroup_v1: bool,
+    /// The fleet the run uses (`--reuse`): its clusters outlive the run.
+    pub fleet: Option<KindFleet>,
+}
+
+/// A run on a fleet: the clusters are the fleet's, kept after the run and reset instead of deleted.
+#[derive(Debug, Clone)]
+pub struct KindFleet {
+    /// The fleet's key.
+    pub key: String,
+    /// The fleet's clusters exist and answer: reuse them; else this run creates them.
+    pub warm: bool,
+    /// What the plan's notes say about it (created, reused, recreated and why).
+    pub note: String,
 }
 
 /// What a run created on the host, written to the run directory so `meshconf down` can remove it.
@@ -81,6 +94,8 @@ pub struct KindProvider {
     opts: KindOptions,
     state: Arc<Mutex<KindState>>,
     egress_unmeasured: Arc<Mutex<Option<String>>>,
+    /// A fleet's egress counter when this run began (a fleet's rule counts every run's packets).
+    egress_before: Arc<Mutex<Option<u64>>>,
     /// Seconds per phase of cluster creation, for the reports.
     phases: Arc<Mutex<BTreeMap<String, String>>>,
 }
@@ -90,12 +105,38 @@ const STATE_FILE: &str = "kind-state.json";
 impl KindProvider {
     /// A kind provider.
     pub fn new(opts: KindOptions) -> Self {
+        // A warm fleet's state (its clusters, network, egress rule) is the fleet's, written by the run that made it.
+        let state = match &opts.fleet {
+            Some(f) if f.warm => std::fs::read_to_string(opts.run_dir.join(STATE_FILE))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default(),
+            _ => KindState::default(),
+        };
         Self {
             opts,
-            state: Arc::new(Mutex::new(KindState::default())),
+            state: Arc::new(Mutex::new(state)),
             egress_unmeasured: Arc::new(Mutex::new(None)),
+            egress_before: Arc::new(Mutex::new(None)),
             phases: Arc::new(Mutex::new(BTreeMap::new())),
         }
+    }
+
+    /// The clusters of this fleet answer: each kind cluster exists and its node container runs.
+    pub async fn fleet_alive(&self, scenario: &Scenario) -> Result<(), String> {
+        for c in &scenario.clusters {
+            let node = self.node(&c.name);
+            let out = self
+                .docker()
+                .inspect_format(&node, "{{.State.Running}}")
+                .run()
+                .await
+                .map_err(|e| format!("node {node}: {e}"))?;
+            if out.stdout.trim() != "true" {
+                return Err(format!("node {node} is not running"));
+            }
+        }
+        Ok(())
     }
 
     fn phase(&self, name: &str, since: std::time::Instant) {
@@ -375,6 +416,39 @@ impl ClusterProvider for KindProvider {
                 .push("iptables -D DOCKER-USER … meshconf-egress …; docker network rm kind   # what the run created".into());
         }
         p.notes = self.overlay_notes();
+        if let Some(f) = &self.opts.fleet {
+            p.outlives_run = true;
+            p.notes.push(f.note.clone());
+            p.delete_commands = vec![format!(
+                "# the fleet's clusters stay for the next run: meshconf fleet down {} removes them",
+                f.key
+            )];
+            if f.warm {
+                // Created, routed and given MetalLB by the run that made the fleet: connect and check them.
+                p.setup.clear();
+                p.connect.clear();
+                p.load_balancers.clear();
+                for c in &scenario.clusters {
+                    let name = kind_cluster_name(&self.opts.prefix, &c.name);
+                    p.create.insert(
+                        c.name.clone(),
+                        vec![
+                            Action::Provider(ProviderAction::ReuseCluster {
+                                cluster: c.name.clone(),
+                                name,
+                                kubeconfig: self.kubeconfig(&c.name).display().to_string(),
+                                fleet: f.key.clone(),
+                            }),
+                            Action::Wait {
+                                cluster: c.name.clone(),
+                                until: Condition::ApiReady,
+                                deadline_secs: 60,
+                            },
+                        ],
+                    );
+                }
+            }
+        }
         if let Some(i) = &self.opts.images {
             p.notes
                 .extend(i.provenance().into_iter().map(|l| format!("image: {l}")));
@@ -501,6 +575,53 @@ impl ClusterProvider for KindProvider {
                         .ok_or_else(|| ProviderError::Other(format!("cluster {cluster} was not created")))?;
                     self.metallb(access, pool, names).await
                 }
+                ProviderAction::ReuseCluster {
+                    cluster,
+                    name,
+                    kubeconfig,
+                    fleet,
+                } => {
+                    if let Some(rule) = &self.state().egress
+                        && let EgressCount::Packets(n) = rule.read().await
+                        && let Ok(mut b) = self.egress_before.lock()
+                    {
+                        b.get_or_insert(n);
+                    }
+                    let context = format!("kind-{name}");
+                    let client = k::client_for(Path::new(kubeconfig), &context).await?;
+                    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+                    let list = nodes
+                        .list(&Default::default())
+                        .await
+                        .map_err(|source| k::KubeError::Api {
+                            what: format!("list the nodes of fleet {fleet}'s {name}"),
+                            source,
+                        })?;
+                    let ready = |n: &k8s_openapi::api::core::v1::Node| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                    };
+                    if list.items.is_empty() || !list.items.iter().all(ready) {
+                        return Err(ProviderError::Other(format!(
+                            "fleet {fleet}: a node of {name} is not Ready; `meshconf fleet down {fleet}` and run again"
+                        )));
+                    }
+                    Ok(Performed {
+                        created: Some(ClusterAccess::new(
+                            cluster.clone(),
+                            PathBuf::from(kubeconfig),
+                            context.clone(),
+                            client,
+                        )),
+                        log: vec![format!(
+                            "{cluster}: fleet {fleet}'s {name}, {} node(s) Ready",
+                            list.items.len()
+                        )],
+                        ..Performed::default()
+                    })
+                }
                 other => Err(ProviderError::Other(format!(
                     "the kind provider does not perform {other:?}"
                 ))),
@@ -518,11 +639,30 @@ impl ClusterProvider for KindProvider {
                     &state.egress,
                     self.egress_unmeasured.lock().ok().and_then(|u| u.clone()),
                 ) {
-                    (Some(rule), _) => rule.read().await,
+                    (Some(rule), _) => {
+                        match (rule.read().await, self.egress_before.lock().ok().and_then(|b| *b)) {
+                            (EgressCount::Packets(n), Some(before)) => {
+                                EgressCount::Packets(n.saturating_sub(before))
+                            }
+                            (count, _) => count,
+                        }
+                    }
                     (None, Some(why)) => EgressCount::Unmeasured(why),
                     (None, None) => EgressCount::Unmeasured("no kind network was set up".into()),
                 };
                 properties.insert("egress-packets".to_string(), count.to_string());
+            }
+            if let Some(f) = &self.opts.fleet {
+                return CleanupReport {
+                    complete: true,
+                    message: format!(
+                        "kept fleet {}: kind clusters {} (reset by the run; `meshconf fleet down {}` removes them)",
+                        f.key,
+                        state.clusters.join(", "),
+                        f.key
+                    ),
+                    properties,
+                };
             }
             if self.opts.keep {
                 return CleanupReport {
@@ -640,6 +780,7 @@ mod tests {
             images: None,
             subnet: DEFAULT_KIND_SUBNET.parse().expect("subnet"),
             cgroup_v1,
+            fleet: None,
         })
     }
 
@@ -710,5 +851,63 @@ mod tests {
         let back: KindState = serde_json::from_str(&serde_json::to_string(&s).expect("ser")).expect("de");
         assert_eq!(back.clusters, s.clusters);
         assert_eq!(back.egress, s.egress);
+    }
+
+    /// A warm fleet's plan connects to the kept clusters and creates, routes and gives MetalLB to nothing; every
+    /// fleet plan snapshots the clusters after the provider's setup and resets them at the end.
+    #[test]
+    fn a_warm_fleet_plan_reuses_the_clusters_and_resets_them() {
+        let s = crate::scenario::load_file(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/primary-remote.yaml"),
+        )
+        .expect("scenario");
+        let variant = crate::mesh::Variant::for_version(crate::mesh::IstioVersion::new(1, 31, 0));
+        let ids = |warm: bool| {
+            let mut opts = provider(false).opts;
+            opts.fleet = Some(KindFleet {
+                key: "0123456789abcdef".into(),
+                warm,
+                note: "fleet".into(),
+            });
+            let p = KindProvider::new(opts);
+            let plan = crate::plan::build(&s, &variant, p.profile(&s));
+            let creates: Vec<bool> = plan
+                .steps()
+                .filter(|st| st.id.0.starts_with("create-cluster/"))
+                .map(|st| {
+                    st.actions
+                        .iter()
+                        .any(|a| matches!(a, Action::Provider(ProviderAction::ReuseCluster { .. })))
+                })
+                .collect();
+            let ids: Vec<String> = plan.steps().map(|st| st.id.0.clone()).collect();
+            (ids, creates)
+        };
+        let (warm, reused) = ids(true);
+        assert_eq!(reused, vec![true, true]);
+        assert!(
+            !warm
+                .iter()
+                .any(|i| i.starts_with("load-balancers/") || i == "connect-networks"),
+            "{warm:?}"
+        );
+        let (cold, reused) = ids(false);
+        assert_eq!(reused, vec![false, false]);
+        for ids in [&warm, &cold] {
+            let snap = ids
+                .iter()
+                .position(|i| i == "snapshot/cluster1")
+                .expect("snapshot");
+            let lb = ids
+                .iter()
+                .position(|i| i.starts_with("load-balancers/"))
+                .unwrap_or(0);
+            let install = ids
+                .iter()
+                .position(|i| i == "install-istio/cluster1")
+                .expect("install");
+            assert!(lb < snap && snap < install, "{ids:?}");
+            assert_eq!(ids.last().map(String::as_str), Some("reset/cluster2"));
+        }
     }
 }
