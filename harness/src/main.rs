@@ -291,6 +291,15 @@ async fn fleet(command: FleetCommand) -> ExitStatus {
             ExitStatus::Passed
         }
         FleetCommand::Down { key, all } => {
+            if let Some(k) = key
+                .as_deref()
+                .filter(|k| k.len() != 16 || !k.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                eprintln!(
+                    "meshconf: '{k}' is not a fleet key (16 hex digits, as `meshconf fleet list` shows them)"
+                );
+                return ExitStatus::BadInput;
+            }
             let dirs: Vec<PathBuf> = if all {
                 meshconf::fleet::list(&root).into_iter().map(|(d, _)| d).collect()
             } else {

@@ -193,3 +193,29 @@ fn help_lists_the_subcommands() {
     assert_eq!(code, 0);
     insta::assert_snapshot!("help", out);
 }
+
+/// `fleet down` takes a key as `fleet list` prints it and nothing else: a path would let it delete outside the
+/// fleets directory. `--reuse` is kind's (exit 2 elsewhere) and cannot be combined with `--keep`.
+#[test]
+fn fleet_commands_refuse_what_is_not_a_fleet() {
+    let (code, _, err) = meshconf(&["fleet", "down", "../../etc"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a fleet key"), "{err}");
+    let (code, _, err) = meshconf(
+        &[
+            "run",
+            "../scenarios/multi-primary.yaml",
+            "--provider",
+            "kwok",
+            "--reuse",
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = meshconf(
+        &["run", "../scenarios/multi-primary.yaml", "--reuse", "--keep"],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+}
