@@ -344,6 +344,11 @@ pub enum ProviderAction {
         /// The run directory.
         run_dir: String,
     },
+    /// Counts the `ACK ERROR` lines (config the sidecars rejected) in the logs of the cluster's istiod pods.
+    AckErrors {
+        /// Cluster.
+        cluster: ClusterName,
+    },
     /// A kind cluster of a fleet, kept from an earlier run: connected to, its nodes Ready.
     ReuseCluster {
         /// The scenario cluster.

@@ -453,7 +453,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
         let steps = all
             .iter()
             .map(|c| {
-                let mut actions = Vec::new();
+                let mut actions = profile.before_reset.get(c).cloned().unwrap_or_default();
                 if installs.contains(c) {
                     actions.push(Action::IstioctlUninstall { cluster: c.clone() });
                 }

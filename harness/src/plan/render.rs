@@ -520,6 +520,11 @@ fn provider_lines(o: &mut Vec<String>, p: &ProviderAction) {
              rendered Deployment",
             ports.0, ports.1
         )),
+        ProviderAction::AckErrors { cluster } => o.push(format!(
+            "kubectl logs {} -n istio-system -l app=istiod --tail=-1 | grep -c 'ACK ERROR'   # istiod-ack-errors: \
+             the sidecars rejected none of istiod's config",
+            ctx(cluster)
+        )),
         ProviderAction::ReuseCluster {
             cluster,
             name,

@@ -80,6 +80,8 @@ pub struct ProviderProfile {
     pub overlays: BTreeMap<ClusterName, InstallOverlay>,
     /// Actions right after a primary's `istioctl install` (wait for istiod; rehearsal: start it).
     pub after_install: BTreeMap<ClusterName, Vec<Action>>,
+    /// Actions at the start of a cluster's reset, while the run's istiod still runs (kind: read its ACK errors).
+    pub before_reset: BTreeMap<ClusterName, Vec<Action>>,
     /// Whether the clusters outlive the run (existing clusters): the plan then snapshots them first and resets
     /// them at the end, and a left-over object fails the run.
     pub outlives_run: bool,
@@ -106,6 +108,7 @@ impl ProviderProfile {
             in_mesh_kubeconfig: BTreeMap::new(),
             overlays: BTreeMap::new(),
             after_install: BTreeMap::new(),
+            before_reset: BTreeMap::new(),
             outlives_run: false,
             delete_commands: Vec::new(),
             properties: BTreeMap::new(),

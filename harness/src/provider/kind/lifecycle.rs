@@ -165,7 +165,7 @@ pub(super) async fn remove_created(
 }
 
 /// `ACK ERROR` lines in the logs of the istiod pods of one cluster (none when it runs no istiod: a remote).
-pub(super) async fn istiod_ack_errors(kubeconfig: &Path, context: &str) -> Result<usize, String> {
+pub(crate) async fn istiod_ack_errors(kubeconfig: &Path, context: &str) -> Result<usize, String> {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{ListParams, LogParams};
     let client = k::client_for(kubeconfig, context)

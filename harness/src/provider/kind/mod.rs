@@ -94,6 +94,8 @@ pub struct KindProvider {
     opts: KindOptions,
     state: Arc<Mutex<KindState>>,
     egress_unmeasured: Arc<Mutex<Option<String>>>,
+    /// ACK errors read per cluster before a fleet's reset.
+    acks: Arc<Mutex<BTreeMap<String, Result<usize, String>>>>,
     /// A fleet's egress counter when this run began (a fleet's rule counts every run's packets).
     egress_before: Arc<Mutex<Option<u64>>>,
     /// Seconds per phase of cluster creation, for the reports.
@@ -118,7 +120,26 @@ impl KindProvider {
             state: Arc::new(Mutex::new(state)),
             egress_unmeasured: Arc::new(Mutex::new(None)),
             egress_before: Arc::new(Mutex::new(None)),
+            acks: Arc::new(Mutex::new(BTreeMap::new())),
             phases: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// The ACK errors the reset's first actions read, `N` or `N; unread: …` (never a zero nobody read).
+    fn fleet_ack_errors(&self) -> String {
+        let acks = self.acks.lock().map(|a| a.clone()).unwrap_or_default();
+        if acks.is_empty() {
+            return "unread: no reset read istiod's logs (the run stopped before)".into();
+        }
+        let total: usize = acks.values().filter_map(|r| r.as_ref().ok()).sum();
+        let unread: Vec<String> = acks
+            .iter()
+            .filter_map(|(c, r)| r.as_ref().err().map(|e| format!("{c}: {e}")))
+            .collect();
+        if unread.is_empty() {
+            total.to_string()
+        } else {
+            format!("{total}; unreadable: {}", unread.join("; "))
         }
     }
 
@@ -418,6 +439,17 @@ impl ClusterProvider for KindProvider {
         p.notes = self.overlay_notes();
         if let Some(f) = &self.opts.fleet {
             p.outlives_run = true;
+            if self.opts.images.is_some() {
+                // The reset removes istiod: its logs are read first.
+                for c in &scenario.clusters {
+                    p.before_reset.insert(
+                        c.name.clone(),
+                        vec![Action::Provider(ProviderAction::AckErrors {
+                            cluster: c.name.clone(),
+                        })],
+                    );
+                }
+            }
             p.notes.push(f.note.clone());
             p.delete_commands = vec![format!(
                 "# the fleet's clusters stay for the next run: meshconf fleet down {} removes them",
@@ -575,6 +607,20 @@ impl ClusterProvider for KindProvider {
                         .ok_or_else(|| ProviderError::Other(format!("cluster {cluster} was not created")))?;
                     self.metallb(access, pool, names).await
                 }
+                ProviderAction::AckErrors { cluster } => {
+                    let access = clusters
+                        .get(cluster)
+                        .ok_or_else(|| ProviderError::Other(format!("cluster {cluster} was not created")))?;
+                    let read = lifecycle::istiod_ack_errors(&access.kubeconfig, &access.context).await;
+                    let line = match &read {
+                        Ok(n) => format!("{cluster}: {n} ACK ERROR lines in istiod's logs"),
+                        Err(e) => format!("{cluster}: istiod's logs unreadable: {e}"),
+                    };
+                    if let Ok(mut a) = self.acks.lock() {
+                        a.insert(cluster.as_str().to_string(), read);
+                    }
+                    Ok(Performed::log(vec![line]))
+                }
                 ProviderAction::ReuseCluster {
                     cluster,
                     name,
@@ -634,7 +680,12 @@ impl ClusterProvider for KindProvider {
             let state = self.state();
             let mut properties = self.phases.lock().map(|p| p.clone()).unwrap_or_default();
             if self.opts.images.is_some() {
-                properties.insert("istiod-ack-errors".into(), self.ack_errors(&state).await);
+                let acks = match &self.opts.fleet {
+                    // On a fleet the reset removed istiod: its logs were read by the reset's first action.
+                    Some(_) => self.fleet_ack_errors(),
+                    None => self.ack_errors(&state).await,
+                };
+                properties.insert("istiod-ack-errors".into(), acks);
                 let count = match (
                     &state.egress,
                     self.egress_unmeasured.lock().ok().and_then(|u| u.clone()),
