@@ -415,6 +415,7 @@ pub async fn run_on_fleet(cfg: &SessionConfig, scenario: &Scenario) -> ExitStatu
     let dirty = Arc::new(std::sync::Mutex::new(None));
     let watch = FleetWatch { dirty: dirty.clone() };
     let provider = Arc::new(KindProvider::new(opts.clone()));
+    let started = crate::fleet::now();
     let status = run_with(cfg, scenario, provider, vec![Box::new(watch)]).await;
     let state: crate::provider::KindState = std::fs::read_to_string(dir.join("kind-state.json"))
         .ok()
@@ -439,7 +440,7 @@ pub async fn run_on_fleet(cfg: &SessionConfig, scenario: &Scenario) -> ExitStatu
             .as_ref()
             .filter(|_| warm)
             .map(|r| r.created)
-            .unwrap_or_else(crate::fleet::now),
+            .unwrap_or(started),
         runs: record.as_ref().filter(|_| warm).map(|r| r.runs).unwrap_or(0) + 1,
         dirty,
     };
