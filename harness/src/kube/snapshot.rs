@@ -42,7 +42,7 @@ impl Snapshot {
     }
 }
 
-async fn names<K>(api: Api<K>, kind: &str, what: &str) -> Result<Vec<String>, KubeError>
+async fn names<K>(api: Api<K>, kind: &str, cluster: &str) -> Result<Vec<String>, KubeError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -50,7 +50,7 @@ where
         .list(&ListParams::default())
         .await
         .map_err(|source| KubeError::Api {
-            what: format!("list {what}"),
+            what: format!("list {kind}s in {cluster}"),
             source,
         })?;
     Ok(l.items
@@ -65,19 +65,12 @@ where
 pub async fn take(client: &kube::Client, cluster: &str) -> Result<Snapshot, KubeError> {
     let mut objects = BTreeSet::new();
     let c = client.clone();
-    objects.extend(
-        names(
-            Api::<Namespace>::all(c.clone()),
-            "Namespace",
-            &format!("namespaces in {cluster}"),
-        )
-        .await?,
-    );
+    objects.extend(names(Api::<Namespace>::all(c.clone()), "Namespace", cluster).await?);
     objects.extend(
         names(
             Api::<CustomResourceDefinition>::all(c.clone()),
             "CustomResourceDefinition",
-            &format!("CRDs in {cluster}"),
+            cluster,
         )
         .await?,
     );
@@ -85,7 +78,7 @@ pub async fn take(client: &kube::Client, cluster: &str) -> Result<Snapshot, Kube
         names(
             Api::<MutatingWebhookConfiguration>::all(c.clone()),
             "MutatingWebhookConfiguration",
-            &format!("mutating webhooks in {cluster}"),
+            cluster,
         )
         .await?,
     );
@@ -93,23 +86,16 @@ pub async fn take(client: &kube::Client, cluster: &str) -> Result<Snapshot, Kube
         names(
             Api::<ValidatingWebhookConfiguration>::all(c.clone()),
             "ValidatingWebhookConfiguration",
-            &format!("validating webhooks in {cluster}"),
+            cluster,
         )
         .await?,
     );
-    objects.extend(
-        names(
-            Api::<ClusterRole>::all(c.clone()),
-            "ClusterRole",
-            &format!("ClusterRoles in {cluster}"),
-        )
-        .await?,
-    );
+    objects.extend(names(Api::<ClusterRole>::all(c.clone()), "ClusterRole", cluster).await?);
     objects.extend(
         names(
             Api::<ClusterRoleBinding>::all(c.clone()),
             "ClusterRoleBinding",
-            &format!("ClusterRoleBindings in {cluster}"),
+            cluster,
         )
         .await?,
     );

@@ -119,19 +119,10 @@ impl ClusterProvider for ExistingProvider {
                 )));
             }
             let client = k::client_for(&self.kubeconfig, context).await?;
-            Ok(Performed {
-                created: Some(ClusterAccess::new(
-                    cluster.clone(),
-                    self.kubeconfig.clone(),
-                    context.clone(),
-                    client,
-                )),
-                log: vec![format!(
-                    "{cluster}: context {context} of {}",
-                    self.kubeconfig.display()
-                )],
-                ..Performed::default()
-            })
+            let line = format!("{cluster}: context {context} of {}", self.kubeconfig.display());
+            let access =
+                ClusterAccess::new(cluster.clone(), self.kubeconfig.clone(), context.clone(), client);
+            Ok(Performed::created(access, line))
         })
     }
 

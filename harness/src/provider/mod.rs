@@ -169,6 +169,15 @@ pub struct Performed {
 }
 
 impl Performed {
+    /// A cluster created or connected to, with the line that says so.
+    pub fn created(access: ClusterAccess, line: String) -> Self {
+        Self {
+            created: Some(access),
+            log: vec![line],
+            ..Self::default()
+        }
+    }
+
     /// Only progress lines.
     pub fn log(lines: Vec<String>) -> Self {
         Self {

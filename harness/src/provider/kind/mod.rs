@@ -654,19 +654,13 @@ impl ClusterProvider for KindProvider {
                             "fleet {fleet}: a node of {name} is not Ready; `meshconf fleet down {fleet}` and run again"
                         )));
                     }
-                    Ok(Performed {
-                        created: Some(ClusterAccess::new(
-                            cluster.clone(),
-                            PathBuf::from(kubeconfig),
-                            context.clone(),
-                            client,
-                        )),
-                        log: vec![format!(
-                            "{cluster}: fleet {fleet}'s {name}, {} node(s) Ready",
-                            list.items.len()
-                        )],
-                        ..Performed::default()
-                    })
+                    let line = format!(
+                        "{cluster}: fleet {fleet}'s {name}, {} node(s) Ready",
+                        list.items.len()
+                    );
+                    let access =
+                        ClusterAccess::new(cluster.clone(), PathBuf::from(kubeconfig), context, client);
+                    Ok(Performed::created(access, line))
                 }
                 other => Err(ProviderError::Other(format!(
                     "the kind provider does not perform {other:?}"

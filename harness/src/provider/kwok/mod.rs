@@ -371,16 +371,13 @@ impl ClusterProvider for KwokProvider {
                     self.prepare_once()?;
                     self.ports_free(*index)?;
                     let access = self.create_one(c, *index).await?;
-                    Ok(Performed {
-                        log: vec![format!(
-                            "{}: context {} in {}",
-                            c.name,
-                            access.context,
-                            access.kubeconfig.display()
-                        )],
-                        created: Some(access),
-                        ..Performed::default()
-                    })
+                    let line = format!(
+                        "{}: context {} in {}",
+                        c.name,
+                        access.context,
+                        access.kubeconfig.display()
+                    );
+                    Ok(Performed::created(access, line))
                 }
                 ProviderAction::RehearsalMetalLb {
                     cluster: name,
