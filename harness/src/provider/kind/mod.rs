@@ -156,6 +156,30 @@ impl KindProvider {
             if out.stdout.trim() != "true" {
                 return Err(format!("node {node} is not running"));
             }
+            let context = format!("kind-{}", kind_cluster_name(&self.opts.prefix, &c.name));
+            let ready = async {
+                let client = k::client_for(&self.kubeconfig(&c.name), &context)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+                let list = nodes.list(&Default::default()).await.map_err(|e| e.to_string())?;
+                let all_ready = !list.items.is_empty()
+                    && list.items.iter().all(|n| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                    });
+                if all_ready {
+                    Ok(())
+                } else {
+                    Err(format!("a node of {context} is not Ready"))
+                }
+            };
+            match tokio::time::timeout(Duration::from_secs(20), ready).await {
+                Ok(r) => r?,
+                Err(_) => return Err(format!("{context} did not answer within 20 s")),
+            }
         }
         Ok(())
     }
