@@ -241,14 +241,10 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 "# only the namespaces this run created (never one that was there before), until gone (deadline \
                  {deadline_secs}s)"
             ));
-            let names = Placeholder::created_namespaces(cluster).shell();
             o.push(format!(
-                "for ns in {names}; do kubectl delete {} pods --all -n \"$ns\" --grace-period=0 --force; done",
-                ctx(cluster)
-            ));
-            o.push(format!(
-                "kubectl delete {} namespace {names} --wait --timeout={deadline_secs}s",
-                ctx(cluster)
+                "kubectl delete {} namespace {} --wait --timeout={deadline_secs}s",
+                ctx(cluster),
+                Placeholder::created_namespaces(cluster).shell()
             ));
         }
         Action::CleanState { cluster } => {

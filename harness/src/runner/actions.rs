@@ -395,26 +395,6 @@ async fn delete_namespaces(
     log: &StepLogger,
 ) -> Result<(), StepError> {
     use kube::api::DeleteParams;
-    // The pods first, without their grace period: a reset needs the objects gone, not a graceful drain (the
-    // namespace controller would wait out each pod's grace period, ~10 s of every reset).
-    for ns in names {
-        let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
-        let now = DeleteParams {
-            grace_period_seconds: Some(0),
-            ..DeleteParams::default()
-        };
-        match pods.delete_collection(&now, &ListParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => {
-                return Err(k::KubeError::Api {
-                    what: format!("delete the pods of namespace {ns} in {}", c.name),
-                    source,
-                }
-                .into());
-            }
-        }
-    }
     let api: Api<Namespace> = Api::all(c.client.clone());
     for ns in names {
         match api.delete(ns, &DeleteParams::default()).await {
