@@ -29,6 +29,15 @@ impl Snapshot {
         after.objects.difference(&self.objects).cloned().collect()
     }
 
+    /// Whether Istio was there already: an Istio CRD or the `istio-system` namespace. A reset must not purge an
+    /// Istio the run did not install.
+    pub fn holds_istio(&self) -> bool {
+        self.objects.iter().any(|o| {
+            o == "Namespace/istio-system"
+                || (o.starts_with("CustomResourceDefinition/") && o.ends_with(".istio.io"))
+        })
+    }
+
     /// How many objects of each kind, `kind=N` (for reports: growth over reused runs shows here).
     pub fn counts(&self) -> String {
         let mut by: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();

@@ -224,6 +224,22 @@ async fn perform(
             Ok(())
         }
         Action::IstioctlUninstall { cluster } => {
+            // Purge only an Istio this run installed: the snapshot before the run must exist and hold none.
+            match ctx.with_facts(|f| f.baseline.get(cluster).map(|b| b.holds_istio())) {
+                None => {
+                    return Err(StepError::infra(format!(
+                        "no snapshot of {cluster} from before the run: not uninstalling an Istio meshconf cannot \
+                         prove it installed"
+                    )));
+                }
+                Some(true) => {
+                    return Err(StepError::infra(format!(
+                        "{cluster} held Istio before the run (istio-system or an Istio CRD): meshconf does not \
+                         uninstall what it did not install; remove it yourself"
+                    )));
+                }
+                Some(false) => {}
+            }
             let c = ctx.cluster(cluster)?;
             let out = ctx
                 .istioctl
