@@ -39,7 +39,7 @@ fn sections(text: &str) -> Vec<Section> {
         // for); the transcript's own annotations and the plan's stage headers do not.
         let comment = line.trim_start().starts_with('#');
         if line.trim().is_empty()
-            || (comment && (cur.id.is_empty() || line.starts_with("# ── stage") || transcript_only(line)))
+            || (comment && (cur.id.is_empty() || line.starts_with("# ── ") || transcript_only(line)))
         {
             continue;
         }
@@ -156,6 +156,20 @@ mod tests {
             "# [b] B\n# meshconf waits (deadline 300s)\n# failed: x\n",
         );
         assert_eq!(compare_transcript(&plan, &same), Ok(()));
+    }
+
+    /// The plan's section headers (stages, the reset) are the plan's layout, not a step's lines.
+    #[test]
+    fn a_reset_section_header_is_not_a_line_of_the_step_before_it() {
+        let plan = PLAN.replace(
+            "\n\n# ── cleanup",
+            "\n\n# ── reset (always)\n\n# [r] R\nistioctl uninstall\n\n# ── cleanup",
+        );
+        let ran = RAN.replace(
+            "\n\n# ── cleanup",
+            "\n\n# [r] R\nistioctl uninstall\n\n# ── cleanup",
+        );
+        assert_eq!(compare_transcript(&plan, &ran), Ok(()));
     }
 
     #[test]
