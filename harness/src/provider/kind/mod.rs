@@ -161,20 +161,7 @@ impl KindProvider {
                 let client = k::client_for(&self.kubeconfig(&c.name), &context)
                     .await
                     .map_err(|e| e.to_string())?;
-                let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
-                let list = nodes.list(&Default::default()).await.map_err(|e| e.to_string())?;
-                let all_ready = !list.items.is_empty()
-                    && list.items.iter().all(|n| {
-                        n.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                    });
-                if all_ready {
-                    Ok(())
-                } else {
-                    Err(format!("a node of {context} is not Ready"))
-                }
+                nodes_ready(&client, &context).await.map(|_| ())
             };
             match tokio::time::timeout(Duration::from_secs(20), ready).await {
                 Ok(r) => r?,
@@ -659,29 +646,12 @@ impl ClusterProvider for KindProvider {
                     }
                     let context = format!("kind-{name}");
                     let client = k::client_for(Path::new(kubeconfig), &context).await?;
-                    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
-                    let list = nodes
-                        .list(&Default::default())
-                        .await
-                        .map_err(|source| k::KubeError::Api {
-                            what: format!("list the nodes of fleet {fleet}'s {name}"),
-                            source,
-                        })?;
-                    let ready = |n: &k8s_openapi::api::core::v1::Node| {
-                        n.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                    };
-                    if list.items.is_empty() || !list.items.iter().all(ready) {
-                        return Err(ProviderError::Other(format!(
-                            "fleet {fleet}: a node of {name} is not Ready; `meshconf fleet down {fleet}` and run again"
-                        )));
-                    }
-                    let line = format!(
-                        "{cluster}: fleet {fleet}'s {name}, {} node(s) Ready",
-                        list.items.len()
-                    );
+                    let n = nodes_ready(&client, name).await.map_err(|e| {
+                        ProviderError::Other(format!(
+                            "fleet {fleet}: {e}; `meshconf fleet down {fleet}` and run again"
+                        ))
+                    })?;
+                    let line = format!("{cluster}: fleet {fleet}'s {name}, {n} node(s) Ready");
                     let access =
                         ClusterAccess::new(cluster.clone(), PathBuf::from(kubeconfig), context, client);
                     Ok(Performed::created(access, line))
@@ -764,6 +734,25 @@ impl ClusterProvider for KindProvider {
     fn run_dir(&self) -> PathBuf {
         self.opts.run_dir.clone()
     }
+}
+
+/// How many nodes the cluster `client` talks to has, when every one is Ready; else what is wrong, naming `what`.
+async fn nodes_ready(client: &kube::Client, what: &str) -> Result<usize, String> {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let list = nodes
+        .list(&Default::default())
+        .await
+        .map_err(|e| format!("list the nodes of {what}: {e}"))?;
+    let ready = |n: &k8s_openapi::api::core::v1::Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    if list.items.is_empty() || !list.items.iter().all(ready) {
+        return Err(format!("a node of {what} is not Ready"));
+    }
+    Ok(list.items.len())
 }
 
 /// After `istioctl install` on a real cluster: wait for the istiod Deployment to roll out.
