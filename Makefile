@@ -12,10 +12,15 @@ SCENARIOS := scenarios/multi-primary.yaml scenarios/primary-remote.yaml
 TOOLS_BIN = $(shell bash tools/build.sh)
 # --workspace: the same feature set as `cargo test --workspace` (dev-dependencies included), so the suites reuse
 # its build instead of compiling ~50 crates again with other features (111 s cold, measured).
-KIND_SUITES = MESHCONF_PROVIDER=kind $(CARGO) test --workspace --test multi_primary --test primary_remote
+# The kind suites run their trials on fleets kept apart from a user's (one per topology, made by the first trial,
+# reset and proved clean by each); KIND_FLEETS_DOWN removes them afterwards, whatever happened.
+SUITE_FLEETS = $$(source tools/lib/cache.sh && echo "$$meshconf_cache/suite-fleets")
+KIND_SUITES = MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)" MESHCONF_PROVIDER=kind $(CARGO) test --workspace --test multi_primary --test primary_remote
+KIND_FLEETS_DOWN = MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)" timeout --kill-after=10 600 \
+  "$$($(CARGO) metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/meshconf" fleet down --all
 KWOK_SUITES = MESHCONF_TOOLS_BIN="$$(bash tools/build.sh)" MESHCONF_PROVIDER=kwok $(CARGO) test --workspace --test multi_primary --test primary_remote
 
-.PHONY: all build test test-rehearsal unit suites rehearse prepare rehearsal-tools conformance tools images engine engine-down bench lint report clean doctor
+.PHONY: all build test test-rehearsal unit suites rehearse prepare rehearsal-tools conformance tools images engine engine-down bench bench-plan lint report clean doctor
 
 all: build
 
@@ -47,20 +52,34 @@ engine-down:
 images: engine
 	@DOCKER_HOST="$$(bash tools/engine.sh up 2>/dev/null | tail -n1)" bash tools/images.sh >/dev/null
 
-## Unit, snapshot and mock-API tests; both suites on the kwok rehearsal; then a Docker engine and every image of
-## the kind path (cached), both suites on kind; every report read by third-party readers (junitparser against
-## its JSON record and schema, each HTML page in headless Chromium). Everything the tests need is prepared first,
-## the Go builds beside the apt and debootstrap work (tools/prepare.sh). meshconf's engine is stopped at the end,
-## whatever happened. CI runs exactly this.
+## Unit, snapshot and mock-API tests; then both suites on the kwok rehearsal beside a Docker engine, every image of
+## the kind path (cached) and both suites on kind (the rehearsal mostly waits on its control planes, so it runs
+## alongside; its output is printed when it ends, from $(REPORTS)/kwok/suites.log); every report read by
+## third-party readers (junitparser against its JSON record and schema, each HTML page in headless Chromium).
+## Everything the tests need is prepared first, the Go builds beside the apt and debootstrap work
+## (tools/prepare.sh). meshconf's engine is stopped at the end, whatever happened. CI runs exactly this.
+KWOK_LOG = $(REPORTS)/kwok/suites.log
+# The Rust build runs beside the Go tools and the Debian work (tools/prepare.sh): their downloads and links leave
+# the CPUs idle part of the time, and the tests need both only once both are done.
+RUST_BUILD_LOG = $(REPORTS)/rust-build.log
 test:
-	@status=0; \
+	@status=0; kwok_status=0; mkdir -p $(REPORTS); \
+	echo "rust build: beside the tools, output in $(RUST_BUILD_LOG)"; \
+	( $(CARGO) test --workspace --no-run && \
+	  $(CARGO) test --workspace --test multi_primary --test primary_remote --no-run ) >$(RUST_BUILD_LOG) 2>&1 & build_pid=$$!; \
 	bash tools/prepare.sh kind || status=$$?; \
+	wait $$build_pid || { status=$$?; echo "rust build failed:"; tail -n 40 $(RUST_BUILD_LOG); }; \
 	if [ $$status -eq 0 ]; then $(CARGO) test --workspace || status=$$?; fi; \
-	if [ $$status -eq 0 ]; then $(KWOK_SUITES) || status=$$?; fi; \
-	if [ $$status -eq 0 ]; then bash tools/readers.sh $(REPORTS)/kwok || status=$$?; fi; \
-	if [ $$status -eq 0 ]; then $(MAKE) --no-print-directory images || status=$$?; fi; \
-	if [ $$status -eq 0 ]; then $(KIND_SUITES) || status=$$?; fi; \
-	if [ $$status -eq 0 ]; then bash tools/readers.sh $(REPORTS)/kind || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then \
+	  mkdir -p $(REPORTS)/kwok; echo "kwok suites: running beside the kind path, output in $(KWOK_LOG)"; \
+	  ( $(KWOK_SUITES) && bash tools/readers.sh $(REPORTS)/kwok ) >$(KWOK_LOG) 2>&1 & kwok_pid=$$!; \
+	  $(MAKE) --no-print-directory images || status=$$?; \
+	  if [ $$status -eq 0 ]; then $(KIND_SUITES) || status=$$?; $(KIND_FLEETS_DOWN) || status=$$?; fi; \
+	  if [ $$status -eq 0 ]; then bash tools/readers.sh $(REPORTS)/kind || status=$$?; fi; \
+	  wait $$kwok_pid || kwok_status=$$?; \
+	  echo "== kwok suites (exit $$kwok_status), from $(KWOK_LOG):"; cat $(KWOK_LOG); \
+	  [ $$status -eq 0 ] && status=$$kwok_status; \
+	fi; \
 	bash tools/engine.sh down; exit $$status
 
 ## Only the rehearsal part of `make test` (no Docker): unit tests, both suites on kwok, readers.
@@ -87,14 +106,23 @@ conformance:
 	@status=0; \
 	bash tools/prepare.sh kind || status=$$?; \
 	if [ $$status -eq 0 ]; then $(MAKE) --no-print-directory images || status=$$?; fi; \
-	if [ $$status -eq 0 ]; then $(KIND_SUITES) || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then $(KIND_SUITES) || status=$$?; $(KIND_FLEETS_DOWN) || status=$$?; fi; \
 	if [ $$status -eq 0 ]; then bash tools/readers.sh $(REPORTS)/kind || status=$$?; fi; \
 	bash tools/engine.sh down; exit $$status
 
 doctor:
 	$(CARGO) run -q -p meshconf -- doctor
 
-bench:
+## multi-primary on kind fresh, on a new fleet, on the reused fleet and reused with --serial, in one run: a table
+## of phase times with the ratios fresh/reused and serial/parallel (reports/bench/table.txt). Stops meshconf's
+## engine at the end.
+bench: images
+	@status=0; \
+	DOCKER_HOST="$$(bash tools/engine.sh up 2>/dev/null | tail -n1)" bash tools/bench.sh || status=$$?; \
+	bash tools/engine.sh down; exit $$status
+
+## Plan building and rendering (criterion).
+bench-plan:
 	$(CARGO) bench -p meshconf
 
 lint:

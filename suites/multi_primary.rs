@@ -15,6 +15,13 @@ fn short_convergence(cfg: &mut meshconf::session::SessionConfig) {
     cfg.run.convergence_timeout = std::time::Duration::from_secs(30);
 }
 
+/// The multi-primary guide without the remote secret that lets cluster1 see cluster2 (three trials break it so).
+fn without_secret_into_cluster1() -> Result<meshconf::scenario::Scenario, libtest_mimic::Failed> {
+    scenario_checked("multi-primary.yaml", |t| {
+        t.replace("  - remote-secret: { from: cluster2, into: cluster1 }\n", "")
+    })
+}
+
 fn main() -> std::process::ExitCode {
     let conformance = Trial::test("multi_primary::conformance", || {
         let s = scenario("multi-primary.yaml", |t| t)?;
@@ -29,9 +36,7 @@ fn main() -> std::process::ExitCode {
     });
     let faults = vec![
         Trial::test("multi_primary::fails_without_remote_secret_into_cluster1", || {
-            let s = scenario_checked("multi-primary.yaml", |t| {
-                t.replace("  - remote-secret: { from: cluster2, into: cluster1 }\n", "")
-            })?;
+            let s = without_secret_into_cluster1()?;
             let r = run_with(
                 "multi_primary.no-secret",
                 &s,
@@ -39,19 +44,12 @@ fn main() -> std::process::ExitCode {
                 None,
                 &short_convergence,
             )?;
-            assert_failed(
-                &r,
-                ExitStatus::ConformanceFailure,
-                "check-traffic/from-cluster1",
-                "v2 (in cluster2) never answered cluster1's curl",
-            )?;
             // cluster2 still holds cluster1's secret, so its check passes: the failure is precise.
-            match r.outcome("check-traffic/from-cluster2") {
-                Some((meshconf::report::Outcome::Passed, _)) => {}
-                other => return Err(format!("from-cluster2 should pass, got {other:?}").into()),
-            }
-            assert_diagnosis(
+            common::assert_one_way(
                 &r,
+                "cluster1",
+                "v2 (in cluster2) never answered cluster1's curl",
+                "cluster2",
                 "cluster1 has no remote secret for cluster2: istiod in cluster1 sees no endpoints in cluster2",
             )
         }),
@@ -111,9 +109,7 @@ fn main() -> std::process::ExitCode {
         Trial::test("multi_primary::a_check_that_passes_on_a_retry_is_flaky", || {
             // The secret into cluster1 is missing at first, so cluster1's check fails; its first failed attempt
             // triggers the repair (the secret is created as the guide does), and the retry passes.
-            let s = scenario_checked("multi-primary.yaml", |t| {
-                t.replace("  - remote-secret: { from: cluster2, into: cluster1 }\n", "")
-            })?;
+            let s = without_secret_into_cluster1()?;
             let repair = FaultAt {
                 step: "check-traffic/from-cluster1",
                 fault: Fault::AddRemoteSecret {
@@ -157,6 +153,65 @@ fn main() -> std::process::ExitCode {
             }
             Ok(())
         }),
+        // The different-networks guide: a conformance run, but it needs clusters meshconf puts on two networks.
+        Trial::test("multi_primary::different_networks", || {
+            common::guide_conformance(
+                "multi-primary-multi-network.yaml",
+                "multi_primary.multi-network",
+                common::Tab::Istioctl,
+            )
+        }),
+        // Istio's CI layout: two clusters on network1, one on network2; every cluster reaches every other.
+        Trial::test("multi_primary::three_clusters", || {
+            let s = scenario("multi-primary-three-clusters.yaml", |t| t)?;
+            let r = run(
+                "multi_primary.three-clusters",
+                &s,
+                common::port("multi_primary.three-clusters"),
+                None,
+            )?;
+            common::assert_conformance_of(
+                &r,
+                &["cluster1", "cluster2", "cluster3"],
+                &[("v1", "cluster1"), ("v2", "cluster2"), ("v2", "cluster3")],
+            )?;
+            common::assert_gateway_path(&r, &["cluster1", "cluster2", "cluster3"])
+        }),
+        // The Helm tab of both Multi-Primary guides.
+        Trial::test("multi_primary::helm", || {
+            common::guide_conformance("multi-primary.yaml", "multi_primary.helm", common::Tab::Helm)
+        }),
+        Trial::test("multi_primary::different_networks_helm", || {
+            common::guide_conformance(
+                "multi-primary-multi-network.yaml",
+                "multi_primary.multi-network-helm",
+                common::Tab::Helm,
+            )
+        }),
+        Trial::test(
+            "multi_primary::different_networks_fail_without_expose_services",
+            || {
+                // cluster2's gateway passes nothing from network1: cluster1 never reaches v2, cluster2 still
+                // reaches v1 through cluster1's exposed gateway.
+                let s = scenario_checked("multi-primary-multi-network.yaml", |t| {
+                    t.replace("  - expose-services: { cluster: cluster2 }\n", "")
+                })?;
+                let r = run_with(
+                    "multi_primary.no-expose",
+                    &s,
+                    common::port("multi_primary.no-expose"),
+                    None,
+                    &short_convergence,
+                )?;
+                common::assert_one_way(
+                    &r,
+                    "cluster1",
+                    "v2 (in cluster2) never answered cluster1's curl",
+                    "cluster2",
+                    "the east-west gateway of cluster2 (network2) passes nothing from other networks",
+                )
+            },
+        ),
         Trial::test(
             "multi_primary::istiod_killed_mid_run_is_an_infrastructure_error",
             || {
@@ -182,6 +237,79 @@ fn main() -> std::process::ExitCode {
         ),
     ];
     let kwok_only = vec![
+        // The isolation probe is no formality: with a route between the networks it fails the run.
+        Trial::test("multi_primary::routed_networks_fail_the_isolation_probe", || {
+            let s = scenario("multi-primary-multi-network.yaml", |t| t)?;
+            let fault = FaultAt {
+                step: "isolation/from-cluster1",
+                fault: Fault::RouteNetworks {
+                    from: "cluster1",
+                    to: "cluster2",
+                },
+            };
+            let r = run(
+                "multi_primary.routed-networks",
+                &s,
+                common::port("multi_primary.routed-networks"),
+                Some(fault),
+            )?;
+            assert_failed(
+                &r,
+                ExitStatus::Infrastructure,
+                "isolation/from-cluster1",
+                "cluster1 (network1) reached cluster2 (network2) pod",
+            )?;
+            // Only that direction was routed: the other probe still finds no way through.
+            match r.outcome("isolation/from-cluster2") {
+                Some((meshconf::report::Outcome::Passed, _)) => Ok(()),
+                other => Err(format!("isolation/from-cluster2 should pass, got {other:?}").into()),
+            }
+        }),
+        // `meshconf compare` on two real records: the same guide as baseline, and as a candidate whose cluster1 got
+        // no remote secret. The regression is cluster1's check, named first; the console says exit 1.
+        Trial::test("multi_primary::compare_names_a_candidate_regression", || {
+            let dir = common::report_dir().join("compare");
+            let side = |name: &'static str, which: &'static str, s: &meshconf::scenario::Scenario| {
+                let out = dir.join(which);
+                run_with(name, s, common::port(name), None, &|cfg| {
+                    short_convergence(cfg);
+                    cfg.report_dir = out.clone();
+                    cfg.report_name = "multi-primary".into();
+                })
+            };
+            let b = side(
+                "multi_primary.compare-baseline",
+                "baseline",
+                &scenario("multi-primary.yaml", |t| t)?,
+            )?;
+            let no_secret = without_secret_into_cluster1()?;
+            let c = side("multi_primary.compare-candidate", "candidate", &no_secret)?;
+            if (b.status, c.status) != (ExitStatus::Passed, ExitStatus::ConformanceFailure) {
+                return Err(format!(
+                    "the sides should pass and fail, got {:?} and {:?}",
+                    b.status, c.status
+                )
+                .into());
+            }
+            let cmp = meshconf::compare::run(
+                &dir.join("baseline"),
+                &dir.join("candidate"),
+                &dir,
+                meshconf::compare::NoiseBand::default(),
+            )
+            .map_err(|e| e.to_string())?;
+            let text = meshconf::compare::console(&cmp);
+            let first = text.lines().nth(1).unwrap_or_default();
+            if cmp.status != ExitStatus::ConformanceFailure
+                || !first.starts_with("REGRESSION multi-primary · check-traffic/from-cluster1")
+                || cmp.count(meshconf::compare::Change::Regression) != 1
+            {
+                return Err(
+                    format!("compare should name cluster1's check as the one regression:\n{text}").into(),
+                );
+            }
+            Ok(())
+        }),
         Trial::test(
             "multi_primary::existing_provider_deletes_only_what_it_created",
             common::existing_provider_leaves_what_it_did_not_create,

@@ -2,7 +2,8 @@
 # Builds pinned binaries from the Go module proxy into a cache outside the clone:
 #   <cache>/tools/<key>/bin   (<cache>: tools/lib/cache.sh; MESHCONF_TOOLS_CACHE still names the tools directory)
 #   build.sh [rehearsal]  etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, kwokctl,
-#                         istioctl, pilot-discovery, MetalLB controller (the kwok rehearsal)
+#                         istioctl, pilot-discovery, MetalLB controller, helm and Istio's charts (the kwok
+#                         rehearsal)
 #   build.sh kind         those plus kind, crictl, kubelet, kubeadm, kube-proxy, the node's etcd and CoreDNS,
 #                         pilot-agent and the MetalLB speaker (what tools/images.sh puts into images)
 # <key> hashes versions.env; each step's marker also hashes that step's own recipe (its function and the shared
@@ -25,8 +26,8 @@ bin="$dest/bin"
 
 profile=${1:-rehearsal}
 case "$profile" in
-  rehearsal) steps="etcd kwok metallb k8s istio" ;;
-  kind) steps="etcd kwok metallb k8s istio kind crictl etcdnode coredns" ;;
+  rehearsal) steps="etcd kwok metallb k8s istio helm charts" ;;
+  kind) steps="etcd kwok metallb k8s istio helm charts kind crictl etcdnode coredns" ;;
   *) echo "usage: $0 [rehearsal|kind]" >&2; exit 2 ;;
 esac
 
@@ -118,6 +119,30 @@ build_istio() {
   chmod -R u+w "$bin/istio-files"
 }
 
+build_helm() {
+  local d="$dest/src/helm"
+  new_module "$d" helm
+  cd "$d"
+  go get -tool "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" >/dev/null
+  go build -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" -o "$bin/helm" \
+    helm.sh/helm/v4/cmd/helm
+}
+
+# The Helm tab's charts, from the same Istio module as istioctl (its manifests/charts are in the module zip).
+build_charts() {
+  local d="$dest/src/charts"
+  new_module "$d" charts
+  cd "$d"
+  local moddir
+  go mod download "istio.io/istio@$ISTIO_MODULE_VERSION"
+  moddir="$(go env GOMODCACHE)/istio.io/istio@$ISTIO_MODULE_VERSION"
+  [[ -d "$moddir/manifests/charts/base" ]] || { echo "no manifests/charts in $moddir" >&2; return 1; }
+  rm -rf "$bin/istio-charts" && mkdir -p "$bin/istio-charts"
+  cp -r "$moddir/manifests/charts/base" "$moddir/manifests/charts/gateway" "$bin/istio-charts/"
+  cp -r "$moddir/manifests/charts/istio-control/istio-discovery" "$bin/istio-charts/istiod"
+  chmod -R u+w "$bin/istio-charts"
+}
+
 build_metallb() {
   local d="$dest/src/metallb"
   new_module "$d" metallb
@@ -207,6 +232,7 @@ etcd=$ETCD_VERSION
 kwok=$KWOK_VERSION
 istio=$ISTIO_BUILD_VERSION ($ISTIO_MODULE_VERSION)
 metallb=$METALLB_VERSION
+helm=$HELM_VERSION
 V
 # The kind lines stay when a rehearsal build follows a kind one.
 [[ "$profile" == kind || -f "$bin/.complete-kind" ]] && cat >> "$bin/VERSIONS" <<V

@@ -64,11 +64,25 @@ save_host_state() {
   iptables-save >"$dir/host.iptables" 2>/dev/null || true
   cat /proc/sys/net/ipv4/ip_forward >"$dir/host.ip_forward" 2>/dev/null || true
   ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | sort >"$dir/host.links"
+  cat /proc/sys/fs/inotify/max_user_instances /proc/sys/fs/inotify/max_user_watches >"$dir/host.inotify" 2>/dev/null \
+    || true
+}
+
+# kind's known-issues values: every kind node runs kubelet, kube-proxy and the control plane, each taking inotify
+# instances; at Linux's default 128 a third cluster's kube-proxy fails with "too many open files". Raised only
+# while meshconf's engine runs, restored by `down`.
+raise_inotify() {
+  local want_i=512 want_w=524288 i w
+  i=$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null) || return 0
+  w=$(cat /proc/sys/fs/inotify/max_user_watches 2>/dev/null) || return 0
+  if (( i < want_i )); then echo "$want_i" >/proc/sys/fs/inotify/max_user_instances && log "fs.inotify.max_user_instances $i -> $want_i (restored by down)"; fi
+  if (( w < want_w )); then echo "$want_w" >/proc/sys/fs/inotify/max_user_watches && log "fs.inotify.max_user_watches $w -> $want_w (restored by down)"; fi
+  return 0
 }
 
 restore_host_state() {
   [[ -f "$dir/host.iptables" ]] || return 0
-  local t
+  local t i w
   for t in $(iptables-save 2>/dev/null | sed -n 's/^\*//p'); do
     if grep -q "^\*$t\$" "$dir/host.iptables"; then
       awk -v t="$t" '/^\*/{on=($0=="*"t)} on' "$dir/host.iptables" | iptables-restore -T "$t" 2>/dev/null \
@@ -85,7 +99,12 @@ restore_host_state() {
       ip link delete "$l" 2>/dev/null || true
     fi
   done
-  rm -f "$dir/host.iptables" "$dir/host.ip_forward" "$dir/host.links"
+  if [[ -f "$dir/host.inotify" ]]; then
+    { read -r i; read -r w; } <"$dir/host.inotify" || true
+    [[ -n "${i:-}" ]] && echo "$i" >/proc/sys/fs/inotify/max_user_instances
+    [[ -n "${w:-}" ]] && echo "$w" >/proc/sys/fs/inotify/max_user_watches
+  fi
+  rm -f "$dir/host.iptables" "$dir/host.ip_forward" "$dir/host.links" "$dir/host.inotify"
 }
 
 up() {
@@ -97,6 +116,7 @@ up() {
   mkdir -p "$dir/data" "$dir/exec"
   [[ -f "$dir/dockerd.pid" ]] && kill -0 "$(cat "$dir/dockerd.pid")" 2>/dev/null && down
   save_host_state
+  raise_inotify
   log "starting dockerd (data root $dir/data, socket $sock, default runtime capwrap; log: $dir/dockerd.log)"
   setsid dockerd --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" -H "$ours" \
     --add-runtime "capwrap=$dir/bin/capwrap" --default-runtime capwrap --log-level warn \

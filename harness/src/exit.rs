@@ -1,7 +1,7 @@
 //! Exit codes shared by the CLI and the suites, so scripts can tell a mesh regression from a broken setup.
 
 /// The process exit status of a meshconf command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExitStatus {
     /// Every check passed.

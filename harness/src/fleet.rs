@@ -42,9 +42,13 @@ pub struct FleetRecord {
     pub dirty: Option<String>,
 }
 
-/// Where fleets live.
+/// Where fleets live: `$MESHCONF_FLEETS_DIR`, else `<cache>/fleets` (the kind suites keep theirs apart, so
+/// `make test` removes only its own).
 pub fn fleets_dir() -> PathBuf {
-    crate::tools::cache_dir().join("fleets")
+    match std::env::var_os("MESHCONF_FLEETS_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => crate::tools::cache_dir().join("fleets"),
+    }
 }
 
 /// The directory of fleet `key`.

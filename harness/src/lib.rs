@@ -5,12 +5,14 @@
 //! [`report::Event`] that reporters (console, JUnit, JSON) consume. Nothing downstream reaches back upstream.
 
 pub mod apps;
+pub mod compare;
 pub mod diagnose;
 pub mod doctor;
 pub mod exit;
 pub mod fleet;
 pub mod images;
 pub mod kube;
+pub mod lease;
 pub mod mesh;
 pub mod plan;
 pub mod provider;

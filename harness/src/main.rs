@@ -59,6 +59,10 @@ enum Command {
         /// its placeholders filled; exit 1 naming every difference.
         #[arg(long, value_name = "TRANSCRIPT")]
         against: Option<PathBuf>,
+        /// kind: the plan of `meshconf run --reuse`: the fleet of the scenario's topology reused when it is clean
+        /// and answers (else created), reset at the end (looked at, never changed).
+        #[arg(long, conflicts_with = "run_dir")]
+        reuse: bool,
     },
     /// Run a scenario: provision, install, deploy, check traffic, write JUnit and JSON reports.
     Run {
@@ -85,10 +89,33 @@ enum Command {
         /// (JUnit flakyFailure, one per failed attempt), never as a plain pass.
         #[arg(long, default_value_t = 0)]
         retries: u32,
+        /// Run the steps of each stage one after another (they run at once by default): what parallelism saves.
+        #[arg(long)]
+        serial: bool,
         /// kind: run on the fleet of the scenario's topology: created when missing (or dirty, or gone), kept after
         /// the run, reset by it and proved clean; `meshconf fleet down` removes it.
         #[arg(long, conflicts_with_all = ["keep", "run_dir"])]
         reuse: bool,
+    },
+    /// Compare a candidate build's reports with a baseline's (the JSON records of two --report-dir): per run and
+    /// check, pass or fail on each side, answers, p-values, convergence. Exit 1 on a regression (passed on the
+    /// baseline, fails on the candidate) or a run the candidate lacks; 3 when an infrastructure error left
+    /// something unjudged; slowdowns are flagged, never failed.
+    Compare {
+        /// The baseline's report directory.
+        baseline: PathBuf,
+        /// The candidate's report directory.
+        candidate: PathBuf,
+        /// Where comparison.json and comparison.html go (default: the candidate's directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A check converging slower by more than this percent of the baseline's time (and the floor) is a
+        /// slowdown.
+        #[arg(long, default_value_t = 50.0)]
+        slowdown_percent: f64,
+        /// Growth in convergence time always tolerated, seconds.
+        #[arg(long, default_value_t = 3.0)]
+        slowdown_floor: f64,
     },
     /// Fleets: the kind clusters `run --reuse` keeps between runs.
     Fleet {
@@ -109,6 +136,10 @@ struct Target {
     /// Where clusters come from.
     #[arg(long, value_enum, env = "MESHCONF_PROVIDER", default_value = "kind")]
     provider: ProviderKind,
+    /// Install Istio as the guide's istioctl tab or its Helm tab does, whatever the scenario's `install-method:`
+    /// says (a Helm run of a scenario is named `<scenario>-helm` in reports).
+    #[arg(long, value_enum)]
+    install_method: Option<MethodArg>,
     /// Istio version: kind downloads this istioctl (sha256-checked); plan uses it to pick the guide variant.
     #[arg(long)]
     istio_version: Option<String>,
@@ -263,6 +294,43 @@ async fn plan_version(t: &Target, provider: &dyn ClusterProvider) -> (IstioVersi
     )
 }
 
+fn compare(
+    baseline: &std::path::Path,
+    candidate: &std::path::Path,
+    out: Option<PathBuf>,
+    percent: f64,
+    floor: f64,
+) -> ExitStatus {
+    if !(percent >= 0.0 && floor >= 0.0) {
+        eprintln!("meshconf: --slowdown-percent and --slowdown-floor must be numbers ≥ 0");
+        return ExitStatus::BadInput;
+    }
+    let band = meshconf::compare::NoiseBand {
+        percent,
+        floor_seconds: floor,
+    };
+    let out = out.unwrap_or_else(|| candidate.to_path_buf());
+    match meshconf::compare::run(baseline, candidate, &out, band) {
+        Ok(c) => {
+            print!("{}", meshconf::compare::console(&c));
+            println!(
+                "   {} and {}",
+                out.join(meshconf::compare::JSON_FILE).display(),
+                out.join(meshconf::compare::HTML_FILE).display()
+            );
+            c.status
+        }
+        Err(e) => {
+            eprintln!("{:?}", miette::Report::msg(e.to_string()));
+            // Bad input is what was read; a comparison that cannot be written is the machine's fault.
+            match e {
+                meshconf::compare::CompareError::Write { .. } => ExitStatus::Infrastructure,
+                _ => ExitStatus::BadInput,
+            }
+        }
+    }
+}
+
 async fn fleet(command: FleetCommand) -> ExitStatus {
     let root = meshconf::fleet::fleets_dir();
     match command {
@@ -315,6 +383,18 @@ async fn fleet(command: FleetCommand) -> ExitStatus {
                     println!("fleet {name}: already gone");
                     continue;
                 }
+                // Never from under a run that holds it.
+                let held = match meshconf::lease::lock(
+                    &meshconf::fleet::FleetKey(name.clone()),
+                    std::time::Duration::ZERO,
+                ) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        eprintln!("meshconf: {e}; try again once that run has ended");
+                        status = ExitStatus::Infrastructure;
+                        continue;
+                    }
+                };
                 if dir.join("kind-state.json").is_file() {
                     match KindProvider::down(&dir).await {
                         Ok(lines) => lines.iter().for_each(|l| println!("fleet {name}: {l}")),
@@ -325,7 +405,9 @@ async fn fleet(command: FleetCommand) -> ExitStatus {
                         }
                     }
                 }
-                match std::fs::remove_dir_all(&dir) {
+                let removed = std::fs::remove_dir_all(&dir);
+                drop(held);
+                match removed {
                     Ok(()) => println!("fleet {name}: removed"),
                     Err(e) => {
                         eprintln!("meshconf: {}: {e}", dir.display());
@@ -428,12 +510,28 @@ fn main() -> ExitCode {
                 }
                 status
             }
-            Command::Plan { scenario, target, json, run_dir, against } => {
+            Command::Plan { scenario, target, json, run_dir, against, reuse } => {
                 let s = match load(&scenario) {
-                    Ok(s) => s,
+                    Ok(s) => with_method(s, target.install_method),
                     Err(_) => return ExitStatus::BadInput,
                 };
-                let provider = plan_provider(&target, &s, run_dir.unwrap_or_else(|| PathBuf::from("$MESHCONF_RUN")));
+                let provider: Box<dyn ClusterProvider> = if reuse {
+                    if target.provider != ProviderKind::Kind {
+                        eprintln!("meshconf: --reuse is for --provider kind");
+                        return ExitStatus::BadInput;
+                    }
+                    let cfg = session_config(&target, PathBuf::new(), s.name.clone());
+                    let base = match session::kind_options(&cfg, PathBuf::new()) {
+                        Ok(o) => o,
+                        Err(e) => { eprintln!("meshconf: {e}"); return ExitStatus::Infrastructure; }
+                    };
+                    match meshconf::lease::survey(&base, &s).await {
+                        Ok(survey) => Box::new(KindProvider::new(survey.opts)),
+                        Err(e) => { eprintln!("meshconf: {e}"); return e.status(); }
+                    }
+                } else {
+                    plan_provider(&target, &s, run_dir.unwrap_or_else(|| PathBuf::from("$MESHCONF_RUN")))
+                };
                 let (version, note) = plan_version(&target, provider.as_ref()).await;
                 let mut profile = provider.profile(&s);
                 profile.notes.extend(note);
@@ -458,9 +556,9 @@ fn main() -> ExitCode {
                 }
                 ExitStatus::Passed
             }
-            Command::Run { scenario, target, report_dir, report_name, keep, run_dir, diagnostics_budget, retries, reuse } => {
+            Command::Run { scenario, target, report_dir, report_name, keep, run_dir, diagnostics_budget, retries, serial, reuse } => {
                 let s = match load(&scenario) {
-                    Ok(s) => s,
+                    Ok(s) => with_method(s, target.install_method),
                     Err(_) => return ExitStatus::BadInput,
                 };
                 if target.provider == ProviderKind::Existing && target.kubeconfig.is_none() {
@@ -473,6 +571,7 @@ fn main() -> ExitCode {
                 cfg.run_dir = run_dir;
                 cfg.run.diagnostics_budget = diagnostics_budget;
                 cfg.run.check_retries = retries;
+                cfg.run.serial = serial;
                 session::run(&cfg, &s).await
             }
             Command::Doctor => {
@@ -482,9 +581,34 @@ fn main() -> ExitCode {
             }
             Command::Down { run_dir } => down(run_dir).await,
             Command::Fleet { command } => fleet(command).await,
+            Command::Compare { baseline, candidate, out, slowdown_percent, slowdown_floor } => {
+                compare(&baseline, &candidate, out, slowdown_percent, slowdown_floor)
+            }
         }
     });
     ExitCode::from(status.code() as u8)
+}
+
+/// `--install-method`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MethodArg {
+    Istioctl,
+    Helm,
+}
+
+/// The scenario as `--install-method` asks for it to be installed.
+fn with_method(mut s: meshconf::scenario::Scenario, m: Option<MethodArg>) -> meshconf::scenario::Scenario {
+    use meshconf::scenario::InstallMethod;
+    let want = match m {
+        None => return s,
+        Some(MethodArg::Istioctl) => InstallMethod::Istioctl,
+        Some(MethodArg::Helm) => InstallMethod::Helm,
+    };
+    if s.install_method != want {
+        s.name = format!("{}-{}", s.name, want.as_str());
+        s.install_method = want;
+    }
+    s
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use crate::provider::{
     ToolsBin,
 };
 use crate::report::{
-    ConsoleReporter, EventBus, HtmlReporter, JsonReporter, JunitReporter, Reporter, TranscriptReporter,
+    ConformanceReporter, ConsoleReporter, EventBus, HtmlReporter, JsonReporter, JunitReporter, Reporter,
+    TranscriptReporter,
 };
 use crate::runner::{RefusedRun, RunOptions, Runner};
 use crate::scenario::{ClusterName, Scenario};
@@ -186,6 +187,11 @@ pub async fn run_with(
     reporters.push(Box::new(HtmlReporter::new(
         cfg.report_dir.join(format!("{}.html", cfg.report_name)),
     )));
+    reporters.push(Box::new(ConformanceReporter::new(
+        cfg.report_dir
+            .join(format!("{}.conformance.yaml", cfg.report_name)),
+        scenario,
+    )));
     reporters.push(Box::new(TranscriptReporter::new(
         cfg.report_dir.join(format!("{}.sh", cfg.report_name)),
     )));
@@ -280,35 +286,8 @@ pub async fn run(cfg: &SessionConfig, scenario: &Scenario) -> ExitStatus {
     }
 }
 
-/// Watches a run on a fleet for what makes the fleet unfit for the next one: a reset that failed (something was
-/// left over) or a creation step that failed.
-struct FleetWatch {
-    dirty: Arc<std::sync::Mutex<Option<String>>>,
-}
-
-impl Reporter for FleetWatch {
-    fn on_event(&mut self, event: &crate::report::Event) {
-        if let crate::report::Event::StepFinished {
-            id,
-            outcome: crate::report::Outcome::Failed { message, .. },
-            class: plan::StepClass::Infrastructure,
-            ..
-        } = event
-            && let Ok(mut d) = self.dirty.lock()
-            && d.is_none()
-        {
-            let first = message.lines().next().unwrap_or_default();
-            *d = Some(format!("{id} failed: {first}"));
-        }
-    }
-
-    fn finish(&mut self) -> Result<(), crate::report::ReportError> {
-        Ok(())
-    }
-}
-
-/// `--reuse` on kind: the fleet for the scenario's topology, created when missing, recreated when dirty or gone,
-/// reused when it answers; its record updated after the run (dirty when a reset or creation step failed).
+/// `--reuse` on kind: the fleet for the scenario's topology ([`crate::lease`]), created when missing, recreated
+/// when dirty or gone, reused when it answers; its record updated after the run.
 pub async fn run_on_fleet(cfg: &SessionConfig, scenario: &Scenario) -> ExitStatus {
     if cfg.provider != ProviderKind::Kind {
         eprintln!(
@@ -316,140 +295,22 @@ pub async fn run_on_fleet(cfg: &SessionConfig, scenario: &Scenario) -> ExitStatu
         );
         return ExitStatus::BadInput;
     }
-    let mut opts = match kind_options(cfg, PathBuf::new()) {
+    let base = match kind_options(cfg, PathBuf::new()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("meshconf: {e}");
             return ExitStatus::Infrastructure;
         }
     };
-    let extra = [
-        (
-            "node-image",
-            opts.node_image
-                .clone()
-                .or_else(|| opts.images.as_ref().map(|i| i.node_image.clone()))
-                .unwrap_or_else(|| "kind default".into()),
-        ),
-        (
-            "images",
-            opts.images
-                .as_ref()
-                .map(|i| i.provenance().join("; "))
-                .unwrap_or_else(|| "released".into()),
-        ),
-        ("kind-subnet", opts.subnet.to_string()),
-        ("cgroup-v1", opts.cgroup_v1.to_string()),
-    ];
-    let inputs = match crate::fleet::inputs("kind", scenario, &extra) {
-        Ok(i) => i,
+    let lease = match crate::lease::acquire(&base, scenario, crate::lease::DEFAULT_WAIT).await {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("meshconf: {e}");
-            return ExitStatus::BadInput;
+            return e.status();
         }
     };
-    let key = crate::fleet::key_of(&inputs);
-    let dir = crate::fleet::fleet_dir(&key);
-    opts.prefix = format!("mcf-{}", &key.0[..6]);
-    opts.run_dir = dir.clone();
-    opts.keep = false;
-    let record = match crate::fleet::read(&dir) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("meshconf: {e}");
-            return ExitStatus::Infrastructure;
-        }
-    };
-    let probe = KindProvider::new(KindOptions {
-        fleet: Some(crate::provider::KindFleet {
-            key: key.0.clone(),
-            warm: true,
-            note: String::new(),
-        }),
-        ..opts.clone()
-    });
-    let why_not = match &record {
-        None if dir.exists() => Some("an earlier creation never finished".to_string()),
-        None => None,
-        Some(r) => match (&r.dirty, probe.fleet_alive(scenario).await) {
-            (Some(d), _) => Some(format!("dirty: {d}")),
-            (None, Err(e)) => Some(format!("no longer answers: {e}")),
-            (None, Ok(())) => None,
-        },
-    };
-    let (warm, note) = match (&record, &why_not) {
-        (Some(r), None) => (
-            true,
-            format!(
-                "fleet {key}: reused (made {} ago by {}, {} runs before this one)",
-                crate::fleet::age(r.created, crate::fleet::now()),
-                r.topology_of,
-                r.runs
-            ),
-        ),
-        (_, Some(why)) => {
-            // What is left of it goes first, as `meshconf fleet down` would remove it.
-            if dir.join("kind-state.json").is_file()
-                && let Err(e) = KindProvider::down(&dir).await
-            {
-                eprintln!("meshconf: cannot remove fleet {key} to recreate it: {e}");
-                return ExitStatus::Infrastructure;
-            }
-            let _ = std::fs::remove_dir_all(&dir);
-            (false, format!("fleet {key}: recreated ({why})"))
-        }
-        (None, None) => (
-            false,
-            format!("fleet {key}: created (kept for the next --reuse run)"),
-        ),
-    };
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        eprintln!("meshconf: {}: {e}", dir.display());
-        return ExitStatus::Infrastructure;
-    }
-    opts.fleet = Some(crate::provider::KindFleet {
-        key: key.0.clone(),
-        warm,
-        note: note.clone(),
-    });
-    let dirty = Arc::new(std::sync::Mutex::new(None));
-    let watch = FleetWatch { dirty: dirty.clone() };
-    let provider = Arc::new(KindProvider::new(opts.clone()));
-    let started = crate::fleet::now();
-    let status = run_with(cfg, scenario, provider, vec![Box::new(watch)]).await;
-    let state: crate::provider::KindState = std::fs::read_to_string(dir.join("kind-state.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    let dirty = dirty
-        .lock()
-        .ok()
-        .and_then(|d| d.clone())
-        .or_else(|| (interrupted() && !warm).then(|| "its creation was interrupted".to_string()));
-    let record = crate::fleet::FleetRecord {
-        key: key.clone(),
-        provider: "kind".into(),
-        topology_of: record
-            .as_ref()
-            .filter(|_| warm)
-            .map(|r| r.topology_of.clone())
-            .unwrap_or_else(|| scenario.name.clone()),
-        clusters: state.clusters,
-        inputs,
-        created: record
-            .as_ref()
-            .filter(|_| warm)
-            .map(|r| r.created)
-            .unwrap_or(started),
-        runs: record.as_ref().filter(|_| warm).map(|r| r.runs).unwrap_or(0) + 1,
-        dirty,
-    };
-    if let Err(e) = crate::fleet::write(&dir, &record) {
-        eprintln!("meshconf: fleet {key}: {e}");
-    }
-    match &record.dirty {
-        Some(d) => eprintln!("meshconf: fleet {key} is dirty ({d}): the next --reuse run recreates it"),
-        None => eprintln!("meshconf: {note}; kept: `meshconf fleet down {key}` removes it"),
-    }
+    let watch = lease.watch();
+    let status = run_with(cfg, scenario, lease.provider(), vec![watch]).await;
+    lease.finish(scenario, interrupted());
     status
 }

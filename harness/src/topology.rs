@@ -186,6 +186,12 @@ pub fn kind_cluster_name(prefix: &str, cluster: &ClusterName) -> String {
     format!("{prefix}-{cluster}")
 }
 
+/// Whether the scenario's clusters sit on more than one network (the different-networks guides).
+pub fn multi_network(s: &Scenario) -> bool {
+    let nets: std::collections::BTreeSet<&str> = s.clusters.iter().map(|c| c.network.as_str()).collect();
+    nets.len() > 1
+}
+
 /// Whether any cluster of the scenario needs a LoadBalancer address (an east-west gateway).
 pub fn needs_load_balancers(s: &Scenario) -> bool {
     s.steps

@@ -294,8 +294,9 @@ async fn lb_wait_times_out_naming_the_service_and_pending() {
     server.abort();
 }
 
-/// A watch that the API server breaks (here: a 500 on the list that starts it) is a transport failure:
-/// infrastructure (exit 3), never a conformance failure of the mesh (exit 1) that a retry would mark flaky.
+/// A watch that the API server keeps breaking (here: a 500 on the list that starts it) is watched again until the
+/// deadline, then reported with the last watch error: infrastructure (exit 3), never a conformance failure of the
+/// mesh (exit 1) that a retry would mark flaky.
 #[tokio::test]
 async fn a_broken_watch_is_an_infrastructure_error_not_a_mesh_failure() {
     let (client, handle) = client();
@@ -320,12 +321,13 @@ async fn a_broken_watch_is_an_infrastructure_error_not_a_mesh_failure() {
         &client,
         "istio-system",
         "istio-eastwestgateway",
-        Duration::from_secs(10),
+        Duration::from_secs(3),
     )
     .await
     .expect_err("the watch broke");
-    assert!(matches!(e, KubeError::Transport(_)), "{e:?}");
-    assert!(e.to_string().contains("watch failed"), "{e}");
+    assert!(matches!(e, KubeError::Timeout { .. }), "{e:?}");
+    assert!(e.to_string().contains("last watch error"), "{e}");
+    assert!(e.to_string().contains("leader changed"), "{e}");
     let step = meshconf::runner::StepError::from(e);
     assert_eq!(
         step.kind,
@@ -374,4 +376,62 @@ async fn secrets_are_sent_to_the_server_but_never_echoed_in_errors() {
         .any(|s| s.method == "PATCH" && s.body.contains("s3cr3t-bearer-token"));
     assert!(sent, "the secret itself must reach the API server");
     server.abort();
+}
+
+/// A group whose preferred version serves only some of its kinds (MetalLB v0.16 prefers v1beta2, which has only
+/// BGPPeer): the snapshot still names the pool of v1beta1. Listing only the preferred version missed it, and the
+/// fleet whose pool a fault removed was called clean (kind CI).
+#[tokio::test]
+async fn the_snapshot_sees_every_kind_of_a_group_not_only_its_preferred_version() {
+    let (client, handle) = client();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let empty = |kind: &str| {
+        ok(json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": {}, "items": []}))
+    };
+    let _server = serve(handle, seen.clone(), move |method, pq| {
+        if method != "GET" {
+            return None;
+        }
+        let path = pq.split('?').next().unwrap_or_default();
+        Some(match path {
+            "/apis" => ok(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": "metallb.io", "versions": [
+                    {"groupVersion": "metallb.io/v1beta2", "version": "v1beta2"},
+                    {"groupVersion": "metallb.io/v1beta1", "version": "v1beta1"}],
+                 "preferredVersion": {"groupVersion": "metallb.io/v1beta2", "version": "v1beta2"}}]})),
+            "/apis/metallb.io/v1beta2" => ok(
+                json!({"kind": "APIResourceList", "groupVersion": "metallb.io/v1beta2",
+                "resources": [{"name": "bgppeers", "singularName": "bgppeer", "namespaced": true, "kind": "BGPPeer",
+                               "verbs": ["get", "list"]}]}),
+            ),
+            "/apis/metallb.io/v1beta1" => ok(
+                json!({"kind": "APIResourceList", "groupVersion": "metallb.io/v1beta1",
+                "resources": [
+                    {"name": "bgppeers", "singularName": "bgppeer", "namespaced": true, "kind": "BGPPeer", "verbs": ["get", "list"]},
+                    {"name": "ipaddresspools", "singularName": "ipaddresspool", "namespaced": true, "kind": "IPAddressPool",
+                     "verbs": ["get", "list"]}]}),
+            ),
+            "/apis/metallb.io/v1beta1/ipaddresspools" => ok(json!({"kind": "IPAddressPoolList",
+                "apiVersion": "metallb.io/v1beta1", "metadata": {},
+                "items": [{"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+                           "metadata": {"name": "default-pool", "namespace": "metallb-system"}}]})),
+            "/api/v1/namespaces" => empty("Namespace"),
+            p if p.starts_with("/apis/metallb.io/") && p.ends_with("/bgppeers") => empty("BGPPeer"),
+            p if p.starts_with("/apis/apiextensions.k8s.io/")
+                || p.starts_with("/apis/admissionregistration.k8s.io/")
+                || p.starts_with("/apis/rbac.authorization.k8s.io/") =>
+            {
+                empty("Object")
+            }
+            _ => return None,
+        })
+    });
+    let snap = meshconf::kube::snapshot::take(&client, "cluster1")
+        .await
+        .expect("snapshot");
+    assert!(
+        snap.objects.contains("IPAddressPool/metallb-system/default-pool"),
+        "{:?}",
+        snap.objects
+    );
 }

@@ -96,6 +96,82 @@ fn plans_on_kind_with_images_built_here_show_every_overlay() {
 }
 
 #[test]
+fn plans_of_the_different_networks_guides_prove_the_gateway_path() {
+    for name in ["multi-primary-multi-network", "primary-remote-multi-network"] {
+        let p = render(name, &kind_offline());
+        for needle in [
+            "label namespace istio-system topology.istio.io/network=network1",
+            "# must fail: network1 has no route to the pods of network2",
+            "istioctl proxy-config endpoints --context=\"${CTX_CLUSTER1}\" \"${CLIENT_POD_CLUSTER1}.sample\"",
+            "# network2's endpoints in cluster1's proxy must be its east-west gateway (${EASTWEST_IP_CLUSTER2}:15443)",
+        ] {
+            assert!(p.contains(needle), "{name}: plan lacks {needle:?}:\n{p}");
+        }
+        insta::assert_snapshot!(format!("{}_kind_offline", name.replace('-', "_")), p);
+    }
+    // The remote is attached after its install in this guide: the webhook wait follows the secret.
+    let pr = render("primary-remote-multi-network", &kind_offline());
+    let secret = pr
+        .find("# [remote-secret/cluster2-into-cluster1]")
+        .expect("secret step");
+    let wait = pr.find("patched the caBundle").expect("the webhook wait");
+    assert!(
+        wait > secret,
+        "the webhook wait comes before the remote secret:\n{pr}"
+    );
+}
+
+#[test]
+fn helm_plans_follow_the_helm_tab_with_the_overlay_as_chart_values() {
+    let helm = |name: &str| {
+        let mut s = scenario(name);
+        s.install_method = meshconf::scenario::InstallMethod::Helm;
+        plan::render_shell(&plan::build(
+            &s,
+            &Variant::for_version(IstioVersion::new(1, 30, 3)),
+            kind_offline().profile(&s),
+        ))
+    };
+    let mp = helm("multi-primary-multi-network");
+    for needle in [
+        "# replaces `helm repo add istio https://istio-release.storage.googleapis.com/charts && helm repo update`",
+        "helm install istio-base \"${ISTIO_CHARTS}/base\" -n istio-system --kube-context=\"${CTX_CLUSTER1}\"",
+        "helm install istiod \"${ISTIO_CHARTS}/istiod\" -n istio-system --kube-context=\"${CTX_CLUSTER1}\" \
+         --set global.meshID=mesh1 --set global.multiCluster.clusterName=cluster1 --set global.network=network1 \
+         --set global.hub=meshconf.local/istio",
+        "--set pilot.env.PILOT_ENABLE_METADATA_EXCHANGE=false",
+        "helm install istio-eastwestgateway \"${ISTIO_CHARTS}/gateway\" -n istio-system \
+         --kube-context=\"${CTX_CLUSTER2}\" --set name=istio-eastwestgateway --set networkGateway=network2 --set imagePullPolicy=IfNotPresent  # istio/gateway",
+    ] {
+        assert!(mp.contains(needle), "plan lacks {needle:?}:\n{mp}");
+    }
+    assert!(
+        !mp.contains("istioctl install"),
+        "a Helm plan installs nothing with istioctl:\n{mp}"
+    );
+    assert_eq!(mp.matches("# replaces `helm repo add").count(), 1);
+    let pr = helm("primary-remote");
+    for needle in [
+        "--set profile=remote --set global.multiCluster.clusterName=cluster2 --set global.network=network1 \
+         --set istiodRemote.injectionPath=/inject/cluster/cluster2/net/network1 --set global.configCluster=true \
+         --set global.remotePilotAddress=${DISCOVERY_ADDRESS}",
+        "# after install-remote/cluster2, as the Helm tab orders it",
+    ] {
+        assert!(pr.contains(needle), "plan lacks {needle:?}:\n{pr}");
+    }
+    let (install, secret) = (
+        pr.find("# [install-remote/cluster2]").expect("install"),
+        pr.find("# [remote-secret/cluster2-into-cluster1]")
+            .expect("secret"),
+    );
+    assert!(
+        install < secret,
+        "the remote's secret must follow its Helm install:\n{pr}"
+    );
+    insta::assert_snapshot!("primary_remote_helm_kind_offline", pr);
+}
+
+#[test]
 fn plans_on_the_rehearsal_show_the_overlay() {
     let mp = render("multi-primary", &kwok());
     assert!(mp.contains("# provider: kwok, data plane: computed"));
@@ -165,6 +241,9 @@ fn validate_accepts_the_shipped_scenarios() {
             "validate",
             "../scenarios/multi-primary.yaml",
             "../scenarios/primary-remote.yaml",
+            "../scenarios/multi-primary-multi-network.yaml",
+            "../scenarios/primary-remote-multi-network.yaml",
+            "../scenarios/multi-primary-three-clusters.yaml",
         ],
         None,
     );

@@ -80,6 +80,15 @@ pub fn assert_clean(r: &RunResult) -> Result<(), Failed> {
 /// Asserts the happy path: status Passed and, from every source, both versions answered by the right cluster;
 /// no secret value the run created in its reports.
 pub fn assert_conformance(r: &RunResult, sources: &[&str]) -> Result<(), Failed> {
+    assert_conformance_of(r, sources, &[("v1", "cluster1"), ("v2", "cluster2")])
+}
+
+/// [`assert_conformance`] where every source must see each `(version, cluster)` of `answering` answer.
+pub fn assert_conformance_of(
+    r: &RunResult,
+    sources: &[&str],
+    answering: &[(&str, &str)],
+) -> Result<(), Failed> {
     if r.status != ExitStatus::Passed {
         return Err(format!("run ended {:?}:\n{}", r.status, r.failures()).into());
     }
@@ -100,7 +109,7 @@ pub fn assert_conformance(r: &RunResult, sources: &[&str]) -> Result<(), Failed>
                 _ => None,
             })
             .ok_or_else(|| format!("{id}: no check record"))?;
-        for (version, cluster) in [("v1", "cluster1"), ("v2", "cluster2")] {
+        for (version, cluster) in answering.iter().copied() {
             let at = meshconf::verify::At::new(version, Some(&meshconf::scenario::ClusterName::new(cluster)));
             if record.verdict.counts.get(&at).copied().unwrap_or(0) == 0 {
                 return Err(format!("{id}: no answers for {at}; counts {:?}", record.verdict.counts).into());
@@ -153,4 +162,53 @@ pub fn assert_transcript_is_the_plan(r: &RunResult) -> Result<(), Failed> {
         )
         .into()
     })
+}
+
+/// A different-networks run's proof that its cross-network answers came through the gateways: each source's
+/// isolation probe found no route to the other network's pods, and its proxy held the other network's gateway,
+/// never its pods (the `isolation/…` and `gateway-path/…` properties the steps recorded).
+pub fn assert_gateway_path(r: &RunResult, sources: &[&str]) -> Result<(), Failed> {
+    for s in sources {
+        let id = format!("check-traffic/from-{s}");
+        let (_, props) = r.outcome(&id).ok_or_else(|| format!("no result for {id}"))?;
+        let path = props
+            .get(&format!("gateway-path/{s}"))
+            .ok_or_else(|| format!("{id} recorded no gateway-path/{s}: {props:?}"))?;
+        if !path.contains("'s gateway ") || !path.contains(":15443") {
+            return Err(format!("{id}: the gateway path names no gateway on 15443: {path}").into());
+        }
+        let probe = format!("isolation/from-{s}");
+        let (_, iso) = r
+            .outcome(&probe)
+            .ok_or_else(|| format!("no result for {probe}"))?;
+        if !iso
+            .iter()
+            .any(|(k, v)| k.starts_with("isolation/") && !v.starts_with("answered"))
+        {
+            return Err(format!("{probe} recorded no refused direct request: {iso:?}").into());
+        }
+    }
+    Ok(())
+}
+
+/// A one-way break: the run failed with a conformance failure whose check from `failing` names `needle`, while the
+/// check from `passing` passed (the failure is precise), and the diagnosis names `diagnosis`.
+pub fn assert_one_way(
+    r: &RunResult,
+    failing: &str,
+    needle: &str,
+    passing: &str,
+    diagnosis: &str,
+) -> Result<(), Failed> {
+    assert_failed(
+        r,
+        ExitStatus::ConformanceFailure,
+        &format!("check-traffic/from-{failing}"),
+        needle,
+    )?;
+    match r.outcome(&format!("check-traffic/from-{passing}")) {
+        Some((Outcome::Passed, _)) => {}
+        other => return Err(format!("from-{passing} should pass, got {other:?}").into()),
+    }
+    assert_diagnosis(r, diagnosis)
 }

@@ -15,6 +15,9 @@ pub enum Fault {
     /// A repair rather than a fault: the remote secret `from` → `into` is created and applied the way the
     /// guide's step does. Triggered by the first failed attempt of the step, so the retry can pass.
     AddRemoteSecret { from: &'static str, into: &'static str },
+    /// Rehearsal: pods of `from` get a route to the pods of `to` although the two are on different networks
+    /// (what a flat network between VPCs would give): the isolation probe must then fail the run.
+    RouteNetworks { from: &'static str, to: &'static str },
 }
 
 /// A fault and the step whose start (or, for a repair, first failed attempt) triggers it.
@@ -56,6 +59,18 @@ pub(crate) fn inject(
                 "default-pool"
             };
             block_on(delete_metallb_pool(&kc, &ctx, pool))
+        }
+        Fault::RouteNetworks { from, to } => {
+            if kwok.is_none() {
+                return Err("RouteNetworks is a rehearsal fault (kind's routes are the nodes')".into());
+            }
+            let route = meshconf::plan::ProviderAction::RehearsalRoute {
+                from: meshconf::scenario::ClusterName::new(from),
+                to: meshconf::scenario::ClusterName::new(to),
+            };
+            block_on(provider.perform(&route, &std::collections::BTreeMap::new()))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
         Fault::AddRemoteSecret { from, into } => block_on(add_remote_secret(
             provider.as_ref(),

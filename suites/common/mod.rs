@@ -61,6 +61,47 @@ pub fn scenario(file: &str, edit: impl Fn(String) -> String) -> Result<Scenario,
     load_edited(file, edit, false)
 }
 
+/// The scenario installed as its guide's Helm tab does (`install-method: helm` added to the file's text).
+pub fn helm(text: String) -> String {
+    text.replacen("\nclusters:\n", "\ninstall-method: helm\nclusters:\n", 1)
+}
+
+/// How a guide's conformance trial installs Istio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    /// The guide's istioctl tab (the scenario as written).
+    Istioctl,
+    /// Its Helm tab: the plan must install with helm alone.
+    Helm,
+}
+
+/// A two-cluster guide end to end: both versions answer from both clusters; with Helm, the transcript installed
+/// with helm alone; across networks, every answer from the other network came through its gateway.
+pub fn guide_conformance(file: &str, report: &str, tab: Tab) -> Result<(), Failed> {
+    let s = match tab {
+        Tab::Istioctl => scenario(file, |t| t)?,
+        Tab::Helm => scenario_checked(file, helm)?,
+    };
+    let r = run(report, &s, port(report), None)?;
+    assertions::assert_conformance(&r, &["cluster1", "cluster2"])?;
+    if tab == Tab::Helm {
+        let transcript = report_dir().join(format!("{report}.sh"));
+        let sh =
+            std::fs::read_to_string(&transcript).map_err(|e| format!("{}: {e}", transcript.display()))?;
+        if !sh.contains("\nhelm install istiod ") || sh.contains("\nistioctl install") {
+            return Err(format!(
+                "{}: the run did not install with helm alone",
+                transcript.display()
+            )
+            .into());
+        }
+    }
+    if s.clusters.iter().any(|c| c.network != s.clusters[0].network) {
+        assertions::assert_gateway_path(&r, &["cluster1", "cluster2"])?;
+    }
+    Ok(())
+}
+
 /// Like [`scenario`], but an edit that changes nothing is an error: a failure-injection test whose fault
 /// silently did not apply would otherwise test nothing.
 pub fn scenario_checked(file: &str, edit: impl Fn(String) -> String) -> Result<Scenario, Failed> {
@@ -119,6 +160,8 @@ pub struct RunResult {
     pub secrets: Vec<(String, String)>,
     /// `meshconf plan` for the same scenario and provider settings, rendered apart from the run (or why not).
     pub plan: Result<String, String>,
+    /// The fleet's record after the run, when the trial ran on one.
+    pub fleet: Option<meshconf::fleet::FleetRecord>,
 }
 
 impl RunResult {
@@ -214,10 +257,24 @@ pub fn run_with(
     let mut cfg = SessionConfig::new(kind, report_dir(), name.to_string());
     cfg.port_base = port_base;
     cfg.kind_prefix = kind_prefix(name);
-    let prefix = cfg.kind_prefix.clone();
     cfg.run_dir = Some(session::fresh_run_dir(scenario));
     tweak(&mut cfg);
-    let run_dir = cfg.run_dir.clone().unwrap_or_default();
+    // On kind every trial of a topology runs on one fleet: created by the first, reset and proved clean by each.
+    let lease = match kind == ProviderKind::Kind && suite_fleets() {
+        true => Some(
+            rt.block_on(meshconf::lease::acquire(
+                &session::kind_options(&cfg, std::path::PathBuf::new())?,
+                scenario,
+                meshconf::lease::DEFAULT_WAIT,
+            ))
+            .map_err(|e| format!("fleet for {name}: {e}"))?,
+        ),
+        false => None,
+    };
+    let (run_dir, prefix) = match &lease {
+        Some(l) => (l.survey.dir.clone(), l.survey.prefix().to_string()),
+        None => (cfg.run_dir.clone().unwrap_or_default(), cfg.kind_prefix.clone()),
+    };
     let collector = Collector::default();
     let events = collector.events.clone();
     let injected: Arc<std::sync::Mutex<Option<Result<(), String>>>> = Arc::default();
@@ -251,9 +308,10 @@ pub fn run_with(
             }
             _ => None,
         };
-        let provider: Arc<dyn ClusterProvider> = match &kwok {
-            Some(p) => p.clone(),
-            None => session::build_provider(&cfg, scenario)?,
+        let provider: Arc<dyn ClusterProvider> = match (&kwok, &lease) {
+            (Some(p), _) => p.clone(),
+            (None, Some(l)) => l.provider(),
+            (None, None) => session::build_provider(&cfg, scenario)?,
         };
         let extra: Vec<Box<dyn Reporter>> = match fault {
             Some(f) => {
@@ -277,6 +335,7 @@ pub fn run_with(
         let mut extra = extra;
         extra.push(Box::new(collector));
         extra.push(Box::new(harvest));
+        extra.extend(lease.as_ref().map(|l| l.watch()));
         Ok::<_, String>(session::run_with(&cfg, scenario, provider, extra).await)
     })?;
     // A SIGINT or SIGTERM stops the whole suite once the trial in flight has cleaned up and written its report:
@@ -287,11 +346,13 @@ pub fn run_with(
         );
         std::process::exit(session::INTERRUPTED_EXIT);
     }
+    // The plan as `meshconf plan` shows it for the same settings (a fleet's: as it stood when the run began).
+    let plan = rt.block_on(plan_apart(&cfg, scenario, lease.as_ref().map(|l| &l.survey)));
+    let fleet = lease.map(|l| l.finish(scenario, session::interrupted()));
     if let Some(f) = &fault {
         let got = injected.lock().map(|g| g.clone()).unwrap_or(None);
         fault_verdict(f, got)?;
     }
-    let plan = rt.block_on(plan_apart(&cfg, scenario));
     let events = events.lock().map(|v| v.clone()).unwrap_or_default();
     let secrets = secrets.lock().map(|v| v.clone()).unwrap_or_default();
     Ok(RunResult {
@@ -300,13 +361,27 @@ pub fn run_with(
         name: name.to_string(),
         secrets,
         plan,
+        fleet,
     })
+}
+
+/// Whether the kind suites run their trials on fleets (`MESHCONF_SUITE_FLEETS=0`: each trial makes its own
+/// clusters, as `meshconf run` without `--reuse`).
+pub fn suite_fleets() -> bool {
+    std::env::var("MESHCONF_SUITE_FLEETS").map_or(true, |v| v != "0")
 }
 
 /// The plan as `meshconf plan` renders it for this configuration: a provider built afresh from the same
 /// settings, the istioctl it drives asked for its version, the run's deadlines.
-async fn plan_apart(cfg: &SessionConfig, scenario: &Scenario) -> Result<String, String> {
-    let provider = session::build_provider(cfg, scenario)?;
+async fn plan_apart(
+    cfg: &SessionConfig,
+    scenario: &Scenario,
+    fleet: Option<&meshconf::lease::Survey>,
+) -> Result<String, String> {
+    let provider: Arc<dyn ClusterProvider> = match fleet {
+        Some(s) => Arc::new(meshconf::provider::KindProvider::new(s.opts.clone())),
+        None => session::build_provider(cfg, scenario)?,
+    };
     let istioctl = provider.istioctl().await.map_err(|e| e.to_string())?;
     let version = istioctl.version().await.map_err(|e| e.to_string())?;
     let deadlines = meshconf::plan::Deadlines {

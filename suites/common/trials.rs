@@ -65,6 +65,18 @@ pub const PORTS: &[(&str, u16)] = &[
     ("primary_remote.no-lb", 31600),
     ("existing_provider", EXISTING_PORT_BASE),
     ("multi_primary.flaky", 31800),
+    ("multi_primary.multi-network", 31900),
+    ("multi_primary.no-expose", 32000),
+    ("primary_remote.multi-network", 32100),
+    ("multi_primary.three-clusters", 32200),
+    ("multi_primary.helm", 32300),
+    ("multi_primary.multi-network-helm", 32400),
+    ("primary_remote.helm", 32500),
+    ("primary_remote.multi-network-helm", 32600),
+    ("multi_primary.routed-networks", 32700),
+    // Below 32768, where Linux's ephemeral ports start.
+    ("multi_primary.compare-baseline", 30800),
+    ("multi_primary.compare-candidate", 30900),
 ];
 
 /// The first port of trial `name` (from [`PORTS`]).

@@ -51,6 +51,8 @@ pub struct DiagnosedCluster {
     pub primary: Option<ClusterName>,
     /// Whether the scenario installs an east-west gateway in it.
     pub needs_gateway: bool,
+    /// The network the scenario puts it on.
+    pub network: String,
 }
 
 /// Where the endpoints a client's sidecar was given come from: its proxy (`istioctl proxy-config endpoints`) on a
@@ -123,6 +125,8 @@ pub async fn collect(input: &DiagnoseInput<'_>, dir: &Path, budget: u64) -> std:
             },
             primary: c.primary.as_ref().map(|p| p.as_str().to_string()),
             needs_gateway: c.needs_gateway,
+            network: c.network.clone(),
+            exposes_services: None,
             remote_secrets: Vec::new(),
             root_sha256: None,
             namespaces: Vec::new(),
@@ -247,13 +251,16 @@ async fn read_cluster(client: &kube::Client, namespaces: &[String], f: &mut Clus
         }
         let nss: Api<Namespace> = Api::all(client.clone());
         match nss.get_opt(ns).await {
-            Ok(n) => f.namespaces.push(NamespaceFact {
-                name: ns.clone(),
-                exists: n.is_some(),
-                injection: n
-                    .and_then(|n| n.metadata.labels)
-                    .and_then(|l| l.get("istio-injection").cloned()),
-            }),
+            Ok(n) => {
+                let labels = n.as_ref().and_then(|n| n.metadata.labels.clone());
+                let label = |k: &str| labels.as_ref().and_then(|l| l.get(k).cloned());
+                f.namespaces.push(NamespaceFact {
+                    name: ns.clone(),
+                    exists: n.is_some(),
+                    injection: label("istio-injection"),
+                    network: label("topology.istio.io/network"),
+                })
+            }
             Err(e) => f.unavailable.push(format!("namespace {ns}: {e}")),
         }
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -297,6 +304,10 @@ async fn read_cluster(client: &kube::Client, namespaces: &[String], f: &mut Clus
             Err(e) => f.unavailable.push(format!("istiod Deployment: {e}")),
         }
     }
+    match exposes_services(client).await {
+        Ok(v) => f.exposes_services = Some(v),
+        Err(e) => f.unavailable.push(format!("Gateways in istio-system: {e}")),
+    }
     let svcs: Api<Service> = Api::namespaced(client.clone(), "istio-system");
     match svcs.get_opt("istio-eastwestgateway").await {
         Ok(s) => {
@@ -316,6 +327,31 @@ async fn read_cluster(client: &kube::Client, namespaces: &[String], f: &mut Clus
         }
         Err(e) => f.unavailable.push(format!("east-west gateway Service: {e}")),
     }
+}
+
+/// Whether istio-system holds a Gateway with a 15443 `AUTO_PASSTHROUGH` server, at whichever of the networking
+/// API versions the cluster serves.
+async fn exposes_services(client: &kube::Client) -> Result<bool, String> {
+    let mut last = String::new();
+    for version in ["v1", "v1beta1", "v1alpha3"] {
+        let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", version, "Gateway");
+        let ar = kube::api::ApiResource::from_gvk(&gvk);
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), "istio-system", &ar);
+        match api.list(&ListParams::default()).await {
+            Ok(l) => {
+                return Ok(l.items.iter().any(|g| {
+                    g.data["spec"]["servers"].as_array().is_some_and(|servers| {
+                        servers
+                            .iter()
+                            .any(|s| s["port"]["number"] == 15443 && s["tls"]["mode"] == "AUTO_PASSTHROUGH")
+                    })
+                }));
+            }
+            // No Istio CRDs (yet), or not this version: the next, else say so.
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
 }
 
 fn pod_fact(ns: &str, p: &Pod) -> PodFact {

@@ -33,6 +33,9 @@ pub struct NamespaceFact {
     pub exists: bool,
     /// The value of its `istio-injection` label, if any.
     pub injection: Option<String>,
+    /// The value of its `topology.istio.io/network` label, if any.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 /// A pod in a touched namespace.
@@ -85,6 +88,13 @@ pub struct ClusterFacts {
     pub primary: Option<String>,
     /// Whether the topology gives it an east-west gateway (multi-network).
     pub needs_gateway: bool,
+    /// The network the scenario puts it on.
+    #[serde(default)]
+    pub network: String,
+    /// Whether istio-system holds a Gateway serving 15443 with `AUTO_PASSTHROUGH` (expose-services.yaml's
+    /// `cross-network-gateway`); `None` when it could not be read.
+    #[serde(default)]
+    pub exposes_services: Option<bool>,
     /// Remote secrets present in istio-system.
     pub remote_secrets: Vec<RemoteSecretFact>,
     /// First 16 hex digits of the sha256 of the root certificate istiod distributes (`istio-ca-root-cert`).

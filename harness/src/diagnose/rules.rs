@@ -19,6 +19,10 @@ pub enum Rule {
     MissingRemoteSecret,
     /// Clusters distribute different root certificates.
     RootsDiffer,
+    /// A cluster of a different-networks mesh lacks its network label on istio-system.
+    NetworkLabelMissing,
+    /// A network's east-west gateway has no 15443 `AUTO_PASSTHROUGH` configuration (expose-services).
+    ServicesNotExposed,
 }
 
 /// One finding.
@@ -38,8 +42,76 @@ pub fn diagnose(facts: &MeshFacts, app_namespace: &str) -> Vec<Finding> {
     out.extend(sidecar_missing(facts, app_namespace));
     out.extend(missing_remote_secret(facts));
     out.extend(roots_differ(facts));
+    out.extend(network_label_missing(facts));
+    out.extend(services_not_exposed(facts));
     out.sort_by_key(|f| f.rule);
     out
+}
+
+/// Whether the mesh spans networks (the different-networks guides): only then do the network rules apply.
+fn multi_network(facts: &MeshFacts) -> bool {
+    let nets: std::collections::BTreeSet<&str> = facts
+        .clusters
+        .iter()
+        .map(|c| c.network.as_str())
+        .filter(|n| !n.is_empty())
+        .collect();
+    nets.len() > 1
+}
+
+fn network_label_missing(facts: &MeshFacts) -> Vec<Finding> {
+    if !multi_network(facts) {
+        return Vec::new();
+    }
+    facts
+        .clusters
+        .iter()
+        .filter_map(|c| {
+            let ns = c.namespaces.iter().find(|n| n.name == "istio-system" && n.exists)?;
+            let why = match &ns.network {
+                Some(n) if *n == c.network => return None,
+                Some(n) => format!("says {n}"),
+                None => "is missing".to_string(),
+            };
+            Some(Finding {
+                rule: Rule::NetworkLabelMissing,
+                line: format!(
+                    "istio-system in {}: label topology.istio.io/network={} {why}, so istiod places its workloads \
+                     on the wrong network",
+                    c.name, c.network
+                ),
+            })
+        })
+        .collect()
+}
+
+fn services_not_exposed(facts: &MeshFacts) -> Vec<Finding> {
+    if !multi_network(facts) {
+        return Vec::new();
+    }
+    facts
+        .clusters
+        .iter()
+        .filter(|c| c.needs_gateway)
+        .filter_map(|c| {
+            // A remote's gateway takes its configuration from the primary's istiod: the Gateway lives there.
+            let config = match (&c.role, &c.primary) {
+                (ClusterRole::Remote, Some(p)) => facts.clusters.iter().find(|o| &o.name == p)?,
+                _ => c,
+            };
+            if config.exposes_services != Some(false) {
+                return None;
+            }
+            Some(Finding {
+                rule: Rule::ServicesNotExposed,
+                line: format!(
+                    "the east-west gateway of {} ({}) passes nothing from other networks: {} has no \
+                     cross-network-gateway (15443 AUTO_PASSTHROUGH, samples/multicluster/expose-services.yaml)",
+                    c.name, c.network, config.name
+                ),
+            })
+        })
+        .collect()
 }
 
 fn primaries(facts: &MeshFacts) -> impl Iterator<Item = &ClusterFacts> {
@@ -189,12 +261,15 @@ mod tests {
             role,
             primary: (role == ClusterRole::Remote).then(|| "cluster1".into()),
             needs_gateway: false,
+            network: "network1".into(),
+            exposes_services: None,
             remote_secrets: Vec::new(),
             root_sha256: Some("aaaa".into()),
             namespaces: vec![NamespaceFact {
                 name: "sample".into(),
                 exists: true,
                 injection: Some("enabled".into()),
+                network: None,
             }],
             pods: vec![PodFact {
                 namespace: "sample".into(),
@@ -252,6 +327,82 @@ mod tests {
             ],
             exited: Vec::new(),
         }
+    }
+
+    /// Multi-primary on different networks as it should be: each cluster on its own network, labelled, with an
+    /// addressed east-west gateway and the cross-network Gateway.
+    fn healthy_multi_network() -> MeshFacts {
+        let mut f = healthy_multi_primary();
+        for (c, net) in f.clusters.iter_mut().zip(["network1", "network2"]) {
+            c.network = net.into();
+            c.needs_gateway = true;
+            c.exposes_services = Some(true);
+            c.eastwest = Some(ServiceFact {
+                name: "istio-eastwestgateway".into(),
+                kind: "LoadBalancer".into(),
+                address: Some("172.18.255.200".into()),
+            });
+            c.namespaces.push(NamespaceFact {
+                name: "istio-system".into(),
+                exists: true,
+                injection: None,
+                network: Some(net.into()),
+            });
+        }
+        f
+    }
+
+    #[test]
+    fn different_networks_name_the_unexposed_gateway_and_the_missing_label() {
+        assert!(diagnose(&healthy_multi_network(), "sample").is_empty());
+        let mut f = healthy_multi_network();
+        f.clusters[1].exposes_services = Some(false);
+        let d = diagnose(&f, "sample");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].rule, Rule::ServicesNotExposed);
+        assert!(
+            d[0].line.contains("east-west gateway of cluster2 (network2)"),
+            "{}",
+            d[0].line
+        );
+        assert!(
+            d[0].line.contains("cluster2 has no cross-network-gateway"),
+            "{}",
+            d[0].line
+        );
+        // Unread is not absent: no finding without the fact.
+        f.clusters[1].exposes_services = None;
+        assert!(diagnose(&f, "sample").is_empty());
+        // A remote's gateway is configured in its primary: the finding names the primary.
+        let mut f = healthy_multi_network();
+        f.clusters[1].role = ClusterRole::Remote;
+        f.clusters[1].primary = Some("cluster1".into());
+        f.clusters[1].exposes_services = Some(false);
+        assert!(diagnose(&f, "sample").is_empty(), "cluster1 holds the Gateway");
+        f.clusters[0].exposes_services = Some(false);
+        let lines: Vec<String> = diagnose(&f, "sample").into_iter().map(|d| d.line).collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("east-west gateway of cluster2 (network2)")
+                    && l.contains("cluster1 has no cross-network-gateway")),
+            "{lines:?}"
+        );
+        // The label.
+        let mut f = healthy_multi_network();
+        f.clusters[1].namespaces[1].network = None;
+        let d = diagnose(&f, "sample");
+        assert_eq!(d[0].rule, Rule::NetworkLabelMissing);
+        assert!(
+            d[0].line
+                .contains("istio-system in cluster2: label topology.istio.io/network=network2 is missing"),
+            "{}",
+            d[0].line
+        );
+        // One network: neither rule applies.
+        let mut f = healthy_multi_primary();
+        f.clusters[1].exposes_services = Some(false);
+        assert!(diagnose(&f, "sample").is_empty());
     }
 
     #[test]

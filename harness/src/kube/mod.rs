@@ -11,8 +11,8 @@ pub use apply::{Applier, parse_documents};
 pub use client::client_for;
 pub use exec::{ExecOutput, exec};
 pub use wait::{
-    PodsReady, delete_webhook_configuration, istiod_down, persistent_create_failure, rollout_complete,
-    wait_for, wait_lb_address, wait_pods_ready, wait_rollout, wait_webhook_ca_bundle,
+    PodsReady, delete_istio_crds, delete_webhook_configuration, istiod_down, persistent_create_failure,
+    rollout_complete, wait_for, wait_lb_address, wait_pods_ready, wait_rollout, wait_webhook_ca_bundle,
 };
 
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! What a cluster holds that a mesh install touches, as names: namespaces, CRDs, mutating and validating
-//! webhooks, ClusterRoles and their bindings, and every object of an Istio API group in any namespace. Taken
-//! before a run on clusters that outlive it and again after its reset; anything new is left over, by name.
+//! webhooks, ClusterRoles and their bindings, every object of an Istio API group in any namespace, and MetalLB's
+//! pools and advertisements (what gives the next run its addresses). Taken before a run on clusters that outlive
+//! it and again after its reset: anything new is left over, anything gone was taken from the cluster, by name.
 
 use std::collections::BTreeSet;
 
@@ -16,6 +17,9 @@ use serde::Serialize;
 
 use super::KubeError;
 
+/// How long discovery is asked again while an API group is going away under it.
+const DISCOVERY_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The names a cluster holds, each as `kind/name` or `kind/namespace/name`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
@@ -27,6 +31,12 @@ impl Snapshot {
     /// What `after` holds that `self` (taken before) did not: what a run left behind, sorted.
     pub fn left_over(&self, after: &Snapshot) -> Vec<String> {
         after.objects.difference(&self.objects).cloned().collect()
+    }
+
+    /// What `self` (taken before) held that `after` does not: what a run took away (a MetalLB pool a fault
+    /// removed, a namespace it deleted), sorted.
+    pub fn missing(&self, after: &Snapshot) -> Vec<String> {
+        self.objects.difference(&after.objects).cloned().collect()
     }
 
     /// Whether Istio was there already: an Istio CRD or the `istio-system` namespace. A reset must not purge an
@@ -108,35 +118,61 @@ pub async fn take(client: &kube::Client, cluster: &str) -> Result<Snapshot, Kube
         )
         .await?,
     );
-    // Every object of an Istio API group (networking, security, telemetry, extensions, install …), any namespace.
-    let discovery = Discovery::new(c.clone())
-        .filter(&[
-            "networking.istio.io",
-            "security.istio.io",
-            "telemetry.istio.io",
-            "extensions.istio.io",
-            "install.istio.io",
-        ])
-        .run()
-        .await
-        .map_err(|source| KubeError::Api {
-            what: format!("discover the Istio API groups of {cluster}"),
-            source,
-        })?;
+    // Every object of an Istio API group (networking, security, telemetry, extensions, install …) and of MetalLB's,
+    // any namespace.
+    // A group whose CRDs are being deleted (the reset's purge) is listed, then gone when its resources are asked
+    // for: discovery answers 404 until the API server's view settles, so it is asked again, within a deadline.
+    let deadline = std::time::Instant::now() + DISCOVERY_SETTLE;
+    let discovery = loop {
+        let d = Discovery::new(c.clone())
+            .filter(&[
+                "networking.istio.io",
+                "security.istio.io",
+                "telemetry.istio.io",
+                "extensions.istio.io",
+                "install.istio.io",
+                "metallb.io",
+            ])
+            .run()
+            .await;
+        match d {
+            Ok(d) => break d,
+            Err(kube::Error::Api(s)) if s.code == 404 && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(source) => {
+                return Err(KubeError::Api {
+                    what: format!(
+                        "discover the Istio API groups of {cluster} (asked again for {DISCOVERY_SETTLE:?} while \
+                         404)"
+                    ),
+                    source,
+                });
+            }
+        }
+    };
     for group in discovery.groups() {
-        for (ar, caps) in group.recommended_resources() {
+        // Every kind at its most stable version: a group's preferred version need not serve every kind (metallb.io
+        // prefers v1beta2, which has only BGPPeer; EnvoyFilter is v1alpha3 only), and the pool a fault removed
+        // went unseen.
+        for (ar, caps) in group.resources_by_stability() {
             if !caps.supports_operation(kube::discovery::verbs::LIST) {
                 continue;
             }
             // Cluster-scoped or not, `all` lists every object of the resource.
             let api: Api<DynamicObject> = Api::all_with(c.clone(), &ar);
-            let l = api
-                .list(&ListParams::default())
-                .await
-                .map_err(|source| KubeError::Api {
-                    what: format!("list {}.{} in {cluster}", ar.plural, ar.group),
-                    source,
-                })?;
+            let l = match api.list(&ListParams::default()).await {
+                Ok(l) => l,
+                // The resource went between discovery and the list (a purge deleting the CRDs while the
+                // snapshot runs): it holds nothing now.
+                Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                Err(source) => {
+                    return Err(KubeError::Api {
+                        what: format!("list {}.{} in {cluster}", ar.plural, ar.group),
+                        source,
+                    });
+                }
+            };
             for o in l.items {
                 if o.metadata.deletion_timestamp.is_some() {
                     continue;
@@ -163,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn what_is_new_after_the_run_is_left_over_and_what_went_is_not() {
+    fn what_is_new_after_the_run_is_left_over_and_what_went_is_missing() {
         let before = snap(&["Namespace/default", "Namespace/user-owned", "ClusterRole/admin"]);
         let after = snap(&[
             "Namespace/default",
@@ -179,6 +215,9 @@ mod tests {
             ]
         );
         assert!(before.left_over(&before).is_empty());
+        // What went is no leftover, but it is missing: the cluster is not as the run found it.
+        assert_eq!(before.missing(&after), vec!["Namespace/user-owned".to_string()]);
+        assert!(after.missing(&after).is_empty());
         assert_eq!(
             after.counts(),
             "ClusterRole=2 CustomResourceDefinition=1 Namespace=1"

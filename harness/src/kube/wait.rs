@@ -31,22 +31,41 @@ pub async fn wait_for<K>(
 where
     K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
 {
-    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
-        Ok(Ok(Some(obj))) => Ok(obj),
-        Ok(Ok(None)) => Err(KubeError::Transport(format!("{what}: the object was deleted"))),
-        Ok(Err(e)) => Err(KubeError::Transport(format!("{what}: watch failed: {e}"))),
-        Err(_) => {
-            let last = match api.get_opt(name).await {
-                Ok(Some(o)) => Some(describe(&o)),
-                Ok(None) => Some("does not exist".into()),
-                Err(e) => Some(format!("unreadable: {e}")),
-            };
-            Err(KubeError::Timeout {
-                what: what.to_string(),
-                after: timeout,
-                last,
-            })
+    // A watch that sees no event for the client's read timeout is cut by it: watch again until the deadline, and
+    // name the last watch error only if the deadline passes.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let cond = std::sync::Arc::new(cond);
+    let mut watch_error = None;
+    loop {
+        let c = cond.clone();
+        let attempt = await_condition(api.clone(), name, move |o: Option<&K>| c.matches_object(o));
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(Some(obj))) => return Ok(obj),
+            Ok(Ok(None)) => return Err(KubeError::Transport(format!("{what}: the object was deleted"))),
+            Ok(Err(e)) => {
+                watch_error = Some(e.to_string());
+                tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_secs(1)))
+                    .await;
+                if tokio::time::Instant::now() < deadline {
+                    continue;
+                }
+            }
+            Err(_) => {}
         }
+        let last = match api.get_opt(name).await {
+            Ok(Some(o)) => Some(describe(&o)),
+            Ok(None) => Some("does not exist".into()),
+            Err(e) => Some(format!("unreadable: {e}")),
+        };
+        let last = match (last, watch_error) {
+            (Some(l), Some(w)) => Some(format!("{l}; last watch error: {w}")),
+            (l, _) => l,
+        };
+        return Err(KubeError::Timeout {
+            what: what.to_string(),
+            after: timeout,
+            last,
+        });
     }
 }
 
@@ -304,6 +323,65 @@ pub async fn wait_webhook_ca_bundle(client: &Client, name: &str, timeout: Durati
     )
     .await
     .map(|_| ())
+}
+
+/// Deletes every CRD of an Istio API group (`*.istio.io`) and waits, watching each, until all are gone: Helm keeps
+/// the base chart's CRDs on uninstall (their resource policy), so Istio's Helm uninstall steps delete them by hand.
+/// Returns the names deleted.
+pub async fn delete_istio_crds(
+    client: &Client,
+    cluster: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, KubeError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::runtime::wait::conditions::is_deleted;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let all = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|source| KubeError::Api {
+            what: format!("list customresourcedefinitions in {cluster}"),
+            source,
+        })?;
+    let istio: Vec<(String, String)> = all
+        .items
+        .iter()
+        .filter_map(|c| Some((c.metadata.name.clone()?, c.metadata.uid.clone()?)))
+        .filter(|(n, _)| n.ends_with(".istio.io"))
+        .collect();
+    for (name, _) in &istio {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(KubeError::Api {
+                    what: format!("delete customresourcedefinition {name} in {cluster}"),
+                    source,
+                });
+            }
+        }
+    }
+    let gone = futures::future::join_all(
+        istio
+            .iter()
+            .map(|(name, uid)| await_condition(api.clone(), name, is_deleted(uid))),
+    );
+    let names: Vec<String> = istio.iter().map(|(n, _)| n.clone()).collect();
+    match tokio::time::timeout(timeout, gone).await {
+        Ok(results) => {
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                return Err(KubeError::Transport(format!(
+                    "watch the Istio CRDs of {cluster} going away: {e}"
+                )));
+            }
+            Ok(names)
+        }
+        Err(_) => Err(KubeError::Timeout {
+            what: format!("the {} Istio CRDs of {cluster} to be deleted", names.len()),
+            after: timeout,
+            last: None,
+        }),
+    }
 }
 
 /// Deletes a ValidatingWebhookConfiguration if present.

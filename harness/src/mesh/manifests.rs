@@ -1,7 +1,34 @@
-//! `samples/multicluster/expose-istiod.yaml`, written here from the upstream facts (not copied).
+//! `samples/multicluster/expose-istiod.yaml` and `expose-services.yaml`, written here from the upstream facts
+//! (not copied).
 
 /// The shell variable the guide stores the east-west gateway address in.
 pub const DISCOVERY_ADDRESS_VAR: &str = "DISCOVERY_ADDRESS";
+
+/// `samples/multicluster/expose-services.yaml`: the Gateway `cross-network-gateway` on the east-west gateway.
+/// Applied with `-n istio-system`.
+pub fn expose_services(networking_api: &str) -> String {
+    // The east-west gateway passes mTLS through on 15443 by SNI (`outbound_.<port>_.<subset>_.<host>`), for
+    // every service of the mesh's `*.local` names: clusters on other networks reach this one's workloads.
+    format!(
+        r#"apiVersion: {networking_api}
+kind: Gateway
+metadata:
+  name: cross-network-gateway
+spec:
+  selector:
+    istio: eastwestgateway
+  servers:
+    - port:
+        number: 15443
+        name: tls
+        protocol: TLS
+      tls:
+        mode: AUTO_PASSTHROUGH
+      hosts:
+        - "*.local"
+"#
+    )
+}
 
 /// The Gateway and VirtualService that expose istiod (15012) and its webhook (15017) through the east-west
 /// gateway. Applied with `-n istio-system`.

@@ -34,6 +34,11 @@ impl Placeholder {
     pub fn discovery_address() -> Self {
         Self(crate::mesh::DISCOVERY_ADDRESS_VAR.into())
     }
+    /// The directory of the pinned Istio module's charts (`manifests/charts`), in place of the guide's
+    /// `helm repo add istio …`.
+    pub fn istio_charts() -> Self {
+        Self("ISTIO_CHARTS".into())
+    }
     /// The east-west gateway's LoadBalancer address in `c`.
     pub fn eastwest_address(c: &ClusterName) -> Self {
         Self(format!("EASTWEST_IP_{}", upper(c)))
@@ -41,6 +46,10 @@ impl Placeholder {
     /// The node address of `c` on the kind network.
     pub fn node_ip(c: &ClusterName) -> Self {
         Self(format!("NODE_IP_{}", upper(c)))
+    }
+    /// A HelloWorld pod's IP in `c` (the isolation probe's target).
+    pub fn helloworld_ip(c: &ClusterName) -> Self {
+        Self(format!("HELLOWORLD_IP_{}", upper(c)))
     }
     /// The client pod (curl/sleep) of `c`.
     pub fn client_pod(c: &ClusterName) -> Self {
@@ -113,6 +122,9 @@ impl std::fmt::Display for Label {
     }
 }
 
+/// The label that names a cluster's (or a gateway's) network.
+pub const NETWORK_LABEL: &str = "topology.istio.io/network";
+
 /// A manifest by what it is; its text follows from the guide variant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "manifest")]
@@ -126,6 +138,8 @@ pub enum Manifest {
     Client,
     /// `samples/multicluster/expose-istiod.yaml`.
     ExposeIstiod,
+    /// `samples/multicluster/expose-services.yaml`.
+    ExposeServices,
 }
 
 impl Manifest {
@@ -135,6 +149,7 @@ impl Manifest {
             Manifest::Helloworld { .. } => crate::apps::HELLOWORLD_PATH,
             Manifest::Client => crate::apps::client_path(v.client),
             Manifest::ExposeIstiod => "samples/multicluster/expose-istiod.yaml",
+            Manifest::ExposeServices => "samples/multicluster/expose-services.yaml",
         }
     }
 
@@ -147,6 +162,7 @@ impl Manifest {
             }
             Manifest::Client => crate::apps::client_yaml(v),
             Manifest::ExposeIstiod => crate::mesh::expose_istiod(v.networking_api),
+            Manifest::ExposeServices => crate::mesh::expose_services(v.networking_api),
         }
     }
 }
@@ -210,6 +226,13 @@ pub enum Reading {
     },
     /// The name of a Running pod matching a selector.
     PodName {
+        /// Namespace.
+        namespace: String,
+        /// Selector.
+        selector: String,
+    },
+    /// The IP of a Running pod matching a selector.
+    PodIp {
         /// Namespace.
         namespace: String,
         /// Selector.
@@ -280,6 +303,14 @@ pub enum ProviderAction {
         name: String,
         /// File in the run directory.
         file: String,
+    },
+    /// Rehearsal: pods of `from` reach the pods of `to` directly (the two are on one network), what kind's node
+    /// routes give. The curl stand-in lets a request reach a pod of another cluster only along such a route.
+    RehearsalRoute {
+        /// The cluster whose pods send.
+        from: ClusterName,
+        /// The cluster whose pods they reach.
+        to: ClusterName,
     },
     /// A static route on one node to a peer cluster's CIDR, and no masquerading of own pods towards it.
     NodeRoute {
@@ -406,6 +437,56 @@ pub struct TrafficCheck {
     pub requests: u32,
 }
 
+/// A direct request from a client pod in one network to a workload pod in another, which must fail: clusters on
+/// different networks have no routes to each other's pods, so every answer across them came through a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IsolationProbe {
+    /// Source cluster (its client pod is `CLIENT_POD_<FROM>`).
+    pub from: ClusterName,
+    /// Its network.
+    pub from_network: String,
+    /// The cluster whose pod is asked (its IP is `HELLOWORLD_IP_<TO>`).
+    pub to: ClusterName,
+    /// Its network.
+    pub to_network: String,
+    /// Namespace of the client.
+    pub namespace: String,
+    /// The workload's port, as in the checked URL.
+    pub port: u16,
+    /// The path, as in the checked URL.
+    pub path: String,
+    /// Seconds curl may try.
+    pub timeout_secs: u64,
+}
+
+/// Where the client's proxy sends the checked service's requests for each other network: to that network's
+/// east-west gateways (`EASTWEST_IP_<C>`, port 15443), never to its pods (`HELLOWORLD_IP_<C>`). Read from the
+/// endpoints the client's proxy holds after the traffic check passed: the evidence that the cross-network
+/// answers came through a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatewayPath {
+    /// Source cluster (its client pod is `CLIENT_POD_<FROM>`).
+    pub from: ClusterName,
+    /// Its network.
+    pub from_network: String,
+    /// Namespace of the client.
+    pub namespace: String,
+    /// The checked service's Envoy cluster (`outbound|5000||helloworld.sample.svc.cluster.local`).
+    pub envoy_cluster: String,
+    /// Each other network: the clusters whose east-west gateway serves it, and the clusters whose HelloWorld pod
+    /// must not be given directly.
+    pub networks: BTreeMap<String, NetworkPeers>,
+}
+
+/// The clusters of one network as a [`GatewayPath`] sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NetworkPeers {
+    /// Clusters with an east-west gateway in this network.
+    pub gateways: Vec<ClusterName>,
+    /// Clusters whose HelloWorld answers the check.
+    pub workloads: Vec<ClusterName>,
+}
+
 /// One typed action of a plan step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "action")]
@@ -425,6 +506,16 @@ pub enum Action {
         labels: Vec<Label>,
         /// Annotations.
         annotations: Vec<Label>,
+    },
+    /// A label on a namespace that exists (`kubectl get ns N && kubectl label ns N k=v`, as the guides write it:
+    /// nothing is labelled when the namespace is not there).
+    LabelNamespace {
+        /// Cluster.
+        cluster: ClusterName,
+        /// Namespace.
+        name: String,
+        /// The label.
+        label: Label,
     },
     /// The `cacerts` Secret in `istio-system`: an intermediate CA for the cluster under the run's shared root.
     CaCerts {
@@ -448,6 +539,31 @@ pub enum Action {
         source: OperatorSource,
         /// Provider overlay.
         overlay: InstallOverlay,
+    },
+    /// `helm install RELEASE CHART -n NAMESPACE --set …` of one of the pinned Istio module's charts (the guide's
+    /// Helm tab), with the provider's overlay read as chart values.
+    HelmInstall {
+        /// Cluster.
+        cluster: ClusterName,
+        /// Release name.
+        release: String,
+        /// Chart.
+        chart: crate::mesh::helm::Chart,
+        /// Namespace.
+        namespace: String,
+        /// The guide's `--set` values.
+        sets: Vec<(String, String)>,
+        /// Provider overlay (as chart values).
+        overlay: InstallOverlay,
+    },
+    /// `helm uninstall` of the run's releases, in order (a reset on clusters that outlive the run).
+    HelmUninstall {
+        /// Cluster.
+        cluster: ClusterName,
+        /// Releases, uninstalled in this order.
+        releases: Vec<String>,
+        /// Namespace.
+        namespace: String,
     },
     /// A manifest applied server-side, optionally only the documents a label selects.
     Apply {
@@ -517,6 +633,10 @@ pub enum Action {
     Provider(ProviderAction),
     /// Repeated curls from one source cluster, judged by `verify`.
     CheckTraffic(TrafficCheck),
+    /// The isolation probe of a different-networks run.
+    ProbeIsolation(IsolationProbe),
+    /// The gateway evidence of a different-networks traffic check.
+    CheckGatewayPath(GatewayPath),
 }
 
 impl Action {

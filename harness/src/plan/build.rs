@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::action::*;
 use super::types::*;
-use crate::mesh::{self, Variant};
-use crate::scenario::{ClusterName, Role, Scenario, Step, Trust};
+use crate::mesh::{self, InstallOverlay, Variant, helm};
+use crate::scenario::{ClusterName, InstallMethod, Role, Scenario, Step, Trust};
 use crate::topology;
 use crate::verify;
 
@@ -47,11 +47,17 @@ fn step(id: String, title: String, class: StepClass, actions: Vec<Action>) -> Pl
     }
 }
 
+/// The clusters two steps of one kind must not both change at once (such steps go to separate stages).
 fn touched(s: &Step) -> Vec<&ClusterName> {
     match s {
         Step::InstallIstio(i) => vec![&i.cluster],
-        Step::EastwestGateway { cluster } | Step::ExposeIstiod { cluster } => vec![cluster],
-        Step::RemoteSecret { into, .. } => vec![into],
+        Step::SetNetwork { cluster }
+        | Step::EastwestGateway { cluster }
+        | Step::ExposeServices { cluster }
+        | Step::ExposeIstiod { cluster } => vec![cluster],
+        // `create-remote-secret` makes its token Secret in `from`: two secrets of one cluster at once race on
+        // it ("already exists"); secrets applied into one cluster do not conflict.
+        Step::RemoteSecret { from, .. } => vec![from],
         Step::InstallRemote { cluster, .. } => vec![cluster],
         Step::DeployApps(d) => d.helloworld.keys().chain(d.client.iter()).collect(),
         Step::CheckTraffic(c) => c.from.iter().collect(),
@@ -60,6 +66,138 @@ fn touched(s: &Step) -> Vec<&ClusterName> {
 
 const EASTWEST: &str = "istio-eastwestgateway";
 const ISTIO_SYSTEM: &str = "istio-system";
+
+/// The steps in the order the Helm tab runs them: a remote's secret comes after its install (`create-remote-secret`
+/// makes the reader ServiceAccount the `base` chart must own). Returns the scenario so ordered and the secrets moved.
+fn helm_order(scenario: &Scenario) -> (Scenario, BTreeSet<(ClusterName, ClusterName)>) {
+    let mut s = scenario.clone();
+    let mut moved = BTreeSet::new();
+    if s.install_method != InstallMethod::Helm {
+        return (s, moved);
+    }
+    let mut i = 0;
+    while i < s.steps.len() {
+        if let Step::RemoteSecret { from, into } = &s.steps[i]
+            && let Some(at) = s.steps[i..]
+                .iter()
+                .position(|x| matches!(x, Step::InstallRemote { cluster, .. } if cluster == from))
+        {
+            moved.insert((from.clone(), into.clone()));
+            let secret = s.steps.remove(i);
+            s.steps.insert(i + at, secret);
+            continue;
+        }
+        i += 1;
+    }
+    (s, moved)
+}
+
+/// The clusters the scenario gives an east-west gateway.
+fn gateway_clusters(scenario: &Scenario) -> BTreeSet<&ClusterName> {
+    scenario
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::EastwestGateway { cluster } => Some(cluster),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The note that replaces the guide's `helm repo add`, on the first Helm install only.
+fn helm_repo_note(noted: &mut bool) -> Vec<Action> {
+    if std::mem::replace(noted, true) {
+        return Vec::new();
+    }
+    vec![Action::Note {
+        text: format!(
+            "replaces `{}`: the charts are the pinned Istio module's manifests/charts (built by tools/build.sh), \
+             in ${}",
+            helm::REPO_ADD,
+            Placeholder::istio_charts().0
+        ),
+    }]
+}
+
+fn helm_install(
+    cluster: &ClusterName,
+    release: &str,
+    chart: helm::Chart,
+    sets: Vec<(String, String)>,
+    overlay: InstallOverlay,
+) -> Action {
+    Action::HelmInstall {
+        cluster: cluster.clone(),
+        release: release.into(),
+        chart,
+        namespace: ISTIO_SYSTEM.into(),
+        sets,
+        overlay: helm::chart_overlay(&overlay),
+    }
+}
+
+fn rollout(cluster: &ClusterName, deployment: &str, d: &Deadlines) -> Action {
+    Action::Wait {
+        cluster: cluster.clone(),
+        until: Condition::Rollout {
+            namespace: ISTIO_SYSTEM.into(),
+            deployment: deployment.into(),
+        },
+        deadline_secs: d.pods.as_secs(),
+    }
+}
+
+/// Whether the remote secret of `remote` into `primary` comes after `remote`'s install (the different-networks
+/// guides attach the remote after configuring it; the others before).
+fn secret_after_install(scenario: &Scenario, remote: &ClusterName, primary: &ClusterName) -> bool {
+    let at = |want: &dyn Fn(&Step) -> bool| scenario.steps.iter().position(want);
+    let install = at(&|s| matches!(s, Step::InstallRemote { cluster, .. } if cluster == remote));
+    let secret = at(&|s| matches!(s, Step::RemoteSecret { from, into } if from == remote && into == primary));
+    matches!((install, secret), (Some(i), Some(s)) if s > i)
+}
+
+/// Whether `remote`'s secret into `primary` comes before `remote`'s install as a remote of `primary`.
+fn remote_before_install(scenario: &Scenario, remote: &ClusterName, primary: &ClusterName) -> bool {
+    let at = |want: &dyn Fn(&Step) -> bool| scenario.steps.iter().position(want);
+    let install = at(
+        &|s| matches!(s, Step::InstallRemote { cluster, primary: p } if cluster == remote && p == primary),
+    );
+    let secret = at(&|s| matches!(s, Step::RemoteSecret { from, into } if from == remote && into == primary));
+    matches!((install, secret), (Some(i), Some(s)) if s < i)
+}
+
+/// The remote's istio-system namespace naming its control plane cluster (and, on different networks, labelled
+/// with its network, as that guide does).
+fn control_plane_namespace(scenario: &Scenario, cluster: &ClusterName, primary: &ClusterName) -> Action {
+    Action::Namespace {
+        cluster: cluster.clone(),
+        name: ISTIO_SYSTEM.into(),
+        labels: if topology::multi_network(scenario) {
+            let net = scenario
+                .cluster(cluster)
+                .map(|x| x.network.clone())
+                .unwrap_or_else(unreachable_net);
+            vec![Label::new(NETWORK_LABEL, net.as_str())]
+        } else {
+            Vec::new()
+        },
+        annotations: vec![Label::new(
+            "topology.istio.io/controlPlaneClusters",
+            primary.as_str(),
+        )],
+    }
+}
+
+/// The wait until `primary`'s istiod patched the caBundle of `remote`'s injection webhooks.
+fn injector_wait(remote: &ClusterName, primary: &ClusterName, d: &Deadlines) -> Action {
+    Action::Wait {
+        cluster: remote.clone(),
+        until: Condition::InjectorPatched {
+            primary: primary.clone(),
+        },
+        deadline_secs: d.injector.as_secs(),
+    }
+}
 
 fn lb_capture(cluster: &ClusterName, into: Placeholder, d: &Deadlines) -> Action {
     Action::Capture {
@@ -81,6 +219,8 @@ pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -
 
 /// Builds the plan with the given deadlines.
 pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfile, d: &Deadlines) -> Plan {
+    let (ordered, moved) = helm_order(scenario);
+    let scenario = &ordered;
     let mut stages: Vec<Stage> = Vec::new();
     let all: Vec<ClusterName> = scenario.clusters.iter().map(|c| c.name.clone()).collect();
 
@@ -123,7 +263,9 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
             profile.connect.clone(),
         ));
     }
-    if topology::needs_load_balancers(scenario) {
+    // A fleet serves every scenario of its topology (multi-primary and primary-remote share one): it gets MetalLB
+    // when it is made, whether or not the scenario that made it has a gateway.
+    if topology::needs_load_balancers(scenario) || profile.outlives_run {
         for c in &all {
             if let Some(actions) = profile.load_balancers.get(c).filter(|v| !v.is_empty()) {
                 infra.push(step(
@@ -191,6 +333,9 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
             .map(|x| x.network.clone())
             .unwrap_or_else(unreachable_net)
     };
+    let helm = scenario.install_method == InstallMethod::Helm;
+    // The first Helm install says what replaced the guide's `helm repo add`.
+    let mut noted = false;
     let mut current: Vec<PlannedStep> = Vec::new();
     let mut current_kind: Option<&'static str> = None;
     let mut current_clusters: BTreeSet<ClusterName> = BTreeSet::new();
@@ -209,6 +354,28 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
         current_kind = Some(s.keyword());
         current_clusters.extend(cl.iter().cloned());
         match s {
+            Step::InstallIstio(i) if helm => {
+                let c = &i.cluster;
+                let mut actions = helm_repo_note(&mut noted);
+                actions.extend([
+                    helm_install(c, helm::BASE_RELEASE, helm::Chart::Base, Vec::new(), overlay(c)),
+                    helm_install(
+                        c,
+                        helm::ISTIOD_RELEASE,
+                        helm::Chart::Istiod,
+                        helm::primary_values(&scenario.mesh_id, c, &network(c), i.external_istiod),
+                        overlay(c),
+                    ),
+                ]);
+                actions.extend(profile.after_install.get(c).cloned().unwrap_or_default());
+                actions.push(rollout(c, helm::ISTIOD_RELEASE, d));
+                current.push(step(
+                    format!("install-istio/{c}"),
+                    format!("Configure {c} as a primary (Helm)"),
+                    StepClass::Mesh,
+                    actions,
+                ));
+            }
             Step::InstallIstio(i) => {
                 let c = &i.cluster;
                 let file = format!("{c}.yaml");
@@ -238,6 +405,26 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     actions,
                 ));
             }
+            Step::EastwestGateway { cluster } if helm => {
+                let mut actions = helm_repo_note(&mut noted);
+                actions.extend([
+                    helm_install(
+                        cluster,
+                        helm::EASTWEST_RELEASE,
+                        helm::Chart::Gateway,
+                        helm::gateway_values(&network(cluster)),
+                        helm::gateway_overlay(&overlay(cluster)),
+                    ),
+                    rollout(cluster, helm::EASTWEST_RELEASE, d),
+                    lb_capture(cluster, Placeholder::eastwest_address(cluster), d),
+                ]);
+                current.push(step(
+                    format!("eastwest-gateway/{cluster}"),
+                    format!("Install the east-west gateway in {cluster} (Helm)"),
+                    StepClass::Mesh,
+                    actions,
+                ));
+            }
             Step::EastwestGateway { cluster } => {
                 let net = network(cluster);
                 current.push(step(
@@ -260,6 +447,27 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     ],
                 ));
             }
+            Step::SetNetwork { cluster } => current.push(step(
+                format!("set-network/{cluster}"),
+                format!("Set the default network for {cluster}"),
+                StepClass::Mesh,
+                vec![Action::LabelNamespace {
+                    cluster: cluster.clone(),
+                    name: ISTIO_SYSTEM.into(),
+                    label: Label::new(NETWORK_LABEL, network(cluster).as_str()),
+                }],
+            )),
+            Step::ExposeServices { cluster } => current.push(step(
+                format!("expose-services/{cluster}"),
+                format!("Expose the services in {cluster}"),
+                StepClass::Mesh,
+                vec![Action::Apply {
+                    cluster: cluster.clone(),
+                    namespace: Some(ISTIO_SYSTEM.into()),
+                    manifest: Manifest::ExposeServices,
+                    selector: None,
+                }],
+            )),
             Step::ExposeIstiod { cluster } => current.push(step(
                 format!("expose-istiod/{cluster}"),
                 format!("Expose the control plane in {cluster}"),
@@ -271,16 +479,53 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     selector: None,
                 }],
             )),
-            Step::RemoteSecret { from, into } => current.push(step(
-                format!("remote-secret/{from}-into-{into}"),
-                format!("Give {into} access to the API server of {from}"),
-                StepClass::Mesh,
-                vec![Action::RemoteSecret {
+            Step::RemoteSecret { from, into } => {
+                let mut actions = vec![Action::RemoteSecret {
                     from: from.clone(),
                     into: into.clone(),
                     kubeconfig: profile.in_mesh_kubeconfig.get(from).cloned(),
-                }],
-            )),
+                }];
+                // A remote's secret before its install (the older guide's order): istiod reads the remote's
+                // controlPlaneClusters annotation once, when it adds the cluster, to decide whether it patches the
+                // remote's webhooks (Istio's multicluster checkShouldLead). Annotated only by install-remote, the
+                // patch never came unless istiod happened to be slower than the next step (kind CI: 180 s timeout).
+                if remote_before_install(scenario, from, into) {
+                    actions.splice(
+                        0..0,
+                        [
+                            Action::Note {
+                                text: format!(
+                                    "the annotation of install-remote/{from} first: istiod decides when it reads this \
+                                     secret whether it patches {from}'s webhooks"
+                                ),
+                            },
+                            control_plane_namespace(scenario, from, into),
+                        ],
+                    );
+                }
+                // The secret of a remote installed before it (the different-networks guide's order) is what lets
+                // its primary's istiod patch the remote's webhooks: the wait for that comes here.
+                if secret_after_install(scenario, from, into) {
+                    actions.push(injector_wait(from, into, d));
+                }
+                if moved.contains(&(from.clone(), into.clone())) {
+                    actions.insert(
+                        0,
+                        Action::Note {
+                            text: format!(
+                                "after install-remote/{from}, as the Helm tab orders it: helm cannot adopt the \
+                                 istio-reader ServiceAccount this command makes in {from}"
+                            ),
+                        },
+                    );
+                }
+                current.push(step(
+                    format!("remote-secret/{from}-into-{into}"),
+                    format!("Give {into} access to the API server of {from}"),
+                    StepClass::Mesh,
+                    actions,
+                ))
+            }
             Step::InstallRemote { cluster, primary } => {
                 let file = format!("{cluster}.yaml");
                 let address = Placeholder::discovery_address();
@@ -289,40 +534,54 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     format!("Configure {cluster} as a remote of {primary}"),
                     StepClass::Mesh,
                     vec![
-                        Action::Namespace {
-                            cluster: cluster.clone(),
-                            name: ISTIO_SYSTEM.into(),
-                            labels: Vec::new(),
-                            annotations: vec![Label::new(
-                                "topology.istio.io/controlPlaneClusters",
-                                primary.as_str(),
-                            )],
-                        },
+                        control_plane_namespace(scenario, cluster, primary),
                         lb_capture(primary, address.clone(), d),
-                        Action::WriteFile {
-                            file: file.clone(),
-                            body: mesh::remote_operator(
-                                &scenario.mesh_id,
+                    ]
+                    .into_iter()
+                    .chain(if helm {
+                        let mut a = helm_repo_note(&mut noted);
+                        a.extend([
+                            helm_install(
                                 cluster,
-                                &network(cluster),
-                                &address.shell(),
-                                variant,
+                                helm::BASE_RELEASE,
+                                helm::Chart::Base,
+                                helm::remote_base_values(),
+                                overlay(cluster),
                             ),
-                        },
-                        Action::IstioctlInstall {
-                            cluster: cluster.clone(),
-                            file,
-                            source: OperatorSource::File,
-                            overlay: overlay(cluster),
-                        },
-                        Action::Wait {
-                            cluster: cluster.clone(),
-                            until: Condition::InjectorPatched {
-                                primary: primary.clone(),
+                            helm_install(
+                                cluster,
+                                helm::ISTIOD_RELEASE,
+                                helm::Chart::Istiod,
+                                helm::remote_values(cluster, &network(cluster), &address.shell()),
+                                overlay(cluster),
+                            ),
+                        ]);
+                        a
+                    } else {
+                        vec![
+                            Action::WriteFile {
+                                file: file.clone(),
+                                body: mesh::remote_operator(
+                                    &scenario.mesh_id,
+                                    cluster,
+                                    &network(cluster),
+                                    &address.shell(),
+                                    variant,
+                                ),
                             },
-                            deadline_secs: d.injector.as_secs(),
-                        },
-                    ],
+                            Action::IstioctlInstall {
+                                cluster: cluster.clone(),
+                                file: file.clone(),
+                                source: OperatorSource::File,
+                                overlay: overlay(cluster),
+                            },
+                        ]
+                    })
+                    .chain(
+                        (!secret_after_install(scenario, cluster, primary))
+                            .then(|| injector_wait(cluster, primary, d)),
+                    )
+                    .collect(),
                 ));
             }
             Step::DeployApps(dep) => {
@@ -407,29 +666,95 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     .requests
                     .unwrap_or_else(|| verify::default_requests(ct.expect.values().map(BTreeSet::len).sum()));
                 let namespace = client_namespace(scenario, &ct.from);
+                let target = crate::scenario::ServiceTarget::parse(&ct.url);
+                let (port, path) = (target.as_ref().map_or(80, |t| t.port), url_path(&ct.url));
+                // The clusters with an east-west gateway: each serves its network to the others.
+                let gateways = gateway_clusters(scenario);
                 for from in &ct.from {
+                    // Different networks: a direct request to each other network's workload must fail.
+                    let others: BTreeSet<&ClusterName> = ct
+                        .expect
+                        .values()
+                        .flatten()
+                        .filter(|to| network(to) != network(from))
+                        .collect();
+                    if !others.is_empty() {
+                        let mut actions = vec![client_capture(from, &namespace, variant)];
+                        for to in others.iter().copied() {
+                            actions.push(Action::Capture {
+                                cluster: to.clone(),
+                                reading: Reading::PodIp {
+                                    namespace: namespace.clone(),
+                                    selector: "app=helloworld".into(),
+                                },
+                                into: Placeholder::helloworld_ip(to),
+                                deadline_secs: 30,
+                            });
+                            actions.push(Action::ProbeIsolation(IsolationProbe {
+                                from: from.clone(),
+                                from_network: network(from).as_str().to_string(),
+                                to: to.clone(),
+                                to_network: network(to).as_str().to_string(),
+                                namespace: namespace.clone(),
+                                port,
+                                path: path.clone(),
+                                timeout_secs: 5,
+                            }));
+                        }
+                        current.push(step(
+                            format!("isolation/from-{from}"),
+                            format!("Prove {from} reaches other networks' pods only through their gateways"),
+                            StepClass::Infrastructure,
+                            actions,
+                        ));
+                    }
+                    let mut actions = vec![
+                        client_capture(from, &namespace, variant),
+                        Action::CheckTraffic(TrafficCheck {
+                            from: from.clone(),
+                            namespace: namespace.clone(),
+                            url: ct.url.clone(),
+                            expect: ct.expect.clone(),
+                            requests,
+                        }),
+                    ];
+                    // Different networks: once the answers came, the client's proxy must hold each other
+                    // network's gateways for the service, never its pods.
+                    if let (Some(t), false) = (&target, others.is_empty()) {
+                        let mut networks: std::collections::BTreeMap<String, NetworkPeers> =
+                            Default::default();
+                        for to in &others {
+                            let peers = networks.entry(network(to).as_str().to_string()).or_default();
+                            peers.workloads.push((*to).clone());
+                            actions.push(Action::Capture {
+                                cluster: (*to).clone(),
+                                reading: Reading::PodIp {
+                                    namespace: namespace.clone(),
+                                    selector: "app=helloworld".into(),
+                                },
+                                into: Placeholder::helloworld_ip(to),
+                                deadline_secs: 30,
+                            });
+                        }
+                        for g in &gateways {
+                            if let Some(peers) = networks.get_mut(network(g).as_str()) {
+                                peers.gateways.push((*g).clone());
+                                actions.push(lb_capture(g, Placeholder::eastwest_address(g), d));
+                            }
+                        }
+                        actions.push(Action::CheckGatewayPath(GatewayPath {
+                            from: from.clone(),
+                            from_network: network(from).as_str().to_string(),
+                            namespace: namespace.clone(),
+                            envoy_cluster: t.envoy_cluster(),
+                            networks,
+                        }));
+                    }
                     current.push(step(
                         format!("check-traffic/from-{from}"),
                         format!("Verify cross-cluster traffic from {from}"),
                         StepClass::Check,
-                        vec![
-                            Action::Capture {
-                                cluster: from.clone(),
-                                reading: Reading::PodName {
-                                    namespace: namespace.clone(),
-                                    selector: format!("app={}", variant.client.name()),
-                                },
-                                into: Placeholder::client_pod(from),
-                                deadline_secs: 30,
-                            },
-                            Action::CheckTraffic(TrafficCheck {
-                                from: from.clone(),
-                                namespace: namespace.clone(),
-                                url: ct.url.clone(),
-                                expect: ct.expect.clone(),
-                                requests,
-                            }),
-                        ],
+                        actions,
                     ));
                 }
             }
@@ -441,6 +766,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
 
     let mut reset = Vec::new();
     if profile.outlives_run {
+        let gateways = gateway_clusters(scenario);
         let installs: BTreeSet<&ClusterName> = scenario
             .steps
             .iter()
@@ -454,7 +780,18 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
             .iter()
             .map(|c| {
                 let mut actions = profile.before_reset.get(c).cloned().unwrap_or_default();
-                if installs.contains(c) {
+                if installs.contains(c) && helm {
+                    let mut releases = Vec::new();
+                    if gateways.contains(c) {
+                        releases.push(helm::EASTWEST_RELEASE.to_string());
+                    }
+                    releases.extend([helm::ISTIOD_RELEASE.to_string(), helm::BASE_RELEASE.to_string()]);
+                    actions.push(Action::HelmUninstall {
+                        cluster: c.clone(),
+                        releases,
+                        namespace: ISTIO_SYSTEM.into(),
+                    });
+                } else if installs.contains(c) {
                     actions.push(Action::IstioctlUninstall { cluster: c.clone() });
                 }
                 actions.push(Action::DeleteCreatedNamespaces {
@@ -502,6 +839,28 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
 }
 
 /// The namespace of the client in the source clusters of a check (the apps' namespace).
+/// The client pod of `from`, bound to `CLIENT_POD_<FROM>`.
+fn client_capture(from: &ClusterName, namespace: &str, variant: &Variant) -> Action {
+    Action::Capture {
+        cluster: from.clone(),
+        reading: Reading::PodName {
+            namespace: namespace.to_string(),
+            selector: format!("app={}", variant.client.name()),
+        },
+        into: Placeholder::client_pod(from),
+        deadline_secs: 30,
+    }
+}
+
+/// The path of `url` (`/hello`), `/` when it names none.
+fn url_path(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    match rest.find('/') {
+        Some(i) => rest[i..].to_string(),
+        None => "/".into(),
+    }
+}
+
 fn client_namespace(scenario: &Scenario, from: &[ClusterName]) -> String {
     scenario
         .steps

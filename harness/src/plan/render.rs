@@ -127,6 +127,16 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                     .map(|l| format!("kubectl annotate {c} namespace {name} {l}")),
             );
         }
+        Action::LabelNamespace {
+            cluster,
+            name,
+            label,
+        } => {
+            let c = ctx(cluster);
+            o.push(format!(
+                "kubectl {c} get namespace {name} && kubectl {c} label namespace {name} {label}"
+            ));
+        }
         Action::CaCerts { cluster } => o.push(format!(
             "kubectl create {} secret generic cacerts -n istio-system --from-file=certs/{cluster}/ca-cert.pem \
              --from-file=certs/{cluster}/ca-key.pem --from-file=certs/{cluster}/root-cert.pem \
@@ -222,11 +232,59 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 into.0,
                 ctx(cluster)
             )),
+            Reading::PodIp {
+                namespace,
+                selector,
+            } => o.push(format!(
+                "export {}=$(kubectl get pod {} -n {namespace} -l {selector} -o \
+                 jsonpath='{{.items[0].status.podIP}}')",
+                into.0,
+                ctx(cluster)
+            )),
         },
         Action::Snapshot { cluster } => {
             o.push(format!(
                 "kubectl get {} {SNAPSHOT_KINDS} -o name | sort > before-{cluster}.txt   # and every object of an Istio \
                  API group, in every namespace",
+                ctx(cluster)
+            ));
+        }
+        Action::HelmInstall {
+            cluster,
+            release,
+            chart,
+            namespace,
+            sets,
+            overlay,
+        } => {
+            if let Some(r) = overlay.reason.as_ref().filter(|_| !overlay.sets.is_empty()) {
+                o.push(format!("# overlay: {r}"));
+            }
+            let guide: String = sets.iter().map(|(k, v)| format!(" --set {k}={v}")).collect();
+            o.push(format!(
+                "helm install {release} \"{}/{}\" -n {namespace} --kube-context=\"${{{}}}\"{guide}{}  # {}",
+                Placeholder::istio_charts().shell(),
+                chart.dir(),
+                ctx_var(cluster),
+                overlay.shell_suffix(),
+                chart.guide_name()
+            ));
+        }
+        Action::HelmUninstall {
+            cluster,
+            releases,
+            namespace,
+        } => {
+            for r in releases {
+                o.push(format!(
+                    "helm uninstall {r} -n {namespace} --kube-context=\"${{{}}}\" --ignore-not-found",
+                    ctx_var(cluster)
+                ));
+            }
+            o.push("# helm keeps the base chart's CRDs; Istio's Helm uninstall steps delete them (until gone)".into());
+            o.push(format!(
+                "kubectl get crd -oname {} | grep --color=never 'istio.io' | xargs kubectl delete {}",
+                ctx(cluster),
                 ctx(cluster)
             ));
         }
@@ -280,6 +338,50 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 t.namespace,
                 Placeholder::client_pod(&t.from).shell(),
                 curl_target(&t.url)
+            ));
+        }
+        Action::ProbeIsolation(p) => {
+            o.push(format!(
+                "# must fail: {} has no route to the pods of {} (a reply means the networks are not isolated)",
+                p.from_network, p.to_network
+            ));
+            o.push(format!(
+                "kubectl exec {} -n {} -c {} \"{}\" -- curl -sS -m {} http://{}:{}{}",
+                ctx(&p.from),
+                p.namespace,
+                v.client.name(),
+                Placeholder::client_pod(&p.from).shell(),
+                p.timeout_secs,
+                Placeholder::helloworld_ip(&p.to).shell(),
+                p.port,
+                p.path
+            ));
+        }
+        Action::CheckGatewayPath(g) => {
+            for (net, peers) in &g.networks {
+                let at: Vec<String> = peers
+                    .gateways
+                    .iter()
+                    .map(|c| format!("{}:15443", Placeholder::eastwest_address(c).shell()))
+                    .collect();
+                let pods: Vec<String> = peers
+                    .workloads
+                    .iter()
+                    .map(|c| Placeholder::helloworld_ip(c).shell())
+                    .collect();
+                o.push(format!(
+                    "# {net}'s endpoints in {}'s proxy must be its east-west gateway ({}), never its pods ({})",
+                    g.from,
+                    at.join(", "),
+                    pods.join(", ")
+                ));
+            }
+            o.push(format!(
+                "istioctl proxy-config endpoints {} \"{}.{}\" --cluster '{}' -o json",
+                ctx(&g.from),
+                Placeholder::client_pod(&g.from).shell(),
+                g.namespace,
+                g.envoy_cluster
             ));
         }
     }
@@ -417,6 +519,9 @@ fn provider_lines(o: &mut Vec<String>, p: &ProviderAction) {
                 ip.shell()
             ));
         }
+        ProviderAction::RehearsalRoute { from, to } => o.push(format!(
+            "# rehearsal: pods of {from} reach the pods of {to} directly (one network; kind routes between the nodes)"
+        )),
         ProviderAction::NodeRoute {
             on_node,
             destination,

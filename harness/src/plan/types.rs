@@ -9,7 +9,7 @@ use crate::mesh::{InstallOverlay, Variant};
 use crate::scenario::{ClusterName, NetworkName, Role};
 
 /// Which provider a plan targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     /// kind clusters on Docker with MetalLB: the real conformance run.
@@ -129,7 +129,7 @@ impl std::fmt::Display for StepId {
 }
 
 /// What kind of outcome a step failure is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StepClass {
     /// Provisioning: failures are infrastructure errors (JUnit `<error>`).

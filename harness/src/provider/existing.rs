@@ -93,6 +93,13 @@ impl ClusterProvider for ExistingProvider {
         )
     }
 
+    /// The helm and charts of a tools build named by `MESHCONF_TOOLS_BIN` (`make tools`), for `--install-method
+    /// helm` on a user's clusters.
+    fn helm(&self) -> Option<crate::tools::Helm> {
+        let dir = std::env::var_os("MESHCONF_TOOLS_BIN")?;
+        crate::tools::Helm::beside(std::path::Path::new(&dir))
+    }
+
     fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>> {
         Box::pin(async move {
             match &self.istioctl {

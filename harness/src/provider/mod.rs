@@ -201,6 +201,10 @@ pub trait ClusterProvider: Send + Sync {
     }
     /// The istioctl to drive.
     fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>>;
+    /// helm and the Istio charts, for the Helm install method; `None` where the provider has none.
+    fn helm(&self) -> Option<crate::tools::Helm> {
+        None
+    }
     /// Performs one of the provider actions of the plan, exactly as its fields say; `clusters` are the run's
     /// clusters created so far.
     fn perform<'a>(

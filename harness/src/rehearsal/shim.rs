@@ -2,7 +2,10 @@
 //! into the (fake) curl container. It computes the reply a sidecar would produce: endpoints come from the real
 //! istiod over ADS (as the pod's own proxy would receive them), the endpoint is picked round-robin, the serving
 //! pod is found through the real API by IP, and mTLS across clusters succeeds only if both clusters' real
-//! `istio-ca-root-cert` roots match. It never reads the scenario.
+//! `istio-ca-root-cert` roots match. An endpoint at a network gateway's address (split-horizon EDS) is resolved as
+//! that gateway would: its listeners must accept the service's SNI on 15443 (expose-services), and its own
+//! istiod's answer, in the gateway's network view, names the pod. A pod of another cluster is reached directly
+//! only along the provider's routes (one network). It never reads the scenario.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,9 +20,18 @@ use kube::{Client, Config};
 use super::state::RehearsalState;
 use super::xds::{self, ProxyIdentity, SeenEndpoint};
 use crate::apps::ServiceTarget;
+use crate::mesh::GATEWAY_PORT;
 
 /// Environment variable that turns a meshconf binary into the curl stand-in.
 pub const SHIM_ENV: &str = "MESHCONF_SHIM";
+
+/// What a sidecar answers when the gateway resets the connection (no listener chain for the SNI).
+pub const GATEWAY_RESET_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: \
+    connection termination";
+
+/// What a sidecar answers when the endpoint's address cannot be reached (no route to its network).
+pub const CONNECT_TIMEOUT_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: \
+    connection timeout";
 
 /// Envoy's reply body when an upstream TLS handshake fails (roots differ).
 pub const TLS_FAILURE_BODY: &str = "upstream connect error or disconnect/reset before headers. retried and the latest \
@@ -65,8 +77,40 @@ async fn client_from(kubeconfig: &Path) -> Result<Client, String> {
     Client::try_from(cfg).map_err(|e| e.to_string())
 }
 
+/// The URLs of a curl command line: its operands, never the value of an option that takes one (`-m 5`).
+fn curl_urls(args: Vec<String>) -> Vec<String> {
+    const TAKES_VALUE: &[&str] = &[
+        "-m",
+        "--max-time",
+        "--connect-timeout",
+        "-o",
+        "--output",
+        "-H",
+        "--header",
+        "-w",
+        "--write-out",
+        "-X",
+        "--request",
+        "-d",
+        "--data",
+        "-A",
+        "--user-agent",
+        "--retry",
+    ];
+    let mut urls = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        if TAKES_VALUE.contains(&a.as_str()) {
+            args.next();
+        } else if !a.starts_with('-') {
+            urls.push(a);
+        }
+    }
+    urls
+}
+
 async fn curl(args: Vec<String>) -> i32 {
-    let urls: Vec<String> = args.into_iter().filter(|a| !a.starts_with('-')).collect();
+    let urls = curl_urls(args);
     if urls.is_empty() {
         eprintln!("curl: no URL specified");
         return 2;
@@ -82,7 +126,11 @@ async fn curl(args: Vec<String>) -> i32 {
             }
             0
         }
-        Err(e) => {
+        Err(Failure::Timeout(e)) => {
+            eprintln!("curl: (28) {e}");
+            28
+        }
+        Err(Failure::Other(e)) => {
             eprintln!("curl: (7) {e}");
             7
         }
@@ -100,7 +148,48 @@ async fn state_and_client(state_path: &Path, cluster: &str) -> Result<(Rehearsal
     Ok((state, client))
 }
 
-async fn run(cluster: &str, state_path: &Path, urls: &[String]) -> Result<Vec<String>, String> {
+/// Why curl itself failed (the exit codes curl gives them).
+enum Failure {
+    /// Nothing answered in time (28): a pod address no route leads to.
+    Timeout(String),
+    /// Anything else (7).
+    Other(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Other(s)
+    }
+}
+
+/// `http://10.20.0.5:5000/hello` → the address, when the URL's host is an IPv4 address.
+fn ip_host(url: &str) -> Option<std::net::Ipv4Addr> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hostport = rest.split('/').next()?;
+    hostport.split(':').next()?.parse().ok()
+}
+
+/// A request to a pod address (the isolation probe): the sidecar passes it through to the address itself, which
+/// answers only if the source's pods have a route to it.
+async fn direct(state: &RehearsalState, cluster: &str, ip: &str) -> Result<String, Failure> {
+    for (name, c) in &state.clusters {
+        let client = client_from(&c.kubeconfig).await?;
+        if let Some(pod) = pod_by_ip(&client, ip).await? {
+            if !state.routed(cluster, name) {
+                break;
+            }
+            let version =
+                helloworld_version(&pod).ok_or_else(|| format!("pod {ip} in {name} names no version"))?;
+            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            return Ok(format!("Hello version: {version}, instance: {pod_name}"));
+        }
+    }
+    Err(Failure::Timeout(format!(
+        "Connection timed out: no route from {cluster} to {ip}"
+    )))
+}
+
+async fn run(cluster: &str, state_path: &Path, urls: &[String]) -> Result<Vec<String>, Failure> {
     let (state, client) = state_and_client(state_path, cluster).await?;
     let pods: Api<Pod> = Api::all(client.clone());
     let list = pods
@@ -118,6 +207,10 @@ async fn run(cluster: &str, state_path: &Path, urls: &[String]) -> Result<Vec<St
         .ok_or_else(|| format!("no running curl pod in {cluster}"))?;
     let mut out = Vec::new();
     for url in urls {
+        if let Some(ip) = ip_host(url) {
+            out.push(direct(&state, cluster, &ip.to_string()).await?);
+            continue;
+        }
         let t = ServiceTarget::parse(url).ok_or_else(|| format!("cannot parse URL {url}"))?;
         out.push(answer(&state, cluster, &client, &source, &t).await?);
     }
@@ -235,6 +328,16 @@ fn proxy_identity(source: &Pod, cluster: &str) -> Option<ProxyIdentity> {
         .or_insert_with(|| cluster.to_string());
     metadata.insert("INTERCEPTION_MODE".into(), "REDIRECT".into());
     Some(ProxyIdentity {
+        node_type: if source
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("istio"))
+        {
+            "router"
+        } else {
+            "sidecar"
+        },
         ip: source
             .status
             .as_ref()
@@ -281,7 +384,6 @@ async fn answer(
     source: &Pod,
     t: &ServiceTarget,
 ) -> Result<String, String> {
-    let src_ns = source.metadata.namespace.clone().unwrap_or_default();
     let chosen: (String, Option<String>) = match proxy_identity(source, cluster) {
         Some(proxy) => {
             let xds_addr = istiod_for(state, cluster, client).await?;
@@ -324,7 +426,131 @@ async fn answer(
         }
     };
     let (ip, cluster_id) = chosen;
+    if let Some(gw) = gateway_at(state, &ip).await? {
+        return through_gateway(state, cluster, client, source, t, &gw).await;
+    }
     let dest_cluster = cluster_id.unwrap_or_else(|| cluster.to_string());
+    // A pod of another cluster, reached directly: only along a route (one network).
+    if !state.routed(cluster, &dest_cluster) {
+        return Ok(CONNECT_TIMEOUT_BODY.to_string());
+    }
+    reply_from(state, cluster, client, source, &dest_cluster, &ip).await
+}
+
+/// A network gateway found at an endpoint's address: its cluster and its pod.
+struct Gateway {
+    cluster: String,
+    pod: Pod,
+}
+
+/// The network gateway whose LoadBalancer address is `ip` (a Service labelled `topology.istio.io/network` with
+/// port 15443, as istiod finds them), with one of its running pods; `None` when `ip` is no gateway's.
+async fn gateway_at(state: &RehearsalState, ip: &str) -> Result<Option<Gateway>, String> {
+    use k8s_openapi::api::core::v1::Service;
+    for (name, c) in &state.clusters {
+        let client = client_from(&c.kubeconfig).await?;
+        let svcs: Api<Service> = Api::all(client.clone());
+        let l = svcs
+            .list(&ListParams::default().labels("topology.istio.io/network"))
+            .await
+            .map_err(|e| format!("list network gateways in {name}: {e}"))?;
+        for s in l.items {
+            let at = s
+                .status
+                .as_ref()
+                .and_then(|st| st.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .is_some_and(|i| i.iter().any(|i| i.ip.as_deref() == Some(ip)));
+            let port = s
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.ports.as_ref())
+                .is_some_and(|ps| ps.iter().any(|p| p.port as u32 == GATEWAY_PORT));
+            if !(at && port) {
+                continue;
+            }
+            let ns = s.metadata.namespace.clone().unwrap_or_default();
+            let selector = s
+                .spec
+                .and_then(|sp| sp.selector)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let pod = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| format!("list gateway pods in {name}: {e}"))?
+                .items
+                .into_iter()
+                .find(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.status.as_ref().and_then(|s| s.pod_ip.clone()).is_some()
+                })
+                .ok_or_else(|| format!("the network gateway at {ip} in {name} has no running pod"))?;
+            return Ok(Some(Gateway {
+                cluster: name.clone(),
+                pod,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The request as the gateway passes it on: only when its listeners on 15443 accept the service's SNI, to an
+/// endpoint its own istiod gives it in its network's view.
+async fn through_gateway(
+    state: &RehearsalState,
+    cluster: &str,
+    client: &Client,
+    source: &Pod,
+    t: &ServiceTarget,
+    gw: &Gateway,
+) -> Result<String, String> {
+    let g = &gw.cluster;
+    let g_client = client_from(
+        &state
+            .clusters
+            .get(g)
+            .ok_or_else(|| format!("unknown rehearsal cluster {g}"))?
+            .kubeconfig,
+    )
+    .await?;
+    let proxy =
+        proxy_identity(&gw.pod, g).ok_or_else(|| format!("the gateway pod in {g} has no istio-proxy"))?;
+    let xds_addr = istiod_for(state, g, &g_client).await?;
+    let name = t.envoy_cluster();
+    let sni = xds::gateway_sni(&name).ok_or_else(|| format!("no SNI for {name}"))?;
+    let names = xds::listener_server_names(&xds_addr, &proxy, GATEWAY_PORT, Duration::from_secs(10)).await?;
+    if !names.contains(&sni) {
+        return Ok(GATEWAY_RESET_BODY.to_string());
+    }
+    let seen = xds::eligible(&xds::endpoints(&xds_addr, &proxy, &name, Duration::from_secs(10)).await?);
+    if seen.is_empty() {
+        return Ok("no healthy upstream".into());
+    }
+    let e = &seen[next_index(state, &format!("{g}-gateway-{name}"), seen.len())];
+    let dest = e.cluster_id.clone().unwrap_or_else(|| g.clone());
+    if !state.routed(g, &dest) {
+        return Ok(CONNECT_TIMEOUT_BODY.to_string());
+    }
+    reply_from(state, cluster, client, source, &dest, &e.address).await
+}
+
+/// The reply of the pod at `ip` in `dest_cluster` to a request from `source` in `cluster`: its version, or the
+/// TLS failure when the two clusters' roots differ.
+async fn reply_from(
+    state: &RehearsalState,
+    cluster: &str,
+    client: &Client,
+    source: &Pod,
+    dest_cluster: &str,
+    ip: &str,
+) -> Result<String, String> {
+    let src_ns = source.metadata.namespace.clone().unwrap_or_default();
+    let dest_cluster = dest_cluster.to_string();
     let dest_state = state
         .clusters
         .get(&dest_cluster)
@@ -334,7 +560,7 @@ async fn answer(
     } else {
         client_from(&dest_state.kubeconfig).await?
     };
-    let pod = pod_by_ip(&dest_client, &ip)
+    let pod = pod_by_ip(&dest_client, ip)
         .await?
         .ok_or_else(|| format!("no pod has IP {ip} in {dest_cluster}"))?;
     if dest_cluster != cluster && sidecar_env(source).is_some() {
@@ -360,6 +586,19 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_option_value_is_no_url() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            curl_urls(a(&["-sS", "-m", "5", "http://10.20.1.5:5000/hello"])),
+            a(&["http://10.20.1.5:5000/hello"])
+        );
+        assert_eq!(
+            curl_urls(a(&["-sS", "helloworld.sample:5000/hello"])),
+            a(&["helloworld.sample:5000/hello"])
+        );
+    }
 
     #[test]
     fn version_comes_from_the_image() {

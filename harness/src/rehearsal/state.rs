@@ -13,6 +13,20 @@ pub struct ClusterState {
     pub kubeconfig: PathBuf,
     /// The plaintext xDS address of the istiod process running for this cluster, if one runs.
     pub istiod_xds: Option<String>,
+    /// The clusters whose pods this cluster's pods reach directly (the provider's routes: same network).
+    #[serde(default)]
+    pub routed_to: Vec<String>,
+}
+
+impl RehearsalState {
+    /// Whether a pod of `from` reaches a pod of `to` without a gateway: the same cluster, or a route.
+    pub fn routed(&self, from: &str, to: &str) -> bool {
+        from == to
+            || self
+                .clusters
+                .get(from)
+                .is_some_and(|c| c.routed_to.iter().any(|t| t == to))
+    }
 }
 
 /// The whole rehearsal.

@@ -1,10 +1,12 @@
-//! A one-shot ADS client: asks istiod, on its plaintext port, for the endpoints a given sidecar would get.
+//! A one-shot ADS client: asks istiod, on its plaintext port, for the endpoints a given proxy would get, and for
+//! the SNI names a gateway's listeners on a port accept.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{Node, address, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
@@ -12,6 +14,8 @@ use prost::Message;
 
 /// EDS type URL.
 pub const EDS_TYPE: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// LDS type URL.
+pub const LDS_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 
 /// One endpoint as the proxy would see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +35,8 @@ pub struct SeenEndpoint {
 /// The proxy identity for the request.
 #[derive(Debug, Clone)]
 pub struct ProxyIdentity {
+    /// `sidecar`, or `router` for a gateway.
+    pub node_type: &'static str,
     /// Pod IP.
     pub ip: String,
     /// Pod name.
@@ -68,8 +74,8 @@ fn node(p: &ProxyIdentity) -> Node {
     );
     Node {
         id: format!(
-            "sidecar~{}~{}.{}~{}.svc.cluster.local",
-            p.ip, p.pod, p.namespace, p.namespace
+            "{}~{}~{}.{}~{}.svc.cluster.local",
+            p.node_type, p.ip, p.pod, p.namespace, p.namespace
         ),
         cluster: format!(
             "{}.{}",
@@ -81,6 +87,76 @@ fn node(p: &ProxyIdentity) -> Node {
     }
 }
 
+/// One ADS request of `type_url` for `names` (empty: every resource) as `proxy`; the first response's resources.
+async fn ask(
+    xds_addr: &str,
+    proxy: &ProxyIdentity,
+    type_url: &str,
+    names: Vec<String>,
+) -> Result<Vec<envoy_types::pb::google::protobuf::Any>, String> {
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds_addr}"))
+        .await
+        .map_err(|e| format!("cannot connect to istiod xDS at {xds_addr}: {e}"))?;
+    let req = DiscoveryRequest {
+        node: Some(node(proxy)),
+        type_url: type_url.into(),
+        resource_names: names,
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(req).await.map_err(|e| e.to_string())?;
+    let mut stream = client
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|e| format!("ADS stream refused by istiod at {xds_addr}: {}", e.message()))?
+        .into_inner();
+    let resp = stream
+        .message()
+        .await
+        .map_err(|e| format!("ADS error from istiod at {xds_addr}: {}", e.message()))?
+        .ok_or_else(|| "istiod closed the ADS stream without a response".to_string())?;
+    drop(tx);
+    Ok(resp.resources)
+}
+
+/// The SNI names the listeners of `proxy` on `port` match (a gateway's 15443 `AUTO_PASSTHROUGH` chains, one
+/// per service: `outbound_.5000_._.helloworld.sample.svc.cluster.local`). Empty when no listener is on `port`.
+pub async fn listener_server_names(
+    xds_addr: &str,
+    proxy: &ProxyIdentity,
+    port: u32,
+    timeout: Duration,
+) -> Result<Vec<String>, String> {
+    let fut = async {
+        let mut out = Vec::new();
+        for any in ask(xds_addr, proxy, LDS_TYPE, Vec::new()).await? {
+            let l = Listener::decode(any.value.as_slice()).map_err(|e| format!("bad LDS payload: {e}"))?;
+            let on_port = l.address.and_then(|a| a.address).is_some_and(|a| match a {
+                address::Address::SocketAddress(sa) => {
+                    sa.port_specifier == Some(socket_address::PortSpecifier::PortValue(port))
+                }
+                _ => false,
+            });
+            if on_port {
+                for fc in l.filter_chains {
+                    out.extend(fc.filter_chain_match.into_iter().flat_map(|m| m.server_names));
+                }
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| format!("istiod at {xds_addr} did not answer LDS within {timeout:?}"))?
+}
+
+/// The SNI a client's proxy sends to a network gateway for an Envoy cluster `outbound|port|subset|host`.
+pub fn gateway_sni(envoy_cluster: &str) -> Option<String> {
+    let mut parts = envoy_cluster.split('|');
+    let (dir, port, subset, host) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some(format!("{dir}_.{port}_.{subset}_.{host}"))
+}
+
 /// Requests the ClusterLoadAssignment for `cluster_name` (e.g. `outbound|5000||helloworld.sample.svc.cluster.local`).
 pub async fn endpoints(
     xds_addr: &str,
@@ -89,30 +165,8 @@ pub async fn endpoints(
     timeout: Duration,
 ) -> Result<Vec<SeenEndpoint>, String> {
     let fut = async {
-        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds_addr}"))
-            .await
-            .map_err(|e| format!("cannot connect to istiod xDS at {xds_addr}: {e}"))?;
-        let req = DiscoveryRequest {
-            node: Some(node(proxy)),
-            type_url: EDS_TYPE.into(),
-            resource_names: vec![cluster_name.to_string()],
-            ..Default::default()
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tx.send(req).await.map_err(|e| e.to_string())?;
-        let mut stream = client
-            .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .map_err(|e| format!("ADS stream refused by istiod at {xds_addr}: {}", e.message()))?
-            .into_inner();
-        let resp = stream
-            .message()
-            .await
-            .map_err(|e| format!("ADS error from istiod at {xds_addr}: {}", e.message()))?
-            .ok_or_else(|| "istiod closed the ADS stream without a response".to_string())?;
-        drop(tx);
         let mut out = Vec::new();
-        for any in resp.resources {
+        for any in ask(xds_addr, proxy, EDS_TYPE, vec![cluster_name.to_string()]).await? {
             let cla = ClusterLoadAssignment::decode(any.value.as_slice())
                 .map_err(|e| format!("bad EDS payload: {e}"))?;
             if cla.cluster_name != cluster_name {
@@ -210,8 +264,18 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_sni_follows_istios_dns_srv_subset_key() {
+        assert_eq!(
+            gateway_sni("outbound|5000||helloworld.sample.svc.cluster.local").as_deref(),
+            Some("outbound_.5000_._.helloworld.sample.svc.cluster.local")
+        );
+        assert_eq!(gateway_sni("not-an-envoy-cluster"), None);
+    }
+
+    #[test]
     fn node_id_follows_the_sidecar_format() {
         let p = ProxyIdentity {
+            node_type: "sidecar",
             ip: "10.10.1.5".into(),
             pod: "curl-abc".into(),
             namespace: "sample".into(),

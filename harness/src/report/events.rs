@@ -10,8 +10,17 @@ use crate::exit::ExitStatus;
 use crate::plan::{DataPlane, Placeholder, ProviderKind, StepClass, StepId};
 use crate::verify::CheckRecord;
 
+/// The run-started property naming the mesh build a run drives (istioctl's version, e.g. `1.32-dev.eed52ebb66ad`).
+pub const ISTIO_PROPERTY: &str = "istio";
+
+/// The cleanup property counting the config istiod sent that a proxy rejected (NACKs).
+pub const ACK_ERRORS_PROPERTY: &str = "istiod-ack-errors";
+
+/// The cleanup property counting packets that left the kind network (must be 0).
+pub const EGRESS_PROPERTY: &str = "egress-packets";
+
 /// Whether a failure is the mesh's fault or the environment's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureKind {
     /// The mesh did not do what the guide says (JUnit `<failure>`).

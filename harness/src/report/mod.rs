@@ -1,6 +1,7 @@
 //! Events and reporters. The runner emits [`Event`]s; reporters (console, JUnit, JSON, HTML) consume them and never
 //! call back into the runner or a cluster.
 
+mod conformance;
 mod console;
 mod events;
 mod html;
@@ -8,6 +9,7 @@ mod json;
 mod junit;
 mod transcript;
 
+pub use conformance::{ConformanceReporter, Statistics, TopologyCluster};
 pub use console::ConsoleReporter;
 pub use events::*;
 pub use html::{HtmlReporter, render_html};
@@ -31,6 +33,9 @@ pub enum ReportError {
     /// JUnit serialization failed.
     #[error("cannot serialize JUnit: {0}")]
     Junit(String),
+    /// The conformance report could not be rendered.
+    #[error("cannot render the conformance report: {0}")]
+    Conformance(String),
     /// JSON serialization failed.
     #[error("cannot serialize JSON report: {0}")]
     Json(#[from] serde_json::Error),

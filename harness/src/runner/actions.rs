@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 
 use super::context::{ActionRecord, RunContext, StepError, StepLogger};
 use crate::apps;
+use crate::diagnose::EndpointFact;
 use crate::kube::{self as k, parse_documents};
 use crate::mesh::SharedRoot;
 use crate::plan::{
@@ -108,6 +109,35 @@ async fn perform(
             log.log(format!("namespace {name} in {cluster}"));
             Ok(())
         }
+        Action::LabelNamespace { cluster, name, label } => {
+            let c = ctx.cluster(cluster)?;
+            let api: Api<Namespace> = Api::all(c.client.clone());
+            let what = |verb: &str| format!("{verb} namespace {name} in {cluster}");
+            let exists = api
+                .get_opt(name)
+                .await
+                .map_err(|source| k::KubeError::Api {
+                    what: what("get"),
+                    source,
+                })?
+                .is_some();
+            if !exists {
+                log.log(format!(
+                    "namespace {name} does not exist in {cluster}: nothing labelled (the guide's `&&`)"
+                ));
+                return Ok(());
+            }
+            let patch =
+                serde_json::json!({ "metadata": { "labels": { label.key.clone(): label.value.clone() } } });
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| k::KubeError::Api {
+                    what: what("label"),
+                    source,
+                })?;
+            log.log(format!("namespace {name} in {cluster} labelled {label}"));
+            Ok(())
+        }
         Action::CaCerts { cluster } => plug_cacerts(ctx, cluster, log).await,
         Action::WriteFile { file, body } => {
             let text = fill(body, b);
@@ -196,14 +226,22 @@ async fn perform(
                         .await?
                         .to_string()
                 }
-                Reading::PodName { namespace, selector } => {
-                    tokio::time::timeout(within, running_pod(&c, namespace, selector))
+                Reading::PodName { namespace, selector } | Reading::PodIp { namespace, selector } => {
+                    let (name, ip) = tokio::time::timeout(within, running_pod(&c, namespace, selector))
                         .await
                         .map_err(|_| {
                             StepError::infra(format!(
                                 "no answer listing pods -l {selector} within {within:?}"
                             ))
-                        })??
+                        })??;
+                    match reading {
+                        Reading::PodIp { .. } => ip.ok_or_else(|| {
+                            StepError::infra(format!(
+                                "the running pod -l {selector} in {cluster}/{namespace} has no IP yet"
+                            ))
+                        })?,
+                        _ => name,
+                    }
                 }
             };
             log.log(format!(
@@ -223,23 +261,62 @@ async fn perform(
             ctx.with_facts(|f| f.baseline.insert(cluster.clone(), snap));
             Ok(())
         }
-        Action::IstioctlUninstall { cluster } => {
-            // Purge only an Istio this run installed: the snapshot before the run must exist and hold none.
-            match ctx.with_facts(|f| f.baseline.get(cluster).map(|b| b.holds_istio())) {
-                None => {
+        Action::HelmInstall {
+            cluster,
+            release,
+            chart,
+            namespace,
+            sets,
+            overlay,
+        } => {
+            let h = helm(ctx)?;
+            b.insert(Placeholder::istio_charts(), h.charts.display().to_string());
+            let c = ctx.cluster(cluster)?;
+            let mut args: Vec<String> = Vec::new();
+            for (k, v) in sets {
+                let v = fill(v, b);
+                if v.contains("${") {
                     return Err(StepError::infra(format!(
-                        "no snapshot of {cluster} from before the run: not uninstalling an Istio meshconf cannot \
-                         prove it installed"
+                        "helm install {release} in {cluster}: --set {k}={v} has a placeholder not bound yet"
                     )));
                 }
-                Some(true) => {
-                    return Err(StepError::infra(format!(
-                        "{cluster} held Istio before the run (istio-system or an Istio CRD): meshconf does not \
-                         uninstall what it did not install; remove it yourself"
-                    )));
-                }
-                Some(false) => {}
+                args.extend(["--set".to_string(), format!("{k}={v}")]);
             }
+            args.extend(overlay.args());
+            let out = h
+                .install(&c.kubeconfig, &c.context, release, *chart, namespace, &args)
+                .run()
+                .await?;
+            log.log(format!(
+                "helm install {release} in {cluster}: {}",
+                last_line(&out.stdout)
+            ));
+            Ok(())
+        }
+        Action::HelmUninstall {
+            cluster,
+            releases,
+            namespace,
+        } => {
+            only_istio_the_run_installed(ctx, cluster)?;
+            let h = helm(ctx)?;
+            let c = ctx.cluster(cluster)?;
+            for r in releases {
+                let out = h.uninstall(&c.kubeconfig, &c.context, r, namespace).run().await?;
+                log.log(format!(
+                    "helm uninstall {r} in {cluster}: {}",
+                    last_line(&out.stdout)
+                ));
+            }
+            let gone = k::delete_istio_crds(&c.client, cluster.as_str(), Duration::from_secs(120)).await?;
+            log.log(format!(
+                "deleted the {} Istio CRDs helm keeps in {cluster}",
+                gone.len()
+            ));
+            Ok(())
+        }
+        Action::IstioctlUninstall { cluster } => {
+            only_istio_the_run_installed(ctx, cluster)?;
             let c = ctx.cluster(cluster)?;
             let out = ctx
                 .istioctl
@@ -264,6 +341,19 @@ async fn perform(
                     .map(|(_, ns)| ns.clone())
                     .collect()
             });
+            // A namespace the run made without a Namespace action (istioctl install makes istio-system when no
+            // cacerts step did) is new against the snapshot: the run's too.
+            let mut created = created;
+            if let Some(before) = ctx.with_facts(|f| f.baseline.get(cluster).cloned()) {
+                let now = k::snapshot::take(&c.client, cluster.as_str()).await?;
+                for o in before.left_over(&now) {
+                    if let Some(ns) = o.strip_prefix("Namespace/")
+                        && !created.iter().any(|c| c == ns)
+                    {
+                        created.push(ns.to_string());
+                    }
+                }
+            }
             b.insert(Placeholder::created_namespaces(cluster), created.join(" "));
             delete_namespaces(&c, &created, Duration::from_secs(*deadline_secs), log).await
         }
@@ -276,19 +366,30 @@ async fn perform(
                 })?;
             let after = k::snapshot::take(&c.client, cluster.as_str()).await?;
             props.insert(format!("snapshot-after/{cluster}"), after.counts());
-            let left = before.left_over(&after);
-            if left.is_empty() {
+            let (left, gone) = (before.left_over(&after), before.missing(&after));
+            let mut wrong = Vec::new();
+            if !left.is_empty() {
+                wrong.push(format!(
+                    "{cluster} holds {} object(s) it did not hold before the run: {}",
+                    left.len(),
+                    left.join(", ")
+                ));
+            }
+            if !gone.is_empty() {
+                wrong.push(format!(
+                    "{cluster} lost {} object(s) it held before the run: {}",
+                    gone.len(),
+                    gone.join(", ")
+                ));
+            }
+            if wrong.is_empty() {
                 log.log(format!(
-                    "{cluster}: clean state, nothing left over ({})",
+                    "{cluster}: clean state, nothing left over, nothing gone ({})",
                     after.counts()
                 ));
                 Ok(())
             } else {
-                Err(StepError::infra(format!(
-                    "{cluster} holds {} object(s) it did not hold before the run: {}",
-                    left.len(),
-                    left.join(", ")
-                )))
+                Err(StepError::infra(wrong.join("; ")))
             }
         }
         Action::Provider(p) => {
@@ -310,6 +411,83 @@ async fn perform(
                     .insert(c.name.clone(), c);
             }
             Ok(())
+        }
+        Action::ProbeIsolation(p) => {
+            let pod = bound(b, &Placeholder::client_pod(&p.from))?.to_string();
+            let ip = bound(b, &Placeholder::helloworld_ip(&p.to))?.to_string();
+            let c = ctx.cluster(&p.from)?;
+            let url = format!("http://{ip}:{}{}", p.port, p.path);
+            let argv: Vec<String> = ["curl", "-sS", "-m", &p.timeout_secs.to_string(), &url]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let out = k::exec(
+                &c.client,
+                &p.namespace,
+                &pod,
+                ctx.variant.client.name(),
+                &argv,
+                Duration::from_secs(p.timeout_secs + 30),
+            )
+            .await?;
+            let (verdict, seen) = isolation_verdict(out.exit_code, &out.stdout, &out.stderr);
+            props.insert(format!("isolation/{}-to-{}", p.from, p.to), seen.clone());
+            match verdict {
+                Ok(()) => {
+                    log.log(format!(
+                        "{} ({}) cannot reach {} ({}) pod {ip} directly: {seen}",
+                        p.from, p.from_network, p.to, p.to_network
+                    ));
+                    Ok(())
+                }
+                Err(answer) => Err(StepError::infra(format!(
+                    "{} ({}) reached {} ({}) pod {ip} directly ({answer}): the networks are not isolated, so \
+                     answers across them need not have come through the east-west gateways",
+                    p.from, p.from_network, p.to, p.to_network
+                ))),
+            }
+        }
+        Action::CheckGatewayPath(g) => {
+            let pod = bound(b, &Placeholder::client_pod(&g.from))?.to_string();
+            let mut nets = BTreeMap::new();
+            for (net, peers) in &g.networks {
+                let addrs = |cs: &[ClusterName], p: fn(&ClusterName) -> Placeholder| {
+                    cs.iter()
+                        .map(|c| Ok((c.clone(), bound(b, &p(c))?.to_string())))
+                        .collect::<Result<Vec<_>, StepError>>()
+                };
+                nets.insert(
+                    net.clone(),
+                    PeerAddrs {
+                        gateways: addrs(&peers.gateways, Placeholder::eastwest_address)?,
+                        pods: addrs(&peers.workloads, Placeholder::helloworld_ip)?,
+                    },
+                );
+            }
+            let (source, view) = ctx
+                .endpoint_view(&g.from, &g.namespace, &pod, &g.envoy_cluster)
+                .await;
+            let eps = view.map_err(|e| {
+                StepError::infra(format!(
+                    "read the endpoints of {pod} in {} ({source}): {e}",
+                    g.from
+                ))
+            })?;
+            match gateway_path_verdict(&g.from, &eps, &nets) {
+                Ok(seen) => {
+                    log.log(format!(
+                        "{} reaches other networks through their gateways: {seen}",
+                        g.from
+                    ));
+                    props.insert(format!("gateway-path/{}", g.from), seen);
+                    Ok(())
+                }
+                Err(wrong) => {
+                    let mut e = StepError::conformance(wrong.clone());
+                    e.properties.insert(format!("gateway-path/{}", g.from), wrong);
+                    Err(e)
+                }
+            }
         }
         Action::CheckTraffic(t) => {
             let pod = bound(b, &Placeholder::client_pod(&t.from))?.to_string();
@@ -568,7 +746,116 @@ async fn remote_secret(
     Ok(())
 }
 
-async fn running_pod(c: &ClusterAccess, ns: &str, selector: &str) -> Result<String, StepError> {
+/// The isolation probe's verdict on curl's exit code and output: `Ok` when no workload answered (with what curl
+/// said), `Err` naming the answer when one did. An HTTP error from a proxy in between is no answer of the pod's.
+fn isolation_verdict(exit_code: i32, stdout: &str, stderr: &str) -> (Result<(), String>, String) {
+    let said = |s: &str| s.lines().next().unwrap_or_default().trim().to_string();
+    if exit_code == 0 && stdout.contains("Hello version") {
+        let answer = said(stdout);
+        return (Err(answer.clone()), format!("answered: {answer}"));
+    }
+    let why = match (exit_code, said(stderr)) {
+        (0, _) => format!("no workload answered: {}", said(stdout)),
+        (code, e) if e.is_empty() => format!("curl exit {code}"),
+        (code, e) => format!("curl exit {code}: {e}"),
+    };
+    (Ok(()), why)
+}
+
+/// Uninstall only an Istio this run installed: the snapshot before the run must exist and hold none.
+fn only_istio_the_run_installed(ctx: &RunContext, cluster: &ClusterName) -> Result<(), StepError> {
+    match ctx.with_facts(|f| f.baseline.get(cluster).map(|b| b.holds_istio())) {
+        None => Err(StepError::infra(format!(
+            "no snapshot of {cluster} from before the run: not uninstalling an Istio meshconf cannot prove it \
+             installed"
+        ))),
+        Some(true) => Err(StepError::infra(format!(
+            "{cluster} held Istio before the run (istio-system or an Istio CRD): meshconf does not uninstall what \
+             it did not install; remove it yourself"
+        ))),
+        Some(false) => Ok(()),
+    }
+}
+
+/// The provider's helm and Istio charts.
+fn helm(ctx: &RunContext) -> Result<crate::tools::Helm, StepError> {
+    ctx.provider.helm().ok_or_else(|| {
+        StepError::infra(
+            "the Helm install method needs helm and the Istio charts beside the other tools: run `make tools` \
+             (tools/build.sh builds both)",
+        )
+    })
+}
+
+/// The addresses of one other network as a run found them: its east-west gateways' and its HelloWorld pods'.
+#[derive(Debug, Clone, Default)]
+struct PeerAddrs {
+    gateways: Vec<(ClusterName, String)>,
+    pods: Vec<(ClusterName, String)>,
+}
+
+/// The gateway-path verdict on the endpoints `from`'s proxy holds: `Ok` with what each other network's
+/// endpoints are when each is reached through its gateways only, `Err` naming the endpoint given directly or the
+/// network with no gateway endpoint.
+fn gateway_path_verdict(
+    from: &ClusterName,
+    eps: &[EndpointFact],
+    nets: &BTreeMap<String, PeerAddrs>,
+) -> Result<String, String> {
+    let listed = || {
+        eps.iter()
+            .map(|e| format!("{}:{}", e.address, e.port))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut seen = Vec::new();
+    let mut claimed = 0;
+    for (net, p) in nets {
+        if let Some((c, ip)) = p.pods.iter().find(|(_, ip)| eps.iter().any(|e| &e.address == ip)) {
+            return Err(format!(
+                "{from}'s proxy was given {c}'s HelloWorld pod {ip} ({net}) directly, not {net}'s east-west \
+                 gateway: istiod does not see {c} on another network (endpoints: {})",
+                listed()
+            ));
+        }
+        let at: Vec<String> = p
+            .gateways
+            .iter()
+            .flat_map(|(c, ip)| {
+                eps.iter()
+                    .filter(move |e| &e.address == ip && e.port == crate::mesh::GATEWAY_PORT)
+                    .map(move |e| format!("{c}'s gateway {}:{}", e.address, e.port))
+            })
+            .collect();
+        if at.is_empty() {
+            let gws: Vec<String> = p.gateways.iter().map(|(c, ip)| format!("{c} {ip}")).collect();
+            return Err(format!(
+                "{from}'s proxy holds no endpoint at {net}'s east-west gateway ({}); endpoints: {}",
+                if gws.is_empty() {
+                    "none installed".to_string()
+                } else {
+                    gws.join(", ")
+                },
+                if eps.is_empty() {
+                    "none".to_string()
+                } else {
+                    listed()
+                }
+            ));
+        }
+        claimed += at.len();
+        seen.push(format!("{net} via {}", at.join(", ")));
+    }
+    seen.push(format!("{} endpoint(s) of its own network", eps.len() - claimed));
+    Ok(seen.join("; "))
+}
+
+/// A Running pod matching `selector`: its name and IP.
+async fn running_pod(
+    c: &ClusterAccess,
+    ns: &str,
+    selector: &str,
+) -> Result<(String, Option<String>), StepError> {
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
     let l = pods
         .list(&ListParams::default().labels(selector))
@@ -583,7 +870,10 @@ async fn running_pod(c: &ClusterAccess, ns: &str, selector: &str) -> Result<Stri
             p.metadata.deletion_timestamp.is_none()
                 && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
         })
-        .find_map(|p| p.metadata.name)
+        .find_map(|p| {
+            let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+            p.metadata.name.map(|n| (n, ip))
+        })
         .ok_or_else(|| StepError::infra(format!("no running pod -l {selector} in {}/{ns}", c.name)))
 }
 
@@ -724,5 +1014,85 @@ async fn check_traffic(
         ));
         e.properties = props;
         Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BTreeMap, EndpointFact, PeerAddrs, gateway_path_verdict, isolation_verdict};
+    use crate::scenario::ClusterName;
+
+    fn ep(address: &str, port: u32) -> EndpointFact {
+        EndpointFact {
+            address: address.into(),
+            port,
+            health: "HEALTHY".into(),
+            cluster: None,
+        }
+    }
+
+    #[test]
+    fn the_gateway_path_holds_only_when_other_networks_are_behind_their_gateways() {
+        let c = |s: &str| ClusterName::new(s);
+        let nets = BTreeMap::from([(
+            "network2".to_string(),
+            PeerAddrs {
+                gateways: vec![(c("cluster2"), "172.18.255.210".into())],
+                pods: vec![(c("cluster2"), "10.20.1.7".into())],
+            },
+        )]);
+        let from = c("cluster1");
+        // The guide's view: the local pod directly, the other network at its gateway on 15443.
+        let good = [ep("10.10.1.5", 5000), ep("172.18.255.210", 15443)];
+        assert_eq!(
+            gateway_path_verdict(&from, &good, &nets),
+            Ok(
+                "network2 via cluster2's gateway 172.18.255.210:15443; 1 endpoint(s) of its own network"
+                    .into()
+            )
+        );
+        // Without the network label istiod hands out the remote pod itself.
+        let direct = [ep("10.10.1.5", 5000), ep("10.20.1.7", 5000)];
+        let e = gateway_path_verdict(&from, &direct, &nets).unwrap_err();
+        assert!(
+            e.contains("cluster2's HelloWorld pod 10.20.1.7 (network2) directly"),
+            "{e}"
+        );
+        // No endpoint at the gateway (services not exposed, gateway without address): named with what there is.
+        let none = [ep("10.10.1.5", 5000)];
+        let e = gateway_path_verdict(&from, &none, &nets).unwrap_err();
+        assert!(
+            e.contains("no endpoint at network2's east-west gateway (cluster2 172.18.255.210)"),
+            "{e}"
+        );
+        assert!(e.ends_with("endpoints: 10.10.1.5:5000"), "{e}");
+        // The gateway's address on another port is not the passthrough path.
+        let port = [ep("172.18.255.210", 15021)];
+        assert!(gateway_path_verdict(&from, &port, &nets).is_err());
+    }
+
+    #[test]
+    fn the_isolation_probe_passes_only_when_no_workload_answers() {
+        // What curl sees without a route: a timeout, or the sidecar's own 503 for the unreachable original address.
+        let (timeout, said) = isolation_verdict(
+            28,
+            "",
+            "curl: (28) Connection timed out after 5001 milliseconds\n",
+        );
+        assert!(timeout.is_ok());
+        assert_eq!(
+            said,
+            "curl exit 28: curl: (28) Connection timed out after 5001 milliseconds"
+        );
+        let (proxy, said) =
+            isolation_verdict(0, "upstream connect error or disconnect/reset before headers", "");
+        assert!(proxy.is_ok(), "{said}");
+        // With a route the pod answers: the networks are not isolated, and the probe says so.
+        let (routed, said) = isolation_verdict(0, "Hello version: v2, instance: helloworld-v2-abc\n", "");
+        assert_eq!(
+            routed,
+            Err("Hello version: v2, instance: helloworld-v2-abc".into())
+        );
+        assert!(said.starts_with("answered: "));
     }
 }

@@ -58,6 +58,7 @@ impl ContextExecutor {
                     role: c.role,
                     primary: c.primary.clone(),
                     needs_gateway: c.needs_gateway,
+                    network: c.network.as_str().to_string(),
                 })
             })
             .collect();
@@ -73,8 +74,51 @@ impl ContextExecutor {
     }
 }
 
-/// Endpoint views: the provider computes them where the data plane is computed; else the client's proxy is
-/// asked with `istioctl proxy-config endpoints`.
+impl RunContext {
+    /// The endpoints `namespace/pod`'s proxy in `name` holds for `envoy_cluster`, and where they were read: the
+    /// provider computes them where the data plane is computed; else the client's proxy is asked with
+    /// `istioctl proxy-config endpoints`.
+    pub async fn endpoint_view(
+        &self,
+        name: &ClusterName,
+        namespace: &str,
+        pod: &str,
+        envoy_cluster: &str,
+    ) -> (String, Result<Vec<EndpointFact>, String>) {
+        let cluster = match self.cluster(name) {
+            Ok(c) => c,
+            Err(e) => return ("the run's clusters".to_string(), Err(e.message)),
+        };
+        let cluster = &cluster;
+        match self
+            .provider
+            .computed_endpoints(cluster, namespace, pod, envoy_cluster)
+        {
+            Some(fut) => (
+                "istiod's ADS answer for this sidecar (computed data plane)".to_string(),
+                fut.await.map_err(|e| e.to_string()),
+            ),
+            None => {
+                let cmd = self.istioctl.proxy_config_endpoints(
+                    &cluster.kubeconfig,
+                    &cluster.context,
+                    &format!("{pod}.{namespace}"),
+                    envoy_cluster,
+                );
+                let source = format!(
+                    "istioctl proxy-config endpoints {pod}.{namespace} --cluster '{envoy_cluster}' -o json"
+                );
+                let read = match cmd.run().await {
+                    Ok(out) => diagnose::parse_proxy_endpoints(&out.stdout),
+                    Err(e) => Err(e.to_string()),
+                };
+                (source, read)
+            }
+        }
+    }
+}
+
+/// Endpoint views for diagnostics, read as the run's checks read them.
 impl EndpointSource for ContextExecutor {
     fn endpoints<'a>(
         &'a self,
@@ -83,39 +127,7 @@ impl EndpointSource for ContextExecutor {
         pod: &'a str,
         envoy_cluster: &'a str,
     ) -> BoxFuture<'a, (String, Result<Vec<EndpointFact>, String>)> {
-        Box::pin(async move {
-            let cluster = match self.ctx.cluster(name) {
-                Ok(c) => c,
-                Err(e) => return ("the run's clusters".to_string(), Err(e.message)),
-            };
-            let cluster = &cluster;
-            match self
-                .ctx
-                .provider
-                .computed_endpoints(cluster, namespace, pod, envoy_cluster)
-            {
-                Some(fut) => (
-                    "istiod's ADS answer for this sidecar (computed data plane)".to_string(),
-                    fut.await.map_err(|e| e.to_string()),
-                ),
-                None => {
-                    let cmd = self.ctx.istioctl.proxy_config_endpoints(
-                        &cluster.kubeconfig,
-                        &cluster.context,
-                        &format!("{pod}.{namespace}"),
-                        envoy_cluster,
-                    );
-                    let source = format!(
-                        "istioctl proxy-config endpoints {pod}.{namespace} --cluster '{envoy_cluster}' -o json"
-                    );
-                    let read = match cmd.run().await {
-                        Ok(out) => diagnose::parse_proxy_endpoints(&out.stdout),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    (source, read)
-                }
-            }
-        })
+        Box::pin(self.ctx.endpoint_view(name, namespace, pod, envoy_cluster))
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::exit::ExitStatus;
 use crate::plan::{self, Plan, PlannedStep, ProviderProfile, StepClass};
 use crate::provider::ClusterProvider;
-use crate::report::{Event, EventBus, FailureKind, Outcome};
+use crate::report::{Event, EventBus, FailureKind, ISTIO_PROPERTY, Outcome};
 use crate::tools::Istioctl;
 
 pub use context::{RunContext, StepError, StepLogger};
@@ -39,6 +39,9 @@ pub struct RunOptions {
     pub diagnostics_budget: u64,
     /// How often a failed traffic check is retried; a pass after retries is reported as flaky.
     pub check_retries: u32,
+    /// Run the steps of each stage one after another instead of at once (`meshconf run --serial`): what the
+    /// parallelism saves, measured by `make bench`.
+    pub serial: bool,
 }
 
 impl Default for RunOptions {
@@ -51,6 +54,7 @@ impl Default for RunOptions {
             diagnostics_dir: None,
             diagnostics_budget: crate::diagnose::DEFAULT_BUDGET,
             check_retries: 0,
+            serial: false,
         }
     }
 }
@@ -174,6 +178,11 @@ impl Runner {
 
     fn emit_run_started(&self, plan: &Plan) {
         let (real, computed) = self.provider.parts();
+        // The mesh build the run drives, as istioctl names itself: what `meshconf compare` sets side by side.
+        let mut properties = plan.provider.properties.clone();
+        properties
+            .entry(ISTIO_PROPERTY.to_string())
+            .or_insert_with(|| plan.variant.version.raw.clone());
         self.bus.emit(Event::RunStarted {
             scenario: plan.scenario.clone(),
             guide: plan.guide.clone(),
@@ -184,7 +193,7 @@ impl Runner {
             real,
             computed,
             notes: plan.provider.notes.clone(),
-            properties: plan.provider.properties.clone(),
+            properties,
             steps: plan.steps().map(|s| (s.id.clone(), s.title.clone())).collect(),
             preamble: plan::preamble(plan),
         });
@@ -207,15 +216,22 @@ impl Runner {
                 }
                 continue;
             }
-            let runs = stage.steps.iter().map(|s| self.run_step(s, executor, true));
             let mut failed = Vec::new();
-            for (s, outcome) in stage.steps.iter().zip(futures::future::join_all(runs).await) {
+            // Provisioning, isolation probes and resets are the harness's own ground: a mesh diagnosis of their
+            // failure would blame a mesh that was never installed.
+            let mut of_the_mesh = false;
+            for (s, outcome) in stage
+                .steps
+                .iter()
+                .zip(self.run_stage(&stage.steps, executor, true).await)
+            {
                 if outcome != ExitStatus::Passed {
                     failed.push(s.id.clone());
+                    of_the_mesh |= s.class != crate::plan::StepClass::Infrastructure;
                 }
                 status = status.worst(outcome);
             }
-            if !failed.is_empty()
+            if of_the_mesh
                 && !self.interrupted.load(Ordering::SeqCst)
                 && let Some(event) = executor.diagnose(failed).await
             {
@@ -229,12 +245,29 @@ impl Runner {
         }
         // The reset of clusters that outlive the run: whatever happened before, to its end.
         for stage in &plan.reset {
-            let runs = stage.steps.iter().map(|s| self.run_step(s, executor, false));
-            for outcome in futures::future::join_all(runs).await {
+            for outcome in self.run_stage(&stage.steps, executor, false).await {
                 status = status.worst(outcome);
             }
         }
         status
+    }
+
+    /// The steps of one stage: at once, or one after another in plan order when the run is serial.
+    async fn run_stage(
+        &self,
+        steps: &[PlannedStep],
+        executor: &dyn StepExecutor,
+        interruptible: bool,
+    ) -> Vec<ExitStatus> {
+        if !self.opts.serial {
+            let runs = steps.iter().map(|s| self.run_step(s, executor, interruptible));
+            return futures::future::join_all(runs).await;
+        }
+        let mut out = Vec::with_capacity(steps.len());
+        for s in steps {
+            out.push(self.run_step(s, executor, interruptible).await);
+        }
+        out
     }
 
     fn skip(&self, s: &PlannedStep, reason: &str) {

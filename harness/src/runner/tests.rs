@@ -295,6 +295,47 @@ async fn stages_run_in_order_and_the_steps_of_a_stage_at_once() {
 }
 
 #[tokio::test]
+async fn a_serial_run_takes_the_steps_of_a_stage_one_after_another_in_plan_order() {
+    let d = Duration::from_millis(100);
+    let p = plan(vec![vec![step("b", StepClass::Mesh), step("c", StepClass::Mesh)]]);
+    let acts = [("b", vec![Act::Sleep(d)]), ("c", vec![Act::Sleep(d)])];
+    let r = run(
+        p,
+        &acts,
+        RunOptions {
+            serial: true,
+            ..fast()
+        },
+    )
+    .await;
+    assert_eq!(r.status, ExitStatus::Passed);
+    let (b, c) = (r.span("b"), r.span("c"));
+    assert!(b.1 <= c.0, "c started before b ended: {b:?} {c:?}");
+}
+
+#[tokio::test]
+async fn a_provisioning_failure_gets_no_mesh_diagnosis() {
+    let p = plan(vec![vec![step(
+        "create-cluster/cluster1",
+        StepClass::Infrastructure,
+    )]]);
+    let r = run(
+        p,
+        &[(
+            "create-cluster/cluster1",
+            vec![Act::Fail(FailureKind::Infrastructure, "kube-dns never Ready")],
+        )],
+        fast(),
+    )
+    .await;
+    assert_eq!(r.status, ExitStatus::Infrastructure);
+    assert!(
+        r.script.diagnosed.lock().expect("d").is_empty(),
+        "no mesh was installed to diagnose"
+    );
+}
+
+#[tokio::test]
 async fn a_failure_skips_every_later_stage_and_gets_diagnosed() {
     let p = plan(vec![
         vec![step("a", StepClass::Mesh), step("ok", StepClass::Mesh)],

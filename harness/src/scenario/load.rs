@@ -177,8 +177,8 @@ fn hint_for_parse_error(msg: &str) -> Option<String> {
         Some("remove the key or fix its spelling; see scenarios/README.md for the format".into())
     } else if msg.contains("unknown variant") {
         Some(
-            "steps are install-istio, eastwest-gateway, expose-istiod, remote-secret, install-remote, \
-             deploy-apps, check-traffic"
+            "steps are set-network, install-istio, eastwest-gateway, expose-services, expose-istiod, \
+             remote-secret, install-remote, deploy-apps, check-traffic"
                 .into(),
         )
     } else if msg.contains("missing field") {

@@ -91,6 +91,27 @@ pub enum Trust {
     SelfSigned,
 }
 
+/// How Istio is installed: the guide's istioctl tab or its Helm tab.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstallMethod {
+    /// `istioctl install` of an IstioOperator (and `gen-eastwest-gateway.sh | istioctl install`).
+    #[default]
+    Istioctl,
+    /// `helm install` of the `base`, `istiod` and `gateway` charts.
+    Helm,
+}
+
+impl InstallMethod {
+    /// The keyword as written in scenario files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallMethod::Istioctl => "istioctl",
+            InstallMethod::Helm => "helm",
+        }
+    }
+}
+
 /// The pod and service address ranges of a cluster, read from its kind config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Subnets {
@@ -158,8 +179,14 @@ pub struct CheckTraffic {
 pub enum Step {
     /// `istioctl install` of a primary with the generated IstioOperator.
     InstallIstio(InstallIstio),
+    /// The cluster's default network: `topology.istio.io/network=<network>` on `istio-system`, before the install
+    /// (the different-networks guides).
+    SetNetwork { cluster: ClusterName },
     /// The east-west gateway (`gen-eastwest-gateway.sh --network N | istioctl install -y -f -`).
     EastwestGateway { cluster: ClusterName },
+    /// `kubectl apply -n istio-system -f expose-services.yaml`: the gateway's 15443 `AUTO_PASSTHROUGH` server, so
+    /// other networks reach this cluster's services (the different-networks guides).
+    ExposeServices { cluster: ClusterName },
     /// `kubectl apply -n istio-system -f expose-istiod.yaml`.
     ExposeIstiod { cluster: ClusterName },
     /// `istioctl create-remote-secret --context=<from> --name=<from> | kubectl apply --context=<into>`.
@@ -180,7 +207,9 @@ impl Step {
     pub fn keyword(&self) -> &'static str {
         match self {
             Step::InstallIstio(_) => "install-istio",
+            Step::SetNetwork { .. } => "set-network",
             Step::EastwestGateway { .. } => "eastwest-gateway",
+            Step::ExposeServices { .. } => "expose-services",
             Step::ExposeIstiod { .. } => "expose-istiod",
             Step::RemoteSecret { .. } => "remote-secret",
             Step::InstallRemote { .. } => "install-remote",
@@ -201,6 +230,8 @@ pub struct Scenario {
     pub mesh_id: MeshId,
     /// Certificate trust model.
     pub trust: Trust,
+    /// The guide's tab the installs follow (`install-method:`, or `--install-method` on the command line).
+    pub install_method: InstallMethod,
     /// Clusters in declaration order.
     pub clusters: Vec<Cluster>,
     /// Guide steps in order.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::model::{Role, Trust};
+use super::model::{InstallMethod, Role, Trust};
 
 pub(crate) type S<T> = Spanned<T>;
 
@@ -18,6 +18,8 @@ pub(crate) struct RawScenario {
     pub mesh: RawMesh,
     #[serde(default)]
     pub trust: Option<S<Trust>>,
+    #[serde(default)]
+    pub install_method: Option<S<InstallMethod>>,
     pub clusters: Vec<RawCluster>,
     pub steps: Vec<RawStep>,
 }
@@ -43,7 +45,9 @@ pub(crate) struct RawCluster {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) enum RawStep {
     InstallIstio(RawInstallIstio),
+    SetNetwork(RawOnCluster),
     EastwestGateway(RawOnCluster),
+    ExposeServices(RawOnCluster),
     ExposeIstiod(RawOnCluster),
     RemoteSecret(RawRemoteSecret),
     InstallRemote(RawInstallRemote),

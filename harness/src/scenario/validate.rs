@@ -222,6 +222,7 @@ pub(crate) fn validate(
     let mut installed: BTreeSet<String> = BTreeSet::new();
     let mut eastwest: BTreeSet<String> = BTreeSet::new();
     let mut exposed: BTreeSet<String> = BTreeSet::new();
+    let mut networked: BTreeSet<String> = BTreeSet::new();
     let mut deployed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new(); // version -> clusters
     let mut clients: BTreeSet<String> = BTreeSet::new();
     let mut external: BTreeSet<String> = BTreeSet::new();
@@ -272,6 +273,45 @@ pub(crate) fn validate(
                 }
                 eastwest.insert(c.0.clone());
                 steps.push(Step::EastwestGateway { cluster: c });
+            }
+            RawStep::SetNetwork(s) => {
+                let Some(c) = check_cluster(&mut cx, &s.cluster) else {
+                    continue;
+                };
+                if installed.contains(&c.0) {
+                    cx.err(
+                        &s.cluster,
+                        format!("set-network on '{c}' after Istio is installed there"),
+                        Some(
+                            "the guide labels istio-system before the install: move it before install-istio"
+                                .into(),
+                        ),
+                    );
+                }
+                if role_of(&c.0) == Some(Role::Remote) {
+                    cx.err(
+                        &s.cluster,
+                        format!("set-network targets the remote '{c}'"),
+                        Some("install-remote labels a remote's istio-system with its network itself".into()),
+                    );
+                }
+                if !networked.insert(c.0.clone()) {
+                    cx.err(&s.cluster, format!("set-network on '{c}' twice"), None);
+                }
+                steps.push(Step::SetNetwork { cluster: c });
+            }
+            RawStep::ExposeServices(s) => {
+                let Some(c) = check_cluster(&mut cx, &s.cluster) else {
+                    continue;
+                };
+                if !eastwest.contains(&c.0) {
+                    cx.err(
+                        &s.cluster,
+                        format!("expose-services on '{c}' without an east-west gateway there"),
+                        Some("add `- eastwest-gateway: { cluster: ... }` before it".to_string()),
+                    );
+                }
+                steps.push(Step::ExposeServices { cluster: c });
             }
             RawStep::ExposeIstiod(s) => {
                 let Some(c) = check_cluster(&mut cx, &s.cluster) else {
@@ -563,6 +603,7 @@ pub(crate) fn validate(
         guide: raw.guide.unwrap_or_default(),
         mesh_id: MeshId(raw.mesh.id.value),
         trust,
+        install_method: raw.install_method.map(|m| m.value).unwrap_or_default(),
         clusters,
         steps,
         source: path.to_path_buf(),

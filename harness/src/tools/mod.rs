@@ -1,11 +1,13 @@
-//! External tools (kind, istioctl, docker, kwokctl) run as processes: argv vectors, timeouts, captured output,
+//! External tools (kind, istioctl, helm, docker, kwokctl) run as processes: argv vectors, timeouts, captured output,
 //! secrets redacted before anything is logged or reported.
 
+mod helm;
 mod istioctl;
 mod kind;
 mod process;
 mod redact;
 
+pub use helm::Helm;
 pub use istioctl::{Istioctl, IstioctlSource, download_istioctl, release_urls};
 pub use kind::{Docker, KIND_BRIDGE, Kind, find_engine, meshconf_engine_host, users_engine_host};
 pub use process::{Cmd, CmdOutput, ToolError, which};

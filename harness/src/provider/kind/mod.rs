@@ -523,6 +523,10 @@ impl ClusterProvider for KindProvider {
         Box::pin(self.check_prerequisites())
     }
 
+    fn helm(&self) -> Option<crate::tools::Helm> {
+        crate::tools::Helm::beside(&self.opts.images.as_ref()?.tools_bin)
+    }
+
     fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>> {
         Box::pin(async move {
             match &self.opts.istio_version {
@@ -967,5 +971,35 @@ mod tests {
             assert!(lb < snap && snap < install, "{ids:?}");
             assert_eq!(ids.last().map(String::as_str), Some("reset/cluster2"));
         }
+    }
+
+    /// multi-primary and primary-remote share a fleet: one made by a scenario without a gateway still gets MetalLB,
+    /// or the next primary-remote run on it waits for an address forever.
+    #[test]
+    fn a_new_fleet_gets_load_balancers_whatever_scenario_makes_it() {
+        let s = crate::scenario::load_file(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/multi-primary.yaml"),
+        )
+        .expect("scenario");
+        let variant = crate::mesh::Variant::for_version(crate::mesh::IstioVersion::new(1, 31, 0));
+        let lbs = |fleet: bool| {
+            let mut opts = provider(false).opts;
+            opts.fleet = fleet.then(|| KindFleet {
+                key: "0123456789abcdef".into(),
+                warm: false,
+                note: "fleet".into(),
+            });
+            let p = KindProvider::new(opts);
+            crate::plan::build(&s, &variant, p.profile(&s))
+                .steps()
+                .filter(|st| st.id.0.starts_with("load-balancers/"))
+                .count()
+        };
+        assert_eq!(lbs(true), 2);
+        assert_eq!(
+            lbs(false),
+            0,
+            "a run with its own clusters installs only what its scenario needs"
+        );
     }
 }

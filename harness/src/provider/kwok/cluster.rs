@@ -170,6 +170,7 @@ status:
                 ClusterState {
                     kubeconfig: self.cluster_kubeconfig(&c.name),
                     istiod_xds: None,
+                    routed_to: Vec::new(),
                 },
             );
             inner.indices.insert(c.name.clone(), i);

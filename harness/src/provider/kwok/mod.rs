@@ -304,6 +304,19 @@ impl ClusterProvider for KwokProvider {
         p.delete_commands.push(format!(
             "kill istiod and metallb-controller processes (PIDs in \"{run_dir}/pids\")"
         ));
+        // What kind's node routes are: pods of clusters on one network reach each other directly.
+        for a in &scenario.clusters {
+            for b in scenario
+                .clusters
+                .iter()
+                .filter(|b| b.name != a.name && b.network == a.network)
+            {
+                p.connect.push(Action::Provider(ProviderAction::RehearsalRoute {
+                    from: a.name.clone(),
+                    to: b.name.clone(),
+                }));
+            }
+        }
         p
     }
 
@@ -324,6 +337,10 @@ impl ClusterProvider for KwokProvider {
                 "data plane: curl answers computed from istiod EDS".into(),
             ],
         )
+    }
+
+    fn helm(&self) -> Option<crate::tools::Helm> {
+        crate::tools::Helm::beside(&self.tools.path(""))
     }
 
     fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>> {
@@ -385,6 +402,19 @@ impl ClusterProvider for KwokProvider {
                     names,
                     ..
                 } => self.rehearsal_metallb(cluster(name)?, pool, names).await,
+                ProviderAction::RehearsalRoute { from, to } => {
+                    let mut inner = self.lock();
+                    let c = inner
+                        .state
+                        .clusters
+                        .get_mut(from.as_str())
+                        .ok_or_else(|| ProviderError::Other(format!("cluster {from} was not created")))?;
+                    if !c.routed_to.iter().any(|t| t == to.as_str()) {
+                        c.routed_to.push(to.to_string());
+                    }
+                    self.write_state(&inner)?;
+                    Ok(Performed::log(vec![format!("{from} → {to}: routed")]))
+                }
                 ProviderAction::StartIstiod {
                     cluster: name, ports, ..
                 } => {

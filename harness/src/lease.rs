@@ -1,0 +1,402 @@
+//! A run's hold on a fleet (`meshconf run --reuse`, and the kind suites): which fleet a scenario's topology maps
+//! to, whether it is warm (recorded clean and answering) or must be made again and why, an exclusive lock so two
+//! runs (two nextest processes, two CI jobs) never use one fleet's clusters at once, and the record written after
+//! the run. `survey` changes nothing, so `meshconf plan --reuse` shows the plan such a run would execute.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::exit::ExitStatus;
+use crate::fleet::{self, FleetKey, FleetRecord};
+use crate::plan::StepClass;
+use crate::provider::{KindFleet, KindOptions, KindProvider, KindState};
+use crate::report::{Event, Outcome, ReportError, Reporter};
+use crate::scenario::Scenario;
+
+/// Why a run cannot have its fleet.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The scenario or the flags cannot make a fleet (exit 2).
+    #[error("{0}")]
+    BadInput(String),
+    /// The fleet or the host failed (exit 3).
+    #[error("{0}")]
+    Infrastructure(String),
+}
+
+impl LeaseError {
+    /// The exit status this error ends a run with.
+    pub fn status(&self) -> ExitStatus {
+        match self {
+            LeaseError::BadInput(_) => ExitStatus::BadInput,
+            LeaseError::Infrastructure(_) => ExitStatus::Infrastructure,
+        }
+    }
+}
+
+/// What a run on the fleet of a scenario's topology would use, found without changing anything.
+#[derive(Debug, Clone)]
+pub struct Survey {
+    /// The fleet's key.
+    pub key: FleetKey,
+    /// Its directory (kubeconfigs, the provider's state, `fleet.json`).
+    pub dir: PathBuf,
+    /// The inputs the key hashes.
+    pub inputs: Vec<String>,
+    /// Its record, when it has one.
+    pub record: Option<FleetRecord>,
+    /// Why it cannot be reused as it is (the run then removes what is left of it and creates it again).
+    pub why_not: Option<String>,
+    /// The kind provider's options for the run, the fleet's warmth and note filled in.
+    pub opts: KindOptions,
+}
+
+impl Survey {
+    /// Whether the run reuses the fleet's clusters.
+    pub fn warm(&self) -> bool {
+        self.opts.fleet.as_ref().is_some_and(|f| f.warm)
+    }
+
+    /// The kind cluster-name prefix of the fleet's clusters.
+    pub fn prefix(&self) -> &str {
+        &self.opts.prefix
+    }
+}
+
+/// The key, directory and kind options of the fleet for `scenario` (no fleet state read yet), from the options a
+/// run without `--reuse` would have (`session::kind_options`).
+fn locate(
+    base: &KindOptions,
+    scenario: &Scenario,
+) -> Result<(FleetKey, PathBuf, Vec<String>, KindOptions), LeaseError> {
+    let mut opts = base.clone();
+    let root = fleet::fleets_dir();
+    let extra = [
+        (
+            "node-image",
+            opts.node_image
+                .clone()
+                .or_else(|| opts.images.as_ref().map(|i| i.node_image.clone()))
+                .unwrap_or_else(|| "kind default".into()),
+        ),
+        (
+            "images",
+            opts.images
+                .as_ref()
+                .map(|i| i.provenance().join("; "))
+                .unwrap_or_else(|| "released".into()),
+        ),
+        ("kind-subnet", opts.subnet.to_string()),
+        ("cgroup-v1", opts.cgroup_v1.to_string()),
+        // Two fleet roots (a user's and the suites') never share cluster names.
+        ("fleets", root.display().to_string()),
+        // Fleets made before every fleet got MetalLB lack it: they are not this key.
+        ("load-balancers", "metallb".to_string()),
+    ];
+    let inputs = fleet::inputs("kind", scenario, &extra).map_err(LeaseError::BadInput)?;
+    let key = fleet::key_of(&inputs);
+    let dir = fleet::fleet_dir(&key);
+    opts.prefix = format!("mcf-{}", &key.0[..6]);
+    opts.run_dir = dir.clone();
+    opts.keep = false;
+    Ok((key, dir, inputs, opts))
+}
+
+/// The fleet a run of `scenario` would use and whether it is warm: its record, and a probe that each node runs
+/// and is Ready. Changes nothing.
+pub async fn survey(base: &KindOptions, scenario: &Scenario) -> Result<Survey, LeaseError> {
+    let (key, dir, inputs, mut opts) = locate(base, scenario)?;
+    let record = fleet::read(&dir).map_err(LeaseError::Infrastructure)?;
+    let why_not = match &record {
+        None if dir.exists() => Some("an earlier creation never finished".to_string()),
+        None => None,
+        Some(r) if r.inputs != inputs => Some("its inputs no longer match its key".to_string()),
+        Some(r) => match &r.dirty {
+            Some(d) => Some(format!("dirty: {d}")),
+            None => {
+                let probe = KindProvider::new(KindOptions {
+                    fleet: Some(KindFleet {
+                        key: key.0.clone(),
+                        warm: true,
+                        note: String::new(),
+                    }),
+                    ..opts.clone()
+                });
+                probe
+                    .fleet_alive(scenario)
+                    .await
+                    .err()
+                    .map(|e| format!("no longer answers: {e}"))
+            }
+        },
+    };
+    let (warm, note) = match (&record, &why_not) {
+        (Some(r), None) => (
+            true,
+            format!(
+                "fleet {key}: reused (made {} ago by {}, {} runs before this one)",
+                fleet::age(r.created, fleet::now()),
+                r.topology_of,
+                r.runs
+            ),
+        ),
+        (_, Some(why)) => (false, format!("fleet {key}: recreated ({why})")),
+        (None, None) => (
+            false,
+            format!("fleet {key}: created (kept for the next --reuse run)"),
+        ),
+    };
+    opts.fleet = Some(KindFleet {
+        key: key.0.clone(),
+        warm,
+        note,
+    });
+    Ok(Survey {
+        key,
+        dir,
+        inputs,
+        record,
+        why_not,
+        opts,
+    })
+}
+
+/// How long a run waits for another run to give its fleet back.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(1800);
+
+/// A run's exclusive hold on its fleet, from [`acquire`] to [`Lease::finish`].
+pub struct Lease {
+    /// What the run uses.
+    pub survey: Survey,
+    provider: Arc<KindProvider>,
+    dirty: Arc<Mutex<Option<String>>>,
+    started: u64,
+    // Held open: the lock is released when the lease is dropped.
+    _lock: std::fs::File,
+}
+
+fn lock_path(key: &FleetKey) -> PathBuf {
+    fleet::fleets_dir().join(format!("{key}.lock"))
+}
+
+/// Takes fleet `key`'s lock, waiting at most `wait` for a run that holds it.
+pub fn lock(key: &FleetKey, wait: Duration) -> Result<std::fs::File, LeaseError> {
+    lock_at(&lock_path(key), key, wait)
+}
+
+fn lock_at(path: &std::path::Path, key: &FleetKey, wait: Duration) -> Result<std::fs::File, LeaseError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| LeaseError::Infrastructure(format!("{}: {e}", parent.display())))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| LeaseError::Infrastructure(format!("{}: {e}", path.display())))?;
+    let deadline = Instant::now() + wait;
+    let mut said = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if Instant::now() >= deadline {
+                    return Err(LeaseError::Infrastructure(format!(
+                        "fleet {key} is still in use by another run after {} s (lock {})",
+                        wait.as_secs(),
+                        path.display()
+                    )));
+                }
+                if !said {
+                    eprintln!(
+                        "meshconf: fleet {key} is in use by another run; waiting up to {} s (lock {})",
+                        wait.as_secs(),
+                        path.display()
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(LeaseError::Infrastructure(format!(
+                    "lock {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+}
+
+/// Takes the fleet of `scenario`'s topology for one run: its lock (waiting at most `wait`), then what is left of
+/// it removed when it cannot be reused, its directory ready.
+pub async fn acquire(base: &KindOptions, scenario: &Scenario, wait: Duration) -> Result<Lease, LeaseError> {
+    let (key, ..) = locate(base, scenario)?;
+    let lock_file = {
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || lock(&key, wait))
+            .await
+            .map_err(|e| LeaseError::Infrastructure(format!("fleet lock: {e}")))??
+    };
+    // Read under the lock: the run that held it may have changed the fleet.
+    let survey = survey(base, scenario).await?;
+    if survey.why_not.is_some() {
+        // What is left of it goes first, as `meshconf fleet down` would remove it.
+        if survey.dir.join("kind-state.json").is_file() {
+            KindProvider::down(&survey.dir).await.map_err(|e| {
+                LeaseError::Infrastructure(format!("cannot remove fleet {key} to recreate it: {e}"))
+            })?;
+        }
+        let _ = std::fs::remove_dir_all(&survey.dir);
+    }
+    std::fs::create_dir_all(&survey.dir)
+        .map_err(|e| LeaseError::Infrastructure(format!("{}: {e}", survey.dir.display())))?;
+    Ok(Lease {
+        provider: Arc::new(KindProvider::new(survey.opts.clone())),
+        survey,
+        dirty: Arc::new(Mutex::new(None)),
+        started: fleet::now(),
+        _lock: lock_file,
+    })
+}
+
+impl Lease {
+    /// The provider the run uses: the fleet's clusters, reused or created.
+    pub fn provider(&self) -> Arc<KindProvider> {
+        self.provider.clone()
+    }
+
+    /// A reporter that marks the fleet dirty when a provisioning or reset step fails.
+    pub fn watch(&self) -> Box<dyn Reporter> {
+        Box::new(FleetWatch {
+            dirty: self.dirty.clone(),
+        })
+    }
+
+    /// Why the run left the fleet unfit for the next one, if it did.
+    pub fn dirty(&self) -> Option<String> {
+        self.dirty.lock().ok().and_then(|d| d.clone())
+    }
+
+    /// Writes the fleet's record after the run (dirty when a provisioning or reset step failed, or when
+    /// `interrupted` stopped its creation) and gives the fleet back. Returns the record.
+    pub fn finish(self, scenario: &Scenario, interrupted: bool) -> FleetRecord {
+        let s = &self.survey;
+        let warm = s.warm();
+        let state: KindState = std::fs::read_to_string(s.dir.join("kind-state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let dirty = self
+            .dirty()
+            .or_else(|| (interrupted && !warm).then(|| "its creation was interrupted".to_string()));
+        let kept = s.record.as_ref().filter(|_| warm);
+        let record = FleetRecord {
+            key: s.key.clone(),
+            provider: "kind".into(),
+            topology_of: kept
+                .map(|r| r.topology_of.clone())
+                .unwrap_or_else(|| scenario.name.clone()),
+            clusters: state.clusters,
+            inputs: s.inputs.clone(),
+            created: kept.map(|r| r.created).unwrap_or(self.started),
+            runs: kept.map(|r| r.runs).unwrap_or(0) + 1,
+            dirty,
+        };
+        if let Err(e) = fleet::write(&s.dir, &record) {
+            eprintln!("meshconf: fleet {}: {e}", s.key);
+        }
+        let note = s.opts.fleet.as_ref().map(|f| f.note.as_str()).unwrap_or_default();
+        match &record.dirty {
+            Some(d) => eprintln!(
+                "meshconf: fleet {} is dirty ({d}): the next --reuse run recreates it",
+                s.key
+            ),
+            None => eprintln!(
+                "meshconf: {note}; kept: `meshconf fleet down {}` removes it",
+                s.key
+            ),
+        }
+        record
+    }
+}
+
+/// Watches a run on a fleet for what makes the fleet unfit for the next one: a provisioning step or a reset that
+/// failed (something was left over, or something the fleet held is gone). A mesh step's failure is not one: the
+/// reset and its clean-state check decide.
+struct FleetWatch {
+    dirty: Arc<Mutex<Option<String>>>,
+}
+
+impl Reporter for FleetWatch {
+    fn on_event(&mut self, event: &Event) {
+        if let Event::StepFinished {
+            id,
+            outcome: Outcome::Failed { message, .. },
+            class: StepClass::Infrastructure,
+            ..
+        } = event
+            && let Ok(mut d) = self.dirty.lock()
+            && d.is_none()
+        {
+            let first = message.lines().next().unwrap_or_default();
+            *d = Some(format!("{id} failed: {first}"));
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), ReportError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_fleet_lock_makes_the_second_run_wait_then_fail_naming_the_fleet() {
+        let dir = std::env::temp_dir().join(format!("meshconf-lease-test-{}", std::process::id()));
+        let path = dir.join("fleet.lock");
+        let key = FleetKey("0123456789abcdef".into());
+        let held = lock_at(&path, &key, Duration::from_secs(5)).unwrap();
+        let started = Instant::now();
+        let err = match lock_at(&path, &key, Duration::from_millis(600)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a second lock on a held fleet was granted"),
+        };
+        assert!(started.elapsed() >= Duration::from_millis(600), "it did not wait");
+        assert!(err.contains("fleet 0123456789abcdef is still in use"), "{err}");
+        drop(held);
+        assert!(lock_at(&path, &key, Duration::from_millis(100)).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_reset_failure_dirties_the_fleet_and_a_mesh_failure_does_not() {
+        let dirty = Arc::new(Mutex::new(None));
+        let mut w = FleetWatch { dirty: dirty.clone() };
+        let failed = |id: &str, class| Event::StepFinished {
+            id: crate::plan::StepId(id.into()),
+            title: String::new(),
+            class,
+            outcome: Outcome::Failed {
+                kind: crate::report::FailureKind::Infrastructure,
+                message: "boom\nmore".into(),
+                command: None,
+                output_tail: None,
+            },
+            duration: Duration::ZERO,
+            attempts: Vec::new(),
+            properties: Default::default(),
+        };
+        w.on_event(&failed("deploy-apps/cluster2", StepClass::Mesh));
+        assert_eq!(*dirty.lock().unwrap(), None);
+        w.on_event(&failed("reset/cluster1", StepClass::Infrastructure));
+        w.on_event(&failed("reset/cluster2", StepClass::Infrastructure));
+        assert_eq!(
+            dirty.lock().unwrap().as_deref(),
+            Some("reset/cluster1 failed: boom")
+        );
+    }
+}
