@@ -5,6 +5,7 @@ pub mod pidfile;
 pub mod procs;
 pub mod shim;
 pub mod state;
+pub mod strays;
 pub mod xds;
 
 pub use shim::run_if_shim;
