@@ -14,6 +14,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=istio-builds.env
+source "$here/istio-builds.env"
 # shellcheck source=lib/recipe.sh
 source "$here/lib/recipe.sh"
 # shellcheck source=lib/cache.sh
@@ -30,6 +32,12 @@ case "$profile" in
   kind) steps="etcd kwok metallb k8s istio helm charts kind crictl etcdnode coredns" ;;
   *) echo "usage: $0 [rehearsal|kind]" >&2; exit 2 ;;
 esac
+# Each extra Istio build is a step of its own (istio@<name>); MESHCONF_ISTIO_BUILDS narrows them ("" for none).
+extra_builds=${MESHCONF_ISTIO_BUILDS-$ISTIO_EXTRA_BUILDS}
+for b in $extra_builds; do
+  [[ " $ISTIO_EXTRA_BUILDS " == *" $b "* ]] || { echo "meshconf tools: no Istio build '$b' in tools/istio-builds.env (known: $ISTIO_EXTRA_BUILDS)" >&2; exit 2; }
+  steps="$steps istio@$b"
+done
 
 # Never let a newer go directive trigger a toolchain download.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath"
@@ -90,33 +98,68 @@ build_kwok() {
     sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
 }
 
-build_istio() {
-  local d="$dest/src/istio"
-  new_module "$d" istio
-  cd "$d"
-  # This istio pseudo-version requires pseudo-versions of istio.io/api, istio.io/client-go and go-control-plane
-  # that the Go module proxy refuses (403); pin the nearest versions it serves instead (see versions.env).
-  go mod edit -replace="istio.io/api=istio.io/api@$ISTIO_API_VERSION" \
-    -replace="istio.io/client-go=istio.io/client-go@$ISTIO_CLIENT_GO_VERSION" \
-    -replace="github.com/envoyproxy/go-control-plane/envoy=github.com/envoyproxy/go-control-plane/envoy@$ENVOY_GCP_VERSION" \
-    -replace="github.com/envoyproxy/go-control-plane/contrib=github.com/envoyproxy/go-control-plane/contrib@$ENVOY_GCP_CONTRIB_VERSION"
+# istio_recipe OUT MODULE LABEL API CLIENT_GO GCP_ENVOY GCP_CONTRIB: istioctl and pilot-discovery (and the kind
+# profile's pilot-agent) of one Istio module into OUT, with the files images need from the same module. Every
+# istio pseudo-version the proxy serves requires pseudo-versions of istio.io/api, istio.io/client-go and
+# go-control-plane that the proxy or the checksum database refuses; the nearest served versions replace them.
+istio_recipe() {
+  local out=$1 module=$2 label=$3 api=$4 client_go=$5 gcp_envoy=$6 gcp_contrib=$7
+  go mod edit -replace="istio.io/api=istio.io/api@$api" \
+    -replace="istio.io/client-go=istio.io/client-go@$client_go" \
+    -replace="github.com/envoyproxy/go-control-plane/envoy=github.com/envoyproxy/go-control-plane/envoy@$gcp_envoy" \
+    -replace="github.com/envoyproxy/go-control-plane/contrib=github.com/envoyproxy/go-control-plane/contrib@$gcp_contrib"
   local pkgs="istio.io/istio/istioctl/cmd/istioctl istio.io/istio/pilot/cmd/pilot-discovery"
   # The proxyv2 image's pilot-agent (kind profile).
   [[ "$profile" == kind ]] && pkgs="$pkgs istio.io/istio/pilot/cmd/pilot-agent"
   local p
-  for p in $pkgs; do go get -tool "$p@$ISTIO_MODULE_VERSION" >/dev/null; done
-  local ld="-s -w -X istio.io/istio/pkg/version.buildVersion=$ISTIO_BUILD_VERSION"
-  ld="$ld -X istio.io/istio/pkg/version.buildTag=$ISTIO_BUILD_VERSION -X istio.io/istio/pkg/version.buildStatus=Clean"
+  for p in $pkgs; do go get -tool "$p@$module" >/dev/null; done
+  local ld="-s -w -X istio.io/istio/pkg/version.buildVersion=$label"
+  ld="$ld -X istio.io/istio/pkg/version.buildTag=$label -X istio.io/istio/pkg/version.buildStatus=Clean"
+  mkdir -p "$out"
   # shellcheck disable=SC2086
-  go build -tags "vtprotobuf,disable_pgv" -ldflags "$ld" -o "$bin/" $pkgs
+  go build -tags "vtprotobuf,disable_pgv" -ldflags "$ld" -o "$out/" $pkgs
   # The files images need from the same module: Envoy's bootstrap template and the sample manifests.
   local moddir
   moddir=$(go list -m -f '{{.Dir}}' istio.io/istio)
-  mkdir -p "$bin/istio-files"
-  cp "$moddir/tools/packaging/common/envoy_bootstrap.json" "$bin/istio-files/envoy_bootstrap_tmpl.json"
-  cp "$moddir/samples/helloworld/helloworld.yaml" "$bin/istio-files/helloworld.yaml"
-  cp "$moddir/samples/curl/curl.yaml" "$bin/istio-files/curl.yaml"
-  chmod -R u+w "$bin/istio-files"
+  mkdir -p "$out/istio-files"
+  cp "$moddir/tools/packaging/common/envoy_bootstrap.json" "$out/istio-files/envoy_bootstrap_tmpl.json"
+  cp "$moddir/samples/helloworld/helloworld.yaml" "$out/istio-files/helloworld.yaml"
+  cp "$moddir/samples/curl/curl.yaml" "$out/istio-files/curl.yaml"
+  chmod -R u+w "$out/istio-files"
+}
+
+# copy_charts MODDIR OUT: the Helm tab's charts (base, istiod, gateway) of one Istio module.
+copy_charts() {
+  local moddir=$1 out=$2
+  [[ -d "$moddir/manifests/charts/base" ]] || { echo "no manifests/charts in $moddir" >&2; return 1; }
+  rm -rf "$out/istio-charts" && mkdir -p "$out/istio-charts"
+  cp -r "$moddir/manifests/charts/base" "$moddir/manifests/charts/gateway" "$out/istio-charts/"
+  cp -r "$moddir/manifests/charts/istio-control/istio-discovery" "$out/istio-charts/istiod"
+  chmod -R u+w "$out/istio-charts"
+}
+
+build_istio() {
+  local d="$dest/src/istio"
+  new_module "$d" istio
+  cd "$d"
+  istio_recipe "$bin" "$ISTIO_MODULE_VERSION" "$ISTIO_BUILD_VERSION" "$ISTIO_API_VERSION" "$ISTIO_CLIENT_GO_VERSION" \
+    "$ENVOY_GCP_VERSION" "$ENVOY_GCP_CONTRIB_VERSION"
+}
+
+# One more Istio build (tools/istio-builds.env) into $bin/istio/<name>/: its binaries, files, charts and a VERSION
+# line (`<label> (<module>)`) the harness reads. The step is named istio@<name>.
+build_istio_extra() {
+  local name=$1 var
+  var="ISTIO_$(echo "$name" | tr 'a-z.-' 'A-Z__')"
+  local module="${var}_MODULE" label="${var}_LABEL" api="${var}_API" cgo="${var}_CLIENT_GO"
+  local envoy="${var}_GCP_ENVOY" contrib="${var}_GCP_CONTRIB"
+  local d="$dest/src/istio-$name" out="$bin/istio/$name"
+  new_module "$d" "istio-$name"
+  cd "$d"
+  rm -rf "$out"
+  istio_recipe "$out" "${!module}" "${!label}" "${!api}" "${!cgo}" "${!envoy}" "${!contrib}"
+  copy_charts "$(go list -m -f '{{.Dir}}' istio.io/istio)" "$out"
+  echo "${!label} (${!module})" >"$out/VERSION"
 }
 
 build_helm() {
@@ -133,14 +176,8 @@ build_charts() {
   local d="$dest/src/charts"
   new_module "$d" charts
   cd "$d"
-  local moddir
   go mod download "istio.io/istio@$ISTIO_MODULE_VERSION"
-  moddir="$(go env GOMODCACHE)/istio.io/istio@$ISTIO_MODULE_VERSION"
-  [[ -d "$moddir/manifests/charts/base" ]] || { echo "no manifests/charts in $moddir" >&2; return 1; }
-  rm -rf "$bin/istio-charts" && mkdir -p "$bin/istio-charts"
-  cp -r "$moddir/manifests/charts/base" "$moddir/manifests/charts/gateway" "$bin/istio-charts/"
-  cp -r "$moddir/manifests/charts/istio-control/istio-discovery" "$bin/istio-charts/istiod"
-  chmod -R u+w "$bin/istio-charts"
+  copy_charts "$(go env GOMODCACHE)/istio.io/istio@$ISTIO_MODULE_VERSION" "$bin"
 }
 
 build_metallb() {
@@ -193,9 +230,24 @@ build_coredns() {
   go build -ldflags "-s -w" -o "$bin/node/coredns" github.com/coredns/coredns
 }
 
+# build_step STEP: the recipe of STEP (istio@<name> is an extra Istio build).
+build_step() { case "$1" in istio@*) build_istio_extra "${1#istio@}" ;; *) "build_$1" ;; esac; }
+# recipe_text STEP: what a step's marker hashes: its functions, the shared set-up and, for an extra Istio build,
+# its lines of istio-builds.env.
+recipe_text() {
+  case "$1" in
+    istio@*)
+      declare -f new_module istio_recipe copy_charts build_istio_extra
+      grep "^ISTIO_$(echo "${1#istio@}" | tr 'a-z.-' 'A-Z__')_" "$here/istio-builds.env" ;;
+    istio) declare -f new_module istio_recipe build_istio ;;
+    charts) declare -f new_module copy_charts build_charts ;;
+    *) declare -f new_module "build_$1" ;;
+  esac
+  echo "$GOFLAGS"
+}
 # marker STEP PROFILE: names the profile (the kind profile adds binaries to shared steps) and the recipe's hash.
-prefix() { case "$1" in k8s|istio|metallb) echo "$bin/.built-$1-$2-" ;; *) echo "$bin/.built-$1-any-" ;; esac; }
-marker() { echo "$(prefix "$1" "$2")$( { declare -f new_module "build_$1"; echo "$GOFLAGS"; } | sha256sum | cut -c1-12)"; }
+prefix() { case "$1" in k8s|istio|istio@*|metallb) echo "$bin/.built-$1-$2-" ;; *) echo "$bin/.built-$1-any-" ;; esac; }
+marker() { echo "$(prefix "$1" "$2")$(recipe_text "$1" | sha256sum | cut -c1-12)"; }
 # built STEP: built for this profile, or for kind (a superset) when the rehearsal asks.
 built() { [[ -f "$(marker "$1" "$profile")" ]] || [[ "$profile" == rehearsal && -f "$(marker "$1" kind)" ]]; }
 
@@ -215,7 +267,7 @@ mkdir -p "$bin" "$dest/src"
 [[ ${#todo[@]} -gt 0 ]] && rm -f "$bin/.complete-"*  # complete again only once each of its steps is
 for step in "${todo[@]}"; do
   log "building $step (go output: $dest/build-$step.log)"
-  start_recipe "build_$step" "$dest/build-$step.log"
+  start_recipe build_step "$dest/build-$step.log" "$step"
   if ! wait $!; then
     echo "meshconf tools: building $step failed; last lines of $dest/build-$step.log:" >&2
     tail -n 30 "$dest/build-$step.log" >&2

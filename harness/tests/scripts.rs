@@ -49,11 +49,41 @@ if wait $!; then touch marker; echo counted-as-built; else echo failed-$?; fi"#,
 fn build_sh_runs_every_recipe_through_start_recipe() {
     let text = std::fs::read_to_string(tools().join("build.sh")).expect("build.sh");
     assert!(text.contains("source \"$here/lib/recipe.sh\""));
-    assert!(text.contains("start_recipe \"build_$step\""));
+    assert!(text.contains("start_recipe build_step \"$dest/build-$step.log\" \"$step\""));
     assert!(
         !text.contains("( \"build_$step\" )"),
         "a recipe run as a condition ignores errexit"
     );
+}
+
+#[test]
+fn a_recipe_gets_its_arguments_and_an_extra_istio_build_is_a_step_with_its_own_marker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = format!(
+        r#"set -euo pipefail
+source "$TOOLS/lib/recipe.sh"
+cd '{d}'
+build_named() {{ echo "built $1" > out; }}
+start_recipe build_named '{d}/log' 1.31-dev
+wait $!
+cat out"#,
+        d = dir.path().display()
+    );
+    let (code, out, err) = bash(&script);
+    assert_eq!((code, out.trim()), (0, "built 1.31-dev"), "{err}");
+    // Every build of istio-builds.env becomes a step; its marker hashes its own lines, not another build's.
+    let text = std::fs::read_to_string(tools().join("build.sh")).expect("build.sh");
+    assert!(text.contains(r#"steps="$steps istio@$b""#));
+    assert!(
+        text.contains(
+            r#"grep "^ISTIO_$(echo "${1#istio@}" | tr 'a-z.-' 'A-Z__')_" "$here/istio-builds.env""#
+        )
+    );
+    let builds = std::fs::read_to_string(tools().join("istio-builds.env")).expect("istio-builds.env");
+    assert!(builds.contains("ISTIO_EXTRA_BUILDS=\"1.31-dev\""));
+    for k in ["MODULE", "LABEL", "API", "CLIENT_GO", "GCP_ENVOY", "GCP_CONTRIB"] {
+        assert!(builds.contains(&format!("ISTIO_1_31_DEV_{k}=")), "{k}");
+    }
 }
 
 /// What `tools/lib/cache.sh` computes for the given environment: (cache, tools cache).
