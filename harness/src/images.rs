@@ -49,12 +49,30 @@ pub struct ImageRecord {
 /// The Istio images: `hub`/`tag` as `istioctl install` takes them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct IstioImages {
+    /// The build's short name (`1.32-dev`); manifests written before builds were named lack it.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Image hub (`meshconf.local/istio`).
     pub hub: String,
     /// Image tag.
     pub tag: String,
     /// Where pilot-discovery and pilot-agent came from.
     pub source: String,
+}
+
+/// The images of one more Istio build (`tools/istio-builds.env`), preloaded beside the default's.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BuildImages {
+    /// Short name (`1.31-dev`).
+    pub name: String,
+    /// Image hub.
+    pub hub: String,
+    /// Image tag: the build's version label.
+    pub tag: String,
+    /// Where pilot-discovery and pilot-agent came from.
+    pub source: String,
+    /// The build's tools directory (istioctl, charts).
+    pub bin: PathBuf,
 }
 
 /// MetalLB: the version and its native manifest, taken from the module's files.
@@ -85,6 +103,13 @@ pub struct ImageSet {
     pub tools_bin: PathBuf,
     /// Every image.
     pub images: Vec<ImageRecord>,
+    /// The extra Istio builds' images.
+    #[serde(default)]
+    pub istio_builds: Vec<BuildImages>,
+    /// The directory of the Istio build in use (istioctl, charts): `tools_bin` unless [`ImageSet::with_build`]
+    /// picked another.
+    #[serde(skip)]
+    pub istio_bin: Option<PathBuf>,
 }
 
 impl ImageSet {
@@ -123,6 +148,103 @@ impl ImageSet {
             Ok(p) => Self::load(Path::new(p.trim())).map(Some),
             Err(_) => Ok(None),
         }
+    }
+
+    /// The set as a run of Istio build `build` uses it: that build's hub, tag and tools, its pilot and proxyv2
+    /// loaded into the clusters and no other build's. Bad input when the images were built without it or with
+    /// another tag than the build's tools report.
+    pub fn with_build(&self, build: &crate::builds::IstioBuild) -> Result<Self, String> {
+        let mut out = self.clone();
+        // Manifests from before builds were named hold only the default build.
+        let current = match &self.istio.name {
+            Some(n) => *n == build.name,
+            None => build.default,
+        };
+        let (hub, tag, source, bin) = if current {
+            (
+                self.istio.hub.clone(),
+                self.istio.tag.clone(),
+                self.istio.source.clone(),
+                self.istio_dir().to_path_buf(),
+            )
+        } else {
+            let b = self.istio_builds.iter().find(|b| b.name == build.name).ok_or_else(|| {
+                format!(
+                    "the images were built without the Istio build '{}' (they have {}): run `make images`",
+                    build.name,
+                    std::iter::once(self.istio.name.clone().unwrap_or_else(|| self.istio.tag.clone()))
+                        .chain(self.istio_builds.iter().map(|b| b.name.clone()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            (b.hub.clone(), b.tag.clone(), b.source.clone(), b.bin.clone())
+        };
+        if tag != build.label {
+            return Err(format!(
+                "the images of Istio build '{}' are tagged {tag}, but its istioctl is {}: rebuild with `make images`",
+                build.name, build.label
+            ));
+        }
+        let istio_image = |n: &str| {
+            ["/pilot:", "/proxyv2:"]
+                .iter()
+                .any(|k| n.contains(k) && n.starts_with(&format!("{}/", self.istio.hub)))
+        };
+        for i in out.images.iter_mut().filter(|i| istio_image(&i.name)) {
+            i.runtime = Some(i.name.ends_with(&format!(":{tag}")));
+        }
+        // Every build but the one in use stays findable by name (a mixed-version scenario's clusters run them).
+        if let Some(default) = self.istio.name.clone().filter(|n| *n != build.name) {
+            out.istio_builds.push(BuildImages {
+                name: default,
+                hub: self.istio.hub.clone(),
+                tag: self.istio.tag.clone(),
+                source: self.istio.source.clone(),
+                bin: self.istio_dir().to_path_buf(),
+            });
+        }
+        out.istio_builds.retain(|b| b.name != build.name);
+        out.istio = IstioImages {
+            name: Some(build.name.clone()),
+            hub,
+            tag,
+            source,
+        };
+        out.istio_bin = Some(bin);
+        Ok(out)
+    }
+
+    /// The images' hub and tag of build `name`: the one in use or another this set holds.
+    pub fn hub_tag(&self, name: &str) -> Option<(&str, &str)> {
+        if self.istio.name.as_deref() == Some(name) {
+            return Some((self.istio.hub.as_str(), self.istio.tag.as_str()));
+        }
+        self.istio_builds
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| (b.hub.as_str(), b.tag.as_str()))
+    }
+
+    /// The pilot and proxyv2 images of build `name` (empty when the set has no such build).
+    pub fn build_images(&self, name: &str) -> Vec<String> {
+        let Some((_, tag)) = self.hub_tag(name) else {
+            return Vec::new();
+        };
+        self.images
+            .iter()
+            .filter(|i| {
+                i.name.starts_with(&format!("{}/", self.istio.hub))
+                    && (i.name.contains("/pilot:") || i.name.contains("/proxyv2:"))
+                    && i.name.ends_with(&format!(":{tag}"))
+            })
+            .map(|i| i.name.clone())
+            .collect()
+    }
+
+    /// The directory of the Istio build in use.
+    pub fn istio_dir(&self) -> &Path {
+        self.istio_bin.as_deref().unwrap_or(&self.tools_bin)
     }
 
     /// Images to load into every cluster after creation (the rest are inside the node image).
@@ -174,6 +296,75 @@ mod tests {
         let none = m.replace(r#""runtime":true"#, r#""runtime":false"#);
         let s = ImageSet::parse(Path::new("m.json"), &none).expect("parse");
         assert!(s.to_load().is_empty());
+    }
+
+    fn with_builds() -> ImageSet {
+        let m = MANIFEST
+            .replace(r#""tag":"1.32-dev","#, r#""name":"1.32-dev","tag":"1.32-dev.eed","#)
+            .replace("pilot:1.32-dev\",\"source", "pilot:1.32-dev.eed\",\"source")
+            .replace(
+                r#""preloaded":false}]}"#,
+                r#""preloaded":true,"runtime":true},
+                {"name":"meshconf.local/istio/pilot:1.31-dev.b01","source":"istio.io/istio@v1","recipe":"tools/images/istio-pilot","preloaded":true,"runtime":false}],
+                "istio_builds":[{"name":"1.31-dev","hub":"meshconf.local/istio","tag":"1.31-dev.b01","source":"istio.io/istio@v1","bin":"/c/bin/istio/1.31-dev"}]}"#,
+            );
+        ImageSet::parse(Path::new("m.json"), &m).expect("parse")
+    }
+
+    fn build(name: &str, label: &str, default: bool) -> crate::builds::IstioBuild {
+        crate::builds::IstioBuild {
+            name: name.into(),
+            label: label.into(),
+            module: "v0".into(),
+            dir: PathBuf::from("/c/bin"),
+            default,
+        }
+    }
+
+    #[test]
+    fn a_build_picks_its_own_hub_tag_tools_and_loads_only_its_images() {
+        let s = with_builds();
+        assert_eq!(s.to_load(), vec!["meshconf.local/istio/pilot:1.32-dev.eed"]);
+        let old = s
+            .with_build(&build("1.31-dev", "1.31-dev.b01", false))
+            .expect("built");
+        assert_eq!(old.istio.tag, "1.31-dev.b01");
+        assert_eq!(old.istio.source, "istio.io/istio@v1");
+        assert_eq!(old.istio_dir(), Path::new("/c/bin/istio/1.31-dev"));
+        assert_eq!(old.to_load(), vec!["meshconf.local/istio/pilot:1.31-dev.b01"]);
+        // Provenance (the fleet key's input) does not depend on the build a run picked.
+        assert_eq!(old.provenance(), s.provenance());
+        assert_eq!(
+            old.hub_tag("1.32-dev"),
+            Some(("meshconf.local/istio", "1.32-dev.eed"))
+        );
+        assert_eq!(
+            old.build_images("1.32-dev"),
+            vec!["meshconf.local/istio/pilot:1.32-dev.eed"]
+        );
+        assert_eq!(old.build_images("1.30-dev"), Vec::<String>::new());
+        let new = old
+            .with_build(&build("1.32-dev", "1.32-dev.eed", true))
+            .expect("default");
+        assert_eq!(new.to_load(), vec!["meshconf.local/istio/pilot:1.32-dev.eed"]);
+        assert_eq!(new.istio_dir(), Path::new("/c/bin"));
+    }
+
+    #[test]
+    fn a_build_the_images_lack_or_tag_differently_is_refused() {
+        let s = with_builds();
+        let e = s.with_build(&build("1.30-dev", "1.30-dev.x", false)).unwrap_err();
+        assert!(
+            e.contains("without the Istio build '1.30-dev'") && e.contains("1.32-dev, 1.31-dev"),
+            "{e}"
+        );
+        let e = s
+            .with_build(&build("1.31-dev", "1.31-dev.other", false))
+            .unwrap_err();
+        assert!(
+            e.contains("tagged 1.31-dev.b01") && e.contains("1.31-dev.other"),
+            "{e}"
+        );
     }
 
     #[test]

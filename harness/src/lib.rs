@@ -5,6 +5,7 @@
 //! [`report::Event`] that reporters (console, JUnit, JSON) consume. Nothing downstream reaches back upstream.
 
 pub mod apps;
+pub mod builds;
 pub mod compare;
 pub mod diagnose;
 pub mod doctor;

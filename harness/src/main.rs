@@ -141,8 +141,12 @@ struct Target {
     #[arg(long, value_enum)]
     install_method: Option<MethodArg>,
     /// Istio version: kind downloads this istioctl (sha256-checked); plan uses it to pick the guide variant.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "istio")]
     istio_version: Option<String>,
+    /// The Istio build made here to drive (`1.31-dev`, `1.32-dev`; tools/istio-builds.env): its istioctl,
+    /// istiod, charts and images. Reports are named `<scenario>@<build>`.
+    #[arg(long, env = "MESHCONF_ISTIO")]
+    istio: Option<String>,
     /// kind node image (kindest/node:vX.Y.Z@sha256:...).
     #[arg(long)]
     node_image: Option<String>,
@@ -215,6 +219,7 @@ fn init_tracing() {
 fn session_config(t: &Target, report_dir: PathBuf, report_name: String) -> SessionConfig {
     let mut cfg = SessionConfig::new(t.provider, report_dir, report_name);
     cfg.istio_version = t.istio_version.clone();
+    cfg.istio_build = t.istio.clone();
     cfg.node_image = t.node_image.clone();
     cfg.released_images = t.released_images;
     cfg.kubeconfig = t.kubeconfig.clone();
@@ -252,7 +257,15 @@ fn plan_provider(t: &Target, scenario: &scenario::Scenario, run_dir: PathBuf) ->
         ProviderKind::Kwok => {
             let tools = ToolsBin::locate().unwrap_or(ToolsBin {
                 dir: PathBuf::from("$MESHCONF_TOOLS_BIN"),
+                istio: None,
             });
+            let tools = match &t.istio {
+                Some(name) => tools.clone().with_istio(name).unwrap_or_else(|e| {
+                    eprintln!("meshconf: {e}");
+                    tools
+                }),
+                None => tools,
+            };
             Box::new(KwokProvider::new(
                 tools,
                 KwokOptions {
@@ -515,6 +528,10 @@ fn main() -> ExitCode {
                     Ok(s) => with_method(s, target.install_method),
                     Err(_) => return ExitStatus::BadInput,
                 };
+                if let Err(e) = session::check_build(&session_config(&target, PathBuf::new(), s.name.clone()), &s).await {
+                    eprintln!("meshconf: {e}");
+                    return ExitStatus::BadInput;
+                }
                 let provider: Box<dyn ClusterProvider> = if reuse {
                     if target.provider != ProviderKind::Kind {
                         eprintln!("meshconf: --reuse is for --provider kind");
@@ -565,7 +582,11 @@ fn main() -> ExitCode {
                     eprintln!("meshconf: --provider existing needs --kubeconfig FILE and --context CLUSTER=CONTEXT for each cluster");
                     return ExitStatus::BadInput;
                 }
-                let mut cfg = session_config(&target, report_dir, report_name.unwrap_or_else(|| s.name.clone()));
+                let name = report_name.unwrap_or_else(|| match &target.istio {
+                    Some(b) => format!("{}@{b}", s.name),
+                    None => s.name.clone(),
+                });
+                let mut cfg = session_config(&target, report_dir, name);
                 cfg.keep = keep;
                 cfg.reuse = reuse;
                 cfg.run_dir = run_dir;

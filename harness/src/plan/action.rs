@@ -370,6 +370,8 @@ pub enum ProviderAction {
     StartIstiod {
         /// Cluster.
         cluster: ClusterName,
+        /// The cluster's Istio build when it is not the run's: that build's pilot-discovery.
+        build: Option<String>,
         /// gRPC (xDS) and HTTPS (webhook) ports.
         ports: (u16, u16),
         /// The run directory.
@@ -533,6 +535,8 @@ pub enum Action {
     IstioctlInstall {
         /// Cluster.
         cluster: ClusterName,
+        /// The Istio build of this cluster when it is not the run's (a mixed-version mesh): that build's istioctl.
+        build: Option<String>,
         /// The operator file.
         file: String,
         /// Where the operator comes from.
@@ -580,6 +584,8 @@ pub enum Action {
     RemoteSecret {
         /// Whose API server.
         from: ClusterName,
+        /// `from`'s Istio build when it is not the run's: that build's istioctl.
+        build: Option<String>,
         /// Which cluster gets access.
         into: ClusterName,
         /// The kubeconfig istioctl reads (the in-mesh view, a file in the run directory), when not the run's own.
@@ -615,6 +621,8 @@ pub enum Action {
     IstioctlUninstall {
         /// Cluster.
         cluster: ClusterName,
+        /// The cluster's Istio build when it is not the run's.
+        build: Option<String>,
     },
     /// Deletes the namespaces this run created in the cluster (never one that was there before) and waits until
     /// they are gone.
@@ -637,6 +645,14 @@ pub enum Action {
     ProbeIsolation(IsolationProbe),
     /// The gateway evidence of a different-networks traffic check.
     CheckGatewayPath(GatewayPath),
+}
+
+/// The istioctl of a build as the plan writes it: `istioctl` for the run's build, `istioctl-<build>` for another.
+pub fn istioctl_word(build: &Option<String>) -> String {
+    match build {
+        Some(b) => format!("istioctl-{b}"),
+        None => "istioctl".into(),
+    }
 }
 
 impl Action {

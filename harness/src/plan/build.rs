@@ -221,6 +221,18 @@ pub fn build(scenario: &Scenario, variant: &Variant, profile: ProviderProfile) -
 pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfile, d: &Deadlines) -> Plan {
     let (ordered, moved) = helm_order(scenario);
     let scenario = &ordered;
+    let mut profile = profile;
+    for c in &scenario.clusters {
+        if let Some(b) = &c.istio {
+            profile.notes.push(format!(
+                "mixed versions: {} runs Istio build {b}; `{}` is that build's istioctl, and {}'s control plane and \
+                 proxies are that build's",
+                c.name,
+                istioctl_word(&c.istio),
+                c.name
+            ));
+        }
+    }
     let mut stages: Vec<Stage> = Vec::new();
     let all: Vec<ClusterName> = scenario.clusters.iter().map(|c| c.name.clone()).collect();
 
@@ -327,6 +339,8 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
     }
 
     let overlay = |c: &ClusterName| profile.overlays.get(c).cloned().unwrap_or_default();
+    // A cluster on another Istio build than the run's (a mixed-version mesh) is driven by that build's istioctl.
+    let build_of = |c: &ClusterName| scenario.cluster(c).and_then(|x| x.istio.clone());
     let network = |c: &ClusterName| {
         scenario
             .cluster(c)
@@ -392,6 +406,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     },
                     Action::IstioctlInstall {
                         cluster: c.clone(),
+                        build: build_of(c),
                         file,
                         source: OperatorSource::File,
                         overlay: overlay(c),
@@ -434,6 +449,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     vec![
                         Action::IstioctlInstall {
                             cluster: cluster.clone(),
+                            build: build_of(cluster),
                             file: format!("eastwest-{cluster}.yaml"),
                             source: OperatorSource::Script {
                                 script: format!(
@@ -482,6 +498,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
             Step::RemoteSecret { from, into } => {
                 let mut actions = vec![Action::RemoteSecret {
                     from: from.clone(),
+                    build: build_of(from),
                     into: into.clone(),
                     kubeconfig: profile.in_mesh_kubeconfig.get(from).cloned(),
                 }];
@@ -571,6 +588,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                             },
                             Action::IstioctlInstall {
                                 cluster: cluster.clone(),
+                                build: build_of(cluster),
                                 file: file.clone(),
                                 source: OperatorSource::File,
                                 overlay: overlay(cluster),
@@ -792,7 +810,10 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                         namespace: ISTIO_SYSTEM.into(),
                     });
                 } else if installs.contains(c) {
-                    actions.push(Action::IstioctlUninstall { cluster: c.clone() });
+                    actions.push(Action::IstioctlUninstall {
+                        cluster: c.clone(),
+                        build: scenario.cluster(c).and_then(|x| x.istio.clone()),
+                    });
                 }
                 actions.push(Action::DeleteCreatedNamespaces {
                     cluster: c.clone(),

@@ -150,6 +150,7 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
         }
         Action::IstioctlInstall {
             cluster,
+            build,
             file,
             source,
             overlay,
@@ -158,15 +159,16 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 o.push(format!("# overlay: {r}"));
             }
             let sets = overlay.shell_suffix();
+            let istioctl = istioctl_word(build);
             match source {
                 OperatorSource::File => {
-                    o.push(format!("istioctl install {} -f {file} -y{sets}", ctx(cluster)))
+                    o.push(format!("{istioctl} install {} -f {file} -y{sets}", ctx(cluster)))
                 }
                 OperatorSource::Script { script, .. } => {
                     o.push(format!(
                         "# meshconf writes the operator this script prints to {file} and installs that"
                     ));
-                    o.push(format!("{script} | istioctl {} install -y -f -{sets}", ctx(cluster)));
+                    o.push(format!("{script} | {istioctl} {} install -y -f -{sets}", ctx(cluster)));
                 }
             }
         }
@@ -187,11 +189,13 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
         }
         Action::RemoteSecret {
             from,
+            build,
             into,
             kubeconfig,
         } => {
             let mut line = format!(
-                "istioctl {} {} --name={from}",
+                "{} {} {} --name={from}",
+                istioctl_word(build),
                 v.remote_secret_words().join(" "),
                 ctx(from)
             );
@@ -288,9 +292,11 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 ctx(cluster)
             ));
         }
-        Action::IstioctlUninstall { cluster } => {
-            o.push(format!("istioctl uninstall {} --purge -y", ctx(cluster)))
-        }
+        Action::IstioctlUninstall { cluster, build } => o.push(format!(
+            "{} uninstall {} --purge -y",
+            istioctl_word(build),
+            ctx(cluster)
+        )),
         Action::DeleteCreatedNamespaces {
             cluster,
             deadline_secs,
@@ -615,15 +621,18 @@ fn provider_lines(o: &mut Vec<String>, p: &ProviderAction) {
         }
         ProviderAction::StartIstiod {
             cluster,
+            build,
             ports,
             run_dir,
         } => o.push(format!(
             "(cd \"{run_dir}/istiod-{cluster}\" && CLUSTER_ID={cluster} ISTIOD_CUSTOM_HOST=127.0.0.1,localhost \
-             USE_REMOTE_CERTS=<cacerts present> pilot-discovery discovery \
+             USE_REMOTE_CERTS=<cacerts present> pilot-discovery{} discovery \
              --kubeconfig=\"{run_dir}/kwok/clusters/{cluster}/kubeconfig.yaml\" --grpcAddr=127.0.0.1:{} \
              --httpsAddr=127.0.0.1:{} ... &)  # rehearsal: istiod as a local process, env mirrored from the \
              rendered Deployment",
-            ports.0, ports.1
+            build.as_ref().map(|b| format!("-{b}")).unwrap_or_default(),
+            ports.0,
+            ports.1
         )),
         ProviderAction::AckErrors { cluster } => o.push(format!(
             "kubectl logs {} -n istio-system -l app=istiod --tail=-1 | grep -c 'ACK ERROR'   # istiod-ack-errors: \

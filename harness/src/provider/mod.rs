@@ -201,6 +201,16 @@ pub trait ClusterProvider: Send + Sync {
     }
     /// The istioctl to drive.
     fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>>;
+    /// The istioctl of another Istio build made here (a cluster of a mixed-version scenario runs it), checked to
+    /// report that build's version. Default: this provider runs one build only.
+    fn istioctl_of_build<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Istioctl, ProviderError>> {
+        Box::pin(async move {
+            Err(ProviderError::Missing(format!(
+                "the {} provider runs one Istio build; a cluster asks for build {name}",
+                self.kind().as_str()
+            )))
+        })
+    }
     /// helm and the Istio charts, for the Helm install method; `None` where the provider has none.
     fn helm(&self) -> Option<crate::tools::Helm> {
         None

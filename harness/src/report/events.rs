@@ -13,6 +13,10 @@ use crate::verify::CheckRecord;
 /// The run-started property naming the mesh build a run drives (istioctl's version, e.g. `1.32-dev.eed52ebb66ad`).
 pub const ISTIO_PROPERTY: &str = "istio";
 
+/// The version a running istiod reports for itself (the rehearsal asks its monitoring port's `/version`): a
+/// property of the step that started it.
+pub const ISTIOD_VERSION_PROPERTY: &str = "istiod-version";
+
 /// The cleanup property counting the config istiod sent that a proxy rejected (NACKs).
 pub const ACK_ERRORS_PROPERTY: &str = "istiod-ack-errors";
 

@@ -151,6 +151,7 @@ async fn perform(
         }
         Action::IstioctlInstall {
             cluster,
+            build,
             file,
             source,
             overlay,
@@ -161,7 +162,7 @@ async fn perform(
                 write_private(&path, operator)?;
             }
             let out = ctx
-                .istioctl
+                .istioctl_of(build)?
                 .install(&c.kubeconfig, &c.context, &path, &overlay.args())
                 .run()
                 .await?;
@@ -199,9 +200,10 @@ async fn perform(
         }
         Action::RemoteSecret {
             from,
+            build,
             into,
             kubeconfig,
-        } => remote_secret(ctx, from, into, kubeconfig.as_deref(), log, props).await,
+        } => remote_secret(ctx, (from, build), into, kubeconfig.as_deref(), log, props).await,
         Action::Wait {
             cluster,
             until,
@@ -315,11 +317,11 @@ async fn perform(
             ));
             Ok(())
         }
-        Action::IstioctlUninstall { cluster } => {
+        Action::IstioctlUninstall { cluster, build } => {
             only_istio_the_run_installed(ctx, cluster)?;
             let c = ctx.cluster(cluster)?;
             let out = ctx
-                .istioctl
+                .istioctl_of(build)?
                 .uninstall_purge(&c.kubeconfig, &c.context)
                 .run()
                 .await?;
@@ -567,9 +569,14 @@ async fn wait(
                 e = istiod_watch => return Err(e.into()),
             };
             for (sel, r) in selectors.iter().zip(results) {
-                for (name, r, t) in r?.pods {
+                let ready = r?;
+                for (name, r, t) in ready.pods {
                     log.log(format!("pod {name} {r}/{t} Running ({sel})"));
                     props.insert(format!("pod/{name}"), format!("{r}/{t}"));
+                }
+                // Which build's proxy each pod runs, as injected (a mixed-version mesh proves its mix here).
+                for (name, image) in ready.proxies {
+                    props.insert(format!("proxy/{name}"), image);
                 }
             }
             props.insert(
@@ -701,7 +708,7 @@ async fn plug_cacerts(
 
 async fn remote_secret(
     ctx: &Arc<RunContext>,
-    from: &ClusterName,
+    (from, build): (&ClusterName, &Option<String>),
     into: &ClusterName,
     kubeconfig: Option<&str>,
     log: &StepLogger,
@@ -713,7 +720,7 @@ async fn remote_secret(
     let source = kubeconfig
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| src.kubeconfig.clone());
-    let cmd = ctx.istioctl.create_remote_secret(
+    let cmd = ctx.istioctl_of(build)?.create_remote_secret(
         ctx.variant.remote_secret_words(),
         &source,
         &src.context,

@@ -139,8 +139,10 @@ pub struct RunContext {
     pub checked: (String, Option<String>),
     /// Guide variant.
     pub variant: Variant,
-    /// istioctl.
+    /// istioctl of the run's Istio build.
     pub istioctl: Istioctl,
+    /// The istioctl of each other build the plan's clusters run (a mixed-version mesh), by build name.
+    pub builds: BTreeMap<String, Istioctl>,
     /// Provider.
     pub provider: Arc<dyn ClusterProvider>,
     /// Options.
@@ -166,11 +168,24 @@ impl RunContext {
             checked: plan.checked.clone(),
             variant: plan.variant.clone(),
             istioctl,
+            builds: BTreeMap::new(),
             provider,
             opts,
             clusters: Mutex::new(BTreeMap::new()),
             facts: Mutex::new(Facts::default()),
             root: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The istioctl of `build` (`None`: the run's). A build the session did not resolve is a bug in the plan or
+    /// the session, reported as the run's infrastructure error.
+    pub fn istioctl_of(&self, build: &Option<String>) -> Result<&Istioctl, StepError> {
+        match build {
+            None => Ok(&self.istioctl),
+            Some(b) => self
+                .builds
+                .get(b)
+                .ok_or_else(|| StepError::infra(format!("no istioctl was resolved for the Istio build {b}"))),
         }
     }
 

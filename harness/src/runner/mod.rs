@@ -98,14 +98,21 @@ impl Runner {
     /// Executes a plan end to end against the provider's clusters, driving `istioctl`; always cleans up and
     /// finishes the reporters.
     pub async fn run(&self, plan: &Plan, istioctl: Istioctl) -> ExitStatus {
+        self.run_builds(plan, istioctl, BTreeMap::new()).await
+    }
+
+    /// [`Runner::run`] of a mixed-version plan: `builds` holds the istioctl of each other build its clusters run.
+    pub async fn run_builds(
+        &self,
+        plan: &Plan,
+        istioctl: Istioctl,
+        builds: BTreeMap<String, Istioctl>,
+    ) -> ExitStatus {
         let started = Instant::now();
         self.emit_run_started(plan);
-        let ctx = Arc::new(RunContext::new(
-            plan,
-            istioctl,
-            self.provider.clone(),
-            self.opts.clone(),
-        ));
+        let mut ctx = RunContext::new(plan, istioctl, self.provider.clone(), self.opts.clone());
+        ctx.builds = builds;
+        let ctx = Arc::new(ctx);
         let executor = ContextExecutor { ctx: ctx.clone() };
         let status = self.execute(plan, &executor).await;
         self.finish(status, started).await

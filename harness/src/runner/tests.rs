@@ -169,6 +169,7 @@ fn step(id: &str, class: StepClass) -> PlannedStep {
         title: format!("step {id}"),
         class,
         actions: vec![Action::RemoteSecret {
+            build: None,
             from: ClusterName::new("cluster1"),
             into: ClusterName::new("cluster2"),
             kubeconfig: None,

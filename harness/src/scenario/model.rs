@@ -136,6 +136,8 @@ pub struct Cluster {
     pub kind_config: PathBuf,
     /// Pod and service CIDRs from the kind config.
     pub subnets: Subnets,
+    /// The Istio build this cluster runs when it differs from the run's (`istio: 1.31-dev`): a mixed-version mesh.
+    pub istio: Option<String>,
 }
 
 /// Options of the `install-istio` step.

@@ -39,6 +39,8 @@ pub(crate) struct RawCluster {
     #[serde(default)]
     pub primary: Option<S<String>>,
     pub kind_config: S<String>,
+    #[serde(default)]
+    pub istio: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

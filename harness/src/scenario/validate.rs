@@ -88,6 +88,17 @@ pub(crate) fn validate(
                 None,
             );
         }
+        if let Some(b) = &rc.istio
+            && !is_build_name(&b.value)
+        {
+            cx.err(
+                b,
+                format!("istio build '{}' is not a build name", b.value),
+                Some(
+                    "name a build made here, e.g. 1.31-dev (tools/istio-builds.env), or leave it out".into(),
+                ),
+            );
+        }
         let value = rc.kind_config.value.clone();
         let Some((kind_config, read)) = kind_configs.remove(&value) else {
             cx.err(&rc.kind_config, format!("kind config {value} was not read"), None);
@@ -118,6 +129,7 @@ pub(crate) fn validate(
             primary: rc.primary.as_ref().map(|p| ClusterName(p.value.clone())),
             kind_config,
             subnets,
+            istio: rc.istio.as_ref().map(|b| b.value.clone()),
         });
     }
     if raw.clusters.is_empty() {
@@ -644,6 +656,15 @@ pub(crate) enum KindConfigProblem {
 pub(crate) type KindConfigs = BTreeMap<String, (PathBuf, Result<Subnets, KindConfigProblem>)>;
 
 /// The path a `kind-config:` value names, relative to the scenario file's directory.
+/// A build name as `tools/istio-builds.env` names them (`1.31-dev`, `1.32-dev.eed52ebb66ad`, `1.31.4`).
+fn is_build_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+}
+
 pub(crate) fn kind_config_path(scenario: &Path, value: &str) -> PathBuf {
     let base_dir = scenario.parent().map(Path::to_path_buf).unwrap_or_default();
     lexical_clean(&base_dir.join(value))

@@ -19,9 +19,14 @@ pub struct Helm {
 impl Helm {
     /// The helm and `istio-charts` a tools build put in `tools_bin`, when both are there.
     pub fn beside(tools_bin: &Path) -> Option<Self> {
+        Self::with_charts_of(tools_bin, tools_bin)
+    }
+
+    /// The helm a tools build put in `tools_bin` with the charts of the Istio build in `istio_dir`.
+    pub fn with_charts_of(tools_bin: &Path, istio_dir: &Path) -> Option<Self> {
         let h = Self {
             bin: tools_bin.join("helm"),
-            charts: tools_bin.join("istio-charts"),
+            charts: istio_dir.join("istio-charts"),
         };
         (h.bin.is_file() && h.charts.join(Chart::Istiod.dir()).join("Chart.yaml").is_file()).then_some(h)
     }

@@ -239,15 +239,20 @@ impl KindProvider {
         format!("{}-control-plane", kind_cluster_name(&self.opts.prefix, c))
     }
 
-    /// The istioctl to drive: `--istio-version` downloads one; else PATH; else the one built with the images.
+    /// The istioctl to drive: `--istio-version` downloads one; `--istio NAME` is that build's; else PATH; else
+    /// the one built with the images.
     fn istioctl_candidate(&self) -> Option<Istioctl> {
-        Istioctl::from_path().ok().or_else(|| {
-            let bin = self.opts.images.as_ref()?.tools_bin.join("istioctl");
+        let built = || {
+            let bin = self.opts.images.as_ref()?.istio_dir().join("istioctl");
             bin.is_file().then_some(Istioctl {
                 bin,
                 source: IstioctlSource::RehearsalTools,
             })
-        })
+        };
+        if self.opts.images.as_ref().is_some_and(|i| i.istio_bin.is_some()) {
+            return built();
+        }
+        Istioctl::from_path().ok().or_else(built)
     }
 
     /// Fails within seconds, naming what is missing, when Docker, kind, istioctl or the images are unavailable.
@@ -386,10 +391,21 @@ impl ClusterProvider for KindProvider {
                 },
             ];
             if let Some(i) = &self.opts.images {
+                // A mixed-version scenario loads the images of every build its clusters run (all of them are
+                // in the node image, so kind finds them present and skips the copy).
+                let mut images: Vec<String> = i.to_load().into_iter().map(str::to_string).collect();
+                for b in scenario.clusters.iter().filter_map(|x| x.istio.as_deref()) {
+                    images.extend(
+                        i.build_images(b)
+                            .into_iter()
+                            .filter(|n| !images.contains(n))
+                            .collect::<Vec<_>>(),
+                    );
+                }
                 create.push(Action::Provider(ProviderAction::KindLoadImages {
                     cluster: c.name.clone(),
                     name: name.clone(),
-                    images: i.to_load().into_iter().map(str::to_string).collect(),
+                    images,
                 }));
             }
             let in_mesh = self
@@ -422,7 +438,8 @@ impl ClusterProvider for KindProvider {
                     names: ("default-pool".into(), "default-l2".into()),
                 })],
             );
-            p.overlays.insert(c.name.clone(), self.install_overlay());
+            p.overlays
+                .insert(c.name.clone(), self.install_overlay(c.istio.as_deref()));
             p.after_install
                 .insert(c.name.clone(), vec![istiod_rollout(&c.name)]);
             p.delete_commands.push(format!(
@@ -524,7 +541,29 @@ impl ClusterProvider for KindProvider {
     }
 
     fn helm(&self) -> Option<crate::tools::Helm> {
-        crate::tools::Helm::beside(&self.opts.images.as_ref()?.tools_bin)
+        let i = self.opts.images.as_ref()?;
+        crate::tools::Helm::with_charts_of(&i.tools_bin, i.istio_dir())
+    }
+
+    fn istioctl_of_build<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Istioctl, ProviderError>> {
+        Box::pin(async move {
+            let images = self.opts.images.as_ref().ok_or_else(|| {
+                ProviderError::Missing(format!(
+                    "a cluster runs the Istio build {name}, which needs the images built here (make images)"
+                ))
+            })?;
+            let b = crate::builds::pick(&images.tools_bin, name)
+                .map_err(|e| ProviderError::Missing(e.to_string()))?;
+            // The images must hold that build, tagged as its istioctl reports.
+            images.with_build(&b).map_err(ProviderError::Missing)?;
+            b.verify()
+                .await
+                .map_err(|e| ProviderError::Missing(e.to_string()))?;
+            Ok(Istioctl {
+                bin: b.path("istioctl"),
+                source: IstioctlSource::RehearsalTools,
+            })
+        })
     }
 
     fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>> {

@@ -64,13 +64,18 @@ impl KindProvider {
         n
     }
 
-    pub(super) fn install_overlay(&self) -> InstallOverlay {
+    /// The `--set`s of images built here; `build` is a cluster's own Istio build in a mixed-version scenario
+    /// (its images' hub and tag), `None` the run's.
+    pub(super) fn install_overlay(&self, build: Option<&str>) -> InstallOverlay {
         let Some(i) = &self.opts.images else {
             return InstallOverlay::default();
         };
+        let (hub, tag) = build
+            .and_then(|b| i.hub_tag(b))
+            .unwrap_or((i.istio.hub.as_str(), i.istio.tag.as_str()));
         let sets = [
-            ("hub", i.istio.hub.as_str()),
-            ("tag", i.istio.tag.as_str()),
+            ("hub", hub),
+            ("tag", tag),
             ("values.global.imagePullPolicy", "IfNotPresent"),
             ("values.pilot.env.PILOT_ENABLE_METADATA_EXCHANGE", "false"),
             ("values.pilot.env.PILOT_ENABLE_ALPN_FILTER", "false"),

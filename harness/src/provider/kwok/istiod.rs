@@ -13,7 +13,12 @@ use super::KwokProvider;
 use crate::kube as k;
 
 impl KwokProvider {
-    pub(super) async fn start_istiod(&self, cluster: &ClusterAccess) -> Result<Vec<String>, ProviderError> {
+    /// Starts `pilot_discovery` (the run's build, or the cluster's own in a mixed-version mesh) for `cluster`.
+    pub(super) async fn start_istiod(
+        &self,
+        cluster: &ClusterAccess,
+        pilot_discovery: &std::path::Path,
+    ) -> Result<(Vec<String>, String), ProviderError> {
         let i = self.index(&cluster.name);
         let p = self.ports(i);
         let dir = self.opts.run_dir.join(format!("istiod-{}", cluster.name));
@@ -73,7 +78,7 @@ impl KwokProvider {
         .into();
         let env_vec: Vec<(String, String)> = env.into_iter().collect();
         let name = format!("istiod-{}", cluster.name);
-        let pid = self.supervise(&name, "pilot-discovery", &args, &env_vec, &dir, "istiod.log")?;
+        let pid = self.supervise(&name, pilot_discovery, &args, &env_vec, &dir, "istiod.log")?;
         let ready = format!("http://127.0.0.1:{}/ready", p.istiod_http);
         wait_http_ok(
             &ready,
@@ -95,22 +100,46 @@ impl KwokProvider {
             }
             self.write_state(&inner)?;
         }
-        Ok(vec![
-            format!(
-                "started {name} (pid {pid}): real pilot-discovery with {}'s kubeconfig, cluster ID {}, xDS on 127.0.0.1:{}, webhooks on 127.0.0.1:{}",
-                cluster.name, cluster.name, p.xds, p.webhook
-            ),
-            format!(
-                "plugged-in CA (cacerts): {}",
-                if plugged {
-                    "yes, read by istiod from the Secret"
-                } else {
-                    "no, istiod self-signs"
-                }
-            ),
-            "istiod is ready and has patched the injector caBundle".into(),
-        ])
+        // The build the running istiod reports on its monitoring port: which control plane serves this cluster
+        // (a mixed-version mesh proves its mix with it).
+        let version = http_text(&format!("http://127.0.0.1:{}/version", p.monitoring))
+            .await
+            .map_err(|e| ProviderError::Other(format!("{name} does not report its version: {e}")))?;
+        let version = version.trim().to_string();
+        Ok((
+            vec![
+                format!("{name} reports version {version}"),
+                format!(
+                    "started {name} (pid {pid}): real pilot-discovery with {}'s kubeconfig, cluster ID {}, xDS on 127.0.0.1:{}, webhooks on 127.0.0.1:{}",
+                    cluster.name, cluster.name, p.xds, p.webhook
+                ),
+                format!(
+                    "plugged-in CA (cacerts): {}",
+                    if plugged {
+                        "yes, read by istiod from the Secret"
+                    } else {
+                        "no, istiod self-signs"
+                    }
+                ),
+                "istiod is ready and has patched the injector caBundle".into(),
+            ],
+            version,
+        ))
     }
+}
+
+/// The body of a GET on a local endpoint (5 s).
+async fn http_text(url: &str) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let r = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!("HTTP {} from {url}", r.status()));
+    }
+    r.text().await.map_err(|e| e.to_string())
 }
 
 pub(super) async fn wait_http_ok(url: &str, timeout: Duration, what: &str) -> Result<(), String> {

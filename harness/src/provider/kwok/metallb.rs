@@ -55,7 +55,14 @@ impl KwokProvider {
             ("METALLB_NAMESPACE".into(), "metallb-system".into()),
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
         ];
-        let pid = self.supervise(&name, "metallb-controller", &args, &env, &dir, "controller.log")?;
+        let pid = self.supervise(
+            &name,
+            &self.tools.path("metallb-controller"),
+            &args,
+            &env,
+            &dir,
+            "controller.log",
+        )?;
         let range = metallb::range(pool, None)?;
         metallb::apply_pool(cluster, names, &range, 1).await?;
         Ok(Performed {

@@ -27,6 +27,7 @@ use crate::mesh::InstallOverlay;
 use crate::plan::{Action, DataPlane, PoolSpec, ProviderAction, ProviderKind, ProviderProfile};
 use crate::rehearsal::procs::{Supervised, port_listening};
 use crate::rehearsal::state::RehearsalState;
+use crate::report::ISTIOD_VERSION_PROPERTY;
 use crate::scenario::{Cluster, ClusterName, Role, Scenario};
 use crate::tools::{Cmd, Istioctl, IstioctlSource};
 
@@ -122,6 +123,46 @@ impl KwokProvider {
             )
     }
 
+    /// `kwokctl delete cluster`, tried again when it fails. A create killed mid-way (a SIGINT 0.2 s into it, seen
+    /// once in CI) can leave a component running whose pid file kwokctl had not written yet: delete then fails to
+    /// parse the empty file, every time. Before the last attempt the components provably this run's (running in
+    /// the cluster's own directory under the run directory) are stopped and the unreadable pid files removed
+    /// ([`crate::rehearsal::strays`]). Deleting a cluster that is already gone succeeds, so retrying is safe.
+    /// Returns the attempt that succeeded and what was cleared on the way.
+    async fn delete_cluster(
+        &self,
+        name: &str,
+        kubeconfig: &str,
+    ) -> Result<(u32, Vec<String>), crate::tools::ToolError> {
+        let mut cleared = Vec::new();
+        let mut attempt = 1;
+        loop {
+            let r = self
+                .kwokctl(&["--name", name, "delete", "cluster", "--kubeconfig", kubeconfig])
+                .timeout(Duration::from_secs(120))
+                .run()
+                .await;
+            match r {
+                Ok(_) => return Ok((attempt, cleared)),
+                Err(e) if attempt >= 3 => return Err(e),
+                Err(e) => {
+                    tracing::warn!("kwokctl delete {name} (attempt {attempt}): {e}; trying again");
+                    if attempt == 2 {
+                        let workdir = self.kwok_dir().join("clusters").join(name);
+                        cleared = tokio::task::spawn_blocking(move || {
+                            crate::rehearsal::strays::clear(&workdir, Duration::from_secs(5))
+                        })
+                        .await
+                        .unwrap_or_default();
+                    } else {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
     fn write_state(&self, inner: &Inner) -> Result<(), ProviderError> {
         inner
             .state
@@ -138,13 +179,13 @@ impl KwokProvider {
     fn supervise(
         &self,
         name: &str,
-        tool: &str,
+        program: &std::path::Path,
         args: &[String],
         env: &[(String, String)],
         dir: &std::path::Path,
         log: &str,
     ) -> Result<u32, ProviderError> {
-        let proc = Supervised::spawn(name, &self.tools.path(tool), args, env, dir, &dir.join(log))
+        let proc = Supervised::spawn(name, program, args, env, dir, &dir.join(log))
             .map_err(|e| ProviderError::io(format!("start {name}"), e))?;
         let pid = proc.pid();
         self.lock().procs.push(proc);
@@ -275,6 +316,7 @@ impl ClusterProvider for KwokProvider {
                         c.name.clone(),
                         vec![Action::Provider(ProviderAction::StartIstiod {
                             cluster: c.name.clone(),
+                            build: c.istio.clone(),
                             ports: (ports.xds, ports.webhook),
                             run_dir: run_dir.clone(),
                         })],
@@ -340,7 +382,21 @@ impl ClusterProvider for KwokProvider {
     }
 
     fn helm(&self) -> Option<crate::tools::Helm> {
-        crate::tools::Helm::beside(&self.tools.path(""))
+        crate::tools::Helm::with_charts_of(&self.tools.dir, self.tools.istio_dir())
+    }
+
+    fn istioctl_of_build<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Istioctl, ProviderError>> {
+        Box::pin(async move {
+            let b = crate::builds::pick(&self.tools.dir, name)
+                .map_err(|e| ProviderError::Missing(e.to_string()))?;
+            b.verify()
+                .await
+                .map_err(|e| ProviderError::Missing(e.to_string()))?;
+            Ok(Istioctl {
+                bin: b.path("istioctl"),
+                source: crate::tools::IstioctlSource::RehearsalTools,
+            })
+        })
     }
 
     fn istioctl(&self) -> BoxFuture<'_, Result<Istioctl, ProviderError>> {
@@ -416,7 +472,10 @@ impl ClusterProvider for KwokProvider {
                     Ok(Performed::log(vec![format!("{from} → {to}: routed")]))
                 }
                 ProviderAction::StartIstiod {
-                    cluster: name, ports, ..
+                    cluster: name,
+                    build,
+                    ports,
+                    ..
                 } => {
                     let p = self.ports(self.index(name));
                     if (p.xds, p.webhook) != *ports {
@@ -425,7 +484,16 @@ impl ClusterProvider for KwokProvider {
                             (p.xds, p.webhook)
                         )));
                     }
-                    Ok(Performed::log(self.start_istiod(cluster(name)?).await?))
+                    let binary = match build {
+                        Some(b) => crate::builds::pick(&self.tools.dir, b)
+                            .map_err(|e| ProviderError::Missing(e.to_string()))?
+                            .path("pilot-discovery"),
+                        None => self.tools.path("pilot-discovery"),
+                    };
+                    let (lines, version) = self.start_istiod(cluster(name)?, &binary).await?;
+                    let mut done = Performed::log(lines);
+                    done.props.insert(ISTIOD_VERSION_PROPERTY.into(), version);
+                    Ok(done)
                 }
                 other => Err(ProviderError::Other(format!(
                     "the rehearsal does not perform {other:?}"
@@ -471,16 +539,20 @@ impl ClusterProvider for KwokProvider {
             let kc = self.opts.run_dir.join("kubeconfig").display().to_string();
             let mut ok = true;
             for name in &created {
-                match self
-                    .kwokctl(&["--name", name, "delete", "cluster", "--kubeconfig", &kc])
-                    .timeout(Duration::from_secs(120))
-                    .run()
-                    .await
-                {
-                    Ok(_) => msgs.push(format!("deleted kwok cluster {name}")),
+                match self.delete_cluster(name, &kc).await {
+                    Ok((1, _)) => msgs.push(format!("deleted kwok cluster {name}")),
+                    Ok((tries, cleared)) => msgs.push(format!(
+                        "deleted kwok cluster {name} on attempt {tries}{}",
+                        if cleared.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" after an interrupted create: {}", cleared.join("; "))
+                        }
+                    )),
                     Err(e) => {
                         ok = false;
-                        msgs.push(format!("kwokctl delete {name} failed: {e}"))
+                        let why = e.command_and_tail().1.unwrap_or_default();
+                        msgs.push(format!("kwokctl delete {name} failed: {e}: {}", why.trim()))
                     }
                 }
             }
@@ -584,7 +656,10 @@ mod tests {
     #[test]
     fn path_helper_keeps_run_dir_first() {
         let p = KwokProvider::new(
-            ToolsBin { dir: "/t".into() },
+            ToolsBin {
+                dir: "/t".into(),
+                istio: None,
+            },
             KwokOptions {
                 port_base: 31000,
                 run_dir: "/r".into(),
@@ -593,5 +668,54 @@ mod tests {
             },
         );
         assert!(p.path_env().starts_with("/r/shimbin:/t:"));
+    }
+
+    /// What CI saw once: a create interrupted between starting a component and writing its pid file leaves an
+    /// empty pid file, and `kwokctl delete` fails on it every time. The stand-in kwokctl fails the same way while
+    /// such a file exists; the delete succeeds once the component running in the cluster's directory is stopped
+    /// and the file removed, and says so.
+    #[tokio::test]
+    async fn a_delete_after_an_interrupted_create_clears_what_kwokctl_cannot_parse() {
+        use std::os::unix::fs::PermissionsExt;
+        let tools = tempfile::tempdir().unwrap();
+        let run = tempfile::tempdir().unwrap();
+        let fake = tools.path().join("kwokctl");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nfor f in \"$KWOK_WORKDIR/clusters/$2/pids\"/*.pid; do\n  [ -e \"$f\" ] || continue\n  \
+             [ -s \"$f\" ] || { echo \"parse pid file $f: invalid syntax\" >&2; exit 1; }\ndone\nexit 0\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = KwokProvider::new(
+            ToolsBin {
+                dir: tools.path().to_path_buf(),
+                istio: None,
+            },
+            KwokOptions {
+                port_base: 31000,
+                run_dir: run.path().to_path_buf(),
+                shim_exe: "/x".into(),
+                keep: false,
+            },
+        );
+        let work = run.path().join("kwok/clusters/cluster2");
+        std::fs::create_dir_all(work.join("pids")).unwrap();
+        std::fs::write(work.join("pids/etcd.pid"), "").unwrap();
+        let mut etcd = std::process::Command::new("sleep")
+            .arg("60")
+            .current_dir(&work)
+            .spawn()
+            .unwrap();
+        let (attempt, cleared) = p.delete_cluster("cluster2", "/k").await.expect("deleted");
+        let _ = etcd.wait();
+        assert_eq!(attempt, 3, "{cleared:?}");
+        assert!(
+            cleared
+                .iter()
+                .any(|l| l.contains(&format!("killed pid {}", etcd.id()))),
+            "{cleared:?}"
+        );
+        assert!(cleared.iter().any(|l| l.contains("etcd.pid")), "{cleared:?}");
     }
 }

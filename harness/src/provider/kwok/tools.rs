@@ -11,7 +11,19 @@ use super::super::ProviderError;
 pub struct ToolsBin {
     /// The `bin` directory.
     pub dir: PathBuf,
+    /// The Istio build `--istio` picked (its istioctl, pilot-discovery and charts); `None`: the default build at
+    /// the top of `dir`.
+    pub istio: Option<crate::builds::IstioBuild>,
 }
+
+/// What an Istio build owns in a tools directory.
+const ISTIO_OWNED: [&str; 5] = [
+    "istioctl",
+    "pilot-discovery",
+    "pilot-agent",
+    "istio-charts",
+    "istio-files",
+];
 
 impl ToolsBin {
     /// `$MESHCONF_TOOLS_BIN`, else the newest complete build under the tools cache.
@@ -19,7 +31,7 @@ impl ToolsBin {
         if let Ok(d) = std::env::var("MESHCONF_TOOLS_BIN") {
             let dir = PathBuf::from(d);
             if Self::complete_marker(&dir).is_some() {
-                return Ok(Self { dir });
+                return Ok(Self { dir, istio: None });
             }
             return Err(ProviderError::Missing(format!(
                 "MESHCONF_TOOLS_BIN={} is not a complete tools build; run `make tools`",
@@ -35,7 +47,7 @@ impl ToolsBin {
             .filter_map(|b| Self::complete_marker(&b).map(|m| (b, m)))
             .max_by_key(|(_, m)| m.metadata().and_then(|m| m.modified()).ok())
             .map(|(b, _)| b);
-        newest.map(|dir| Self { dir }).ok_or_else(|| {
+        newest.map(|dir| Self { dir, istio: None }).ok_or_else(|| {
             ProviderError::Missing(
                 "rehearsal tools are not built: run `make tools` (tools/build.sh builds etcd, kube-apiserver, kwok, \
                  istioctl, istiod and MetalLB from the Go module proxy)"
@@ -52,17 +64,35 @@ impl ToolsBin {
             .find(|m| m.is_file())
     }
 
-    /// Path of a tool.
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+    /// These tools with Istio build `name` (bad input when this directory has no such build).
+    pub fn with_istio(mut self, name: &str) -> Result<Self, crate::builds::BuildError> {
+        self.istio = Some(crate::builds::pick(&self.dir, name)?);
+        Ok(self)
     }
 
-    /// The pinned versions, one `name=version` per line.
+    /// Path of a tool (an Istio one from the picked build).
+    pub fn path(&self, name: &str) -> PathBuf {
+        match &self.istio {
+            Some(b) if ISTIO_OWNED.contains(&name) => b.path(name),
+            _ => self.dir.join(name),
+        }
+    }
+
+    /// The directory of the Istio build in use.
+    pub fn istio_dir(&self) -> &std::path::Path {
+        self.istio.as_ref().map(|b| b.dir.as_path()).unwrap_or(&self.dir)
+    }
+
+    /// The pinned versions, one `name=version` per line (`istio` is the picked build's).
     pub fn versions(&self) -> BTreeMap<String, String> {
-        std::fs::read_to_string(self.dir.join("VERSIONS"))
+        let mut v: BTreeMap<String, String> = std::fs::read_to_string(self.dir.join("VERSIONS"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())))
-            .collect()
+            .collect();
+        if let Some(b) = &self.istio {
+            v.insert("istio".into(), format!("{} ({})", b.label, b.module));
+        }
+        v
     }
 }
