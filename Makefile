@@ -20,7 +20,7 @@ KIND_FLEETS_DOWN = MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)" timeout --kill-after=10
   "$$($(CARGO) metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/meshconf" fleet down --all
 KWOK_SUITES = MESHCONF_TOOLS_BIN="$$(bash tools/build.sh)" MESHCONF_PROVIDER=kwok $(CARGO) test --workspace --test multi_primary --test primary_remote
 
-.PHONY: all build test test-rehearsal unit suites rehearse prepare rehearsal-tools conformance tools images engine engine-down bench bench-plan lint report clean doctor
+.PHONY: all build test test-rehearsal unit suites rehearse prepare rehearsal-tools conformance tools images engine engine-down bench bench-plan matrix lint report clean doctor
 
 all: build
 
@@ -120,6 +120,23 @@ bench: images
 	@status=0; \
 	DOCKER_HOST="$$(bash tools/engine.sh up 2>/dev/null | tail -n1)" bash tools/bench.sh || status=$$?; \
 	bash tools/engine.sh down; exit $$status
+
+## Every scenario on the older Istio line (1.31-dev) and on the default one (1.32-dev), each on its topology's
+## fleet, then `meshconf compare` of the two (reports/matrix/; a regression exits 1). MATRIX_PROVIDER=kwok
+## rehearses it without Docker; MATRIX_BASELINE / MATRIX_CANDIDATE pick other builds. Stops meshconf's engine at
+## the end.
+matrix:
+	@status=0; \
+	if [ "$${MATRIX_PROVIDER:-kind}" = kind ]; then \
+	  bash tools/prepare.sh kind || status=$$?; \
+	  if [ $$status -eq 0 ]; then $(MAKE) --no-print-directory images || status=$$?; fi; \
+	  if [ $$status -eq 0 ]; then \
+	    DOCKER_HOST="$$(bash tools/engine.sh up 2>/dev/null | tail -n1)" bash tools/matrix.sh $(MATRIX_SCENARIOS) || status=$$?; \
+	  fi; \
+	  bash tools/engine.sh down; \
+	else \
+	  bash tools/prepare.sh rehearsal && bash tools/matrix.sh $(MATRIX_SCENARIOS) || status=$$?; \
+	fi; exit $$status
 
 ## Plan building and rendering (criterion).
 bench-plan:

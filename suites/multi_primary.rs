@@ -188,8 +188,142 @@ fn main() -> std::process::ExitCode {
                 assert_diagnosis(&r, "istiod in cluster2 is down")
             },
         ),
+        // A mixed-version mesh, the steady state midway through an upgrade: cluster1 on the default line, cluster2
+        // on the older one. Every check passes as in the guide, each cluster's istioctl named its own build, and
+        // the mix is proved where the cluster really runs it: on kind each pod's injected proxy image (read through
+        // the API) carries its cluster's build; on the rehearsal each cluster's running istiod reports its build.
+        Trial::test("multi_primary::mixed_versions_one_minor_apart", || {
+            let s = scenario("multi-primary-mixed-versions.yaml", |t| t)?;
+            let r = run(
+                "multi_primary.mixed-versions",
+                &s,
+                common::port("multi_primary.mixed-versions"),
+                None,
+            )?;
+            assert_conformance(&r, &["cluster1", "cluster2"])?;
+            let started = r
+                .events
+                .iter()
+                .find_map(|e| match e {
+                    meshconf::report::Event::RunStarted { properties, .. } => Some(properties.clone()),
+                    _ => None,
+                })
+                .ok_or("no run-started event")?;
+            let kind = common::provider()? == meshconf::plan::ProviderKind::Kind;
+            for (cluster, build) in [("cluster1", "1.32-dev."), ("cluster2", common::OLDER_ISTIO)] {
+                let got = started
+                    .get(&format!("istio/{cluster}"))
+                    .cloned()
+                    .unwrap_or_default();
+                if !got.starts_with(build) {
+                    return Err(format!("{cluster} should run {build}*, the run recorded {got:?}").into());
+                }
+                if kind {
+                    let (_, props) = r
+                        .outcome(&format!("deploy-apps/{cluster}"))
+                        .ok_or(format!("no deploy-apps/{cluster}"))?;
+                    let proxies: Vec<&String> = props
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("proxy/"))
+                        .map(|(_, v)| v)
+                        .collect();
+                    if proxies.is_empty() || !proxies.iter().all(|i| i.ends_with(&format!(":{got}"))) {
+                        return Err(format!(
+                            "{cluster}'s pods should run proxies tagged {got}, got {proxies:?}"
+                        )
+                        .into());
+                    }
+                } else {
+                    let (_, props) = r
+                        .outcome(&format!("install-istio/{cluster}"))
+                        .ok_or(format!("no install-istio/{cluster}"))?;
+                    let istiod = props
+                        .get(meshconf::report::ISTIOD_VERSION_PROPERTY)
+                        .cloned()
+                        .unwrap_or_default();
+                    if !istiod.contains(&got) {
+                        return Err(format!(
+                            "{cluster}'s istiod should report {got}, it reported {istiod:?}"
+                        )
+                        .into());
+                    }
+                }
+            }
+            Ok(())
+        }),
     ];
     let kwok_only = vec![
+        // `meshconf compare` on two real records of two Istio lines: the guide on the older line (1.31-dev) as the
+        // baseline, and on the default line (1.32-dev) as a candidate whose cluster1 got no remote secret. The
+        // regression is cluster1's check, named first; the console says exit 1 and names both builds. Harness
+        // logic (reading two report directories), so on the rehearsal only: on kind `make matrix` compares the
+        // two lines' real runs.
+        Trial::test("multi_primary::compare_names_a_candidate_regression", || {
+            let dir = common::report_dir().join("compare");
+            let side = |name: &'static str,
+                        which: &'static str,
+                        build: Option<&'static str>,
+                        s: &meshconf::scenario::Scenario| {
+                let out = dir.join(which);
+                run_with(name, s, common::port(name), None, &|cfg| {
+                    short_convergence(cfg);
+                    cfg.report_dir = out.clone();
+                    cfg.istio_build = build.map(str::to_string);
+                    cfg.report_name = match build {
+                        Some(b) => format!("multi-primary@{b}"),
+                        None => "multi-primary".into(),
+                    };
+                })
+            };
+            let b = side(
+                "multi_primary.compare-baseline",
+                "baseline",
+                Some(common::OLDER_ISTIO),
+                &scenario("multi-primary.yaml", |t| t)?,
+            )?;
+            let no_secret = without_secret_into_cluster1()?;
+            let c = side("multi_primary.compare-candidate", "candidate", None, &no_secret)?;
+            if (b.status, c.status) != (ExitStatus::Passed, ExitStatus::ConformanceFailure) {
+                return Err(format!(
+                    "the sides should pass and fail, got {:?} and {:?}:\n{}",
+                    b.status,
+                    c.status,
+                    b.failures()
+                )
+                .into());
+            }
+            let cmp = meshconf::compare::run(
+                &dir.join("baseline"),
+                &dir.join("candidate"),
+                &dir,
+                meshconf::compare::NoiseBand::default(),
+            )
+            .map_err(|e| e.to_string())?;
+            let text = meshconf::compare::console(&cmp);
+            let first = text.lines().nth(1).unwrap_or_default();
+            if cmp.status != ExitStatus::ConformanceFailure
+                || !first.starts_with("REGRESSION multi-primary · check-traffic/from-cluster1")
+                || cmp.count(meshconf::compare::Change::Regression) != 1
+            {
+                return Err(
+                    format!("compare should name cluster1's check as the one regression:\n{text}").into(),
+                );
+            }
+            // Each side ran the build it was given: istioctl's own version, recorded by the run.
+            let builds = (cmp.baseline.builds_text(), cmp.candidate.builds_text());
+            if !builds.0.starts_with(&format!("{}.", common::OLDER_ISTIO))
+                || !builds.1.starts_with("1.32-dev.")
+            {
+                return Err(format!(
+                    "the sides should be 1.31-dev and 1.32-dev builds, got {builds:?}:\n{text}"
+                )
+                .into());
+            }
+            if !text.contains(&builds.0) || !text.contains(&builds.1) {
+                return Err(format!("the console should name both builds:\n{text}").into());
+            }
+            Ok(())
+        }),
         // Harness logic (retries, JUnit flakyFailure), not mesh behaviour: the rehearsal proves it at a fraction
         // of a kind run, and the kind suites are CPU-bound on 2 cores.
         Trial::test("multi_primary::a_check_that_passes_on_a_retry_is_flaky", || {
@@ -266,51 +400,6 @@ fn main() -> std::process::ExitCode {
                 Some((meshconf::report::Outcome::Passed, _)) => Ok(()),
                 other => Err(format!("isolation/from-cluster2 should pass, got {other:?}").into()),
             }
-        }),
-        // `meshconf compare` on two real records: the same guide as baseline, and as a candidate whose cluster1 got
-        // no remote secret. The regression is cluster1's check, named first; the console says exit 1.
-        Trial::test("multi_primary::compare_names_a_candidate_regression", || {
-            let dir = common::report_dir().join("compare");
-            let side = |name: &'static str, which: &'static str, s: &meshconf::scenario::Scenario| {
-                let out = dir.join(which);
-                run_with(name, s, common::port(name), None, &|cfg| {
-                    short_convergence(cfg);
-                    cfg.report_dir = out.clone();
-                    cfg.report_name = "multi-primary".into();
-                })
-            };
-            let b = side(
-                "multi_primary.compare-baseline",
-                "baseline",
-                &scenario("multi-primary.yaml", |t| t)?,
-            )?;
-            let no_secret = without_secret_into_cluster1()?;
-            let c = side("multi_primary.compare-candidate", "candidate", &no_secret)?;
-            if (b.status, c.status) != (ExitStatus::Passed, ExitStatus::ConformanceFailure) {
-                return Err(format!(
-                    "the sides should pass and fail, got {:?} and {:?}",
-                    b.status, c.status
-                )
-                .into());
-            }
-            let cmp = meshconf::compare::run(
-                &dir.join("baseline"),
-                &dir.join("candidate"),
-                &dir,
-                meshconf::compare::NoiseBand::default(),
-            )
-            .map_err(|e| e.to_string())?;
-            let text = meshconf::compare::console(&cmp);
-            let first = text.lines().nth(1).unwrap_or_default();
-            if cmp.status != ExitStatus::ConformanceFailure
-                || !first.starts_with("REGRESSION multi-primary · check-traffic/from-cluster1")
-                || cmp.count(meshconf::compare::Change::Regression) != 1
-            {
-                return Err(
-                    format!("compare should name cluster1's check as the one regression:\n{text}").into(),
-                );
-            }
-            Ok(())
         }),
         Trial::test(
             "multi_primary::existing_provider_deletes_only_what_it_created",

@@ -118,6 +118,9 @@ fn load_edited(file: &str, edit: impl Fn(String) -> String, must_change: bool) -
     scenario::load_str(&path, &edited).map_err(|e| Failed::from(e.to_string()))
 }
 
+/// The older Istio line built beside the default (tools/istio-builds.env): the baseline of the build-axis trials.
+pub const OLDER_ISTIO: &str = "1.31-dev";
+
 /// Deadline of a cold `tools/build.sh` (the Go builds of the rehearsal, as `timeout` takes it).
 const BUILD_DEADLINE: &str = "3600s";
 

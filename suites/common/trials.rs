@@ -77,6 +77,7 @@ pub const PORTS: &[(&str, u16)] = &[
     // Below 32768, where Linux's ephemeral ports start.
     ("multi_primary.compare-baseline", 30800),
     ("multi_primary.compare-candidate", 30900),
+    ("multi_primary.mixed-versions", 30700),
 ];
 
 /// The first port of trial `name` (from [`PORTS`]).
