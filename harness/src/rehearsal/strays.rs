@@ -24,10 +24,17 @@ pub fn processes_in(workdir: &Path) -> Vec<i32> {
         .filter(|pid| {
             let proc = PathBuf::from(format!("/proc/{pid}"));
             let cwd = std::fs::read_link(proc.join("cwd")).ok();
-            let cmdline = std::fs::read(proc.join("cmdline"))
-                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-                .unwrap_or_default();
-            cwd.as_deref() == Some(workdir) || cmdline.contains(&needle)
+            let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+            // The directory itself or a path below it, never a sibling that only starts the same (cluster20).
+            let names_it = String::from_utf8_lossy(&cmdline)
+                .split(['\0', '=', ' '])
+                .any(|arg| {
+                    arg == needle
+                        || arg
+                            .strip_prefix(&needle)
+                            .is_some_and(|rest| rest.starts_with('/'))
+                });
+            cwd.as_deref() == Some(workdir) || names_it
         })
         .collect()
 }
@@ -97,8 +104,21 @@ mod tests {
             .unwrap();
         let pid = child.id() as i32;
         assert!(processes_in(&work).contains(&pid));
-        // Another directory's process is not this cluster's.
+        // Another directory's process is not this cluster's, nor is a sibling's whose name only starts the same.
         assert!(!processes_in(&d.path().join("clusters/cluster1")).contains(&pid));
+        // A process that only names a path: found for that directory, not for one whose name is its prefix.
+        let sibling = d.path().join("clusters/cluster2x");
+        let mut named = std::process::Command::new("sh")
+            .args(["-c", "sleep 60"])
+            .arg(format!("--data-dir={}/etcd", sibling.display()))
+            .current_dir(d.path())
+            .spawn()
+            .unwrap();
+        let npid = named.id() as i32;
+        assert!(processes_in(&sibling).contains(&npid));
+        assert!(!processes_in(&work).contains(&npid));
+        let _ = named.kill();
+        let _ = named.wait();
         let done = clear(&work, Duration::from_millis(300));
         assert!(
             done.iter().any(|l| l.contains(&format!("killed pid {pid}"))),
