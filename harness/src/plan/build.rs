@@ -224,12 +224,22 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
     let mut profile = profile;
     for c in &scenario.clusters {
         if let Some(b) = &c.istio {
+            // A remote has no istiod: its primary's injects its proxies, from the primary's own injector config
+            // (on kind a remote installed with 1.31-dev got the 1.32-dev primary's proxies).
+            let runs = match c.role {
+                crate::scenario::Role::Primary => {
+                    format!("{}'s control plane and proxies are that build's", c.name)
+                }
+                crate::scenario::Role::Remote => format!(
+                    "{}'s remote install (webhooks, CRDs) is that build's; its proxies are injected by its primary's \
+                     istiod",
+                    c.name
+                ),
+            };
             profile.notes.push(format!(
-                "mixed versions: {} runs Istio build {b}; `{}` is that build's istioctl, and {}'s control plane and \
-                 proxies are that build's",
+                "mixed versions: {} runs Istio build {b}; `{}` is that build's istioctl, and {runs}",
                 c.name,
                 istioctl_word(&c.istio),
-                c.name
             ));
         }
     }
