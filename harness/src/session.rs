@@ -379,6 +379,16 @@ pub async fn run(cfg: &SessionConfig, scenario: &Scenario) -> ExitStatus {
         eprintln!("meshconf: {e}");
         return ExitStatus::BadInput;
     }
+    if cfg.provider == ProviderKind::Kwok
+        && let Err(e) = crate::provider::check_port_base(
+            cfg.port_base,
+            scenario.clusters.len(),
+            crate::provider::ephemeral_range(),
+        )
+    {
+        eprintln!("meshconf: {e}");
+        return ExitStatus::BadInput;
+    }
     if cfg.reuse {
         return run_on_fleet(cfg, scenario).await;
     }

@@ -11,7 +11,7 @@ pub use egress::{EgressCount, EgressRule, packets_of};
 pub use existing::ExistingProvider;
 pub use kind::{DEFAULT_KIND_SUBNET, KindFleet, KindOptions, KindProvider, KindState, kind_version};
 
-pub use kwok::{KwokOptions, KwokProvider, ToolsBin};
+pub use kwok::{KwokOptions, KwokProvider, ToolsBin, check_port_base, ephemeral_range};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -9,6 +9,7 @@ mod metallb;
 mod ports;
 mod tools;
 
+pub use ports::{check_port_base, ephemeral_range};
 pub use tools::ToolsBin;
 
 use cluster::first_24;

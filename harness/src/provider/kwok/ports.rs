@@ -1,6 +1,36 @@
 //! Where a rehearsal listens: 20 ports per cluster on 127.0.0.1 from the port base (API server, etcd, kwok,
 //! controllers, istiod, MetalLB), and the TEST-NET-1 address pool each cluster's MetalLB hands out.
 
+/// Ports each rehearsal cluster takes from the port base.
+pub const PORTS_PER_CLUSTER: u16 = 20;
+
+/// The machine's ephemeral port range (`net.ipv4.ip_local_port_range`), Linux's default when unreadable.
+pub fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().filter_map(|x| x.parse::<u16>().ok());
+            Some((it.next()?, it.next()?))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// Bad input when a rehearsal of `clusters` clusters from `base` would listen inside `ephemeral`: a client's
+/// outgoing connection can take such a port first, and istiod then fails to bind it (seen with 33000).
+pub fn check_port_base(base: u16, clusters: usize, ephemeral: (u16, u16)) -> Result<(), String> {
+    let last = u32::from(base) + u32::from(PORTS_PER_CLUSTER) * clusters as u32 - 1;
+    if last >= u32::from(ephemeral.0) && u32::from(base) <= u32::from(ephemeral.1) {
+        return Err(format!(
+            "--port-base {base}: the rehearsal of {clusters} clusters listens on {base}-{last}, inside this machine's \
+             ephemeral port range {}-{} where outgoing connections take their ports; pick a base at most {}",
+            ephemeral.0,
+            ephemeral.1,
+            u32::from(ephemeral.0).saturating_sub(u32::from(PORTS_PER_CLUSTER) * clusters as u32)
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ports {
     pub(super) apiserver: u16,
@@ -21,7 +51,7 @@ pub(super) struct Ports {
 
 impl Ports {
     pub(super) fn for_index(base: u16, i: usize) -> Self {
-        let b = base + (i as u16) * 20;
+        let b = base + (i as u16) * PORTS_PER_CLUSTER;
         Self {
             apiserver: b,
             etcd: b + 1,
@@ -65,4 +95,28 @@ impl Ports {
 pub(super) fn rehearsal_pool(i: usize) -> String {
     let first = 128 + i * 16;
     format!("192.0.2.{first}-192.0.2.{}", first + 15)
+}
+
+#[cfg(test)]
+mod port_base_tests {
+    use super::*;
+
+    #[test]
+    fn a_base_whose_ports_reach_the_ephemeral_range_is_refused() {
+        assert!(check_port_base(31000, 3, (32768, 60999)).is_ok());
+        assert!(
+            check_port_base(32700, 3, (32768, 60999)).is_ok(),
+            "32700-32759 stays below"
+        );
+        let e = check_port_base(33000, 2, (32768, 60999)).unwrap_err();
+        assert!(e.contains("33000-33039") && e.contains("at most 32728"), "{e}");
+        assert!(
+            check_port_base(32720, 3, (32768, 60999)).is_err(),
+            "32720-32779 reaches it"
+        );
+        assert!(
+            check_port_base(61000, 2, (32768, 60999)).is_ok(),
+            "above the range"
+        );
+    }
 }
