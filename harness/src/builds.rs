@@ -147,6 +147,15 @@ impl IstioBuild {
         self.dir.join(name)
     }
 
+    /// The build's istioctl, once [`IstioBuild::verify`] proved it reports this build.
+    pub async fn verified_istioctl(&self) -> Result<crate::tools::Istioctl, BuildError> {
+        self.verify().await?;
+        Ok(crate::tools::Istioctl {
+            bin: self.path("istioctl"),
+            source: crate::tools::IstioctlSource::RehearsalTools,
+        })
+    }
+
     /// Runs the build's `istioctl version --remote=false` and requires it to report this build's label.
     pub async fn verify(&self) -> Result<(), BuildError> {
         let bin = self.path("istioctl");

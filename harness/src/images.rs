@@ -186,12 +186,7 @@ impl ImageSet {
                 build.name, build.label
             ));
         }
-        let istio_image = |n: &str| {
-            ["/pilot:", "/proxyv2:"]
-                .iter()
-                .any(|k| n.contains(k) && n.starts_with(&format!("{}/", self.istio.hub)))
-        };
-        for i in out.images.iter_mut().filter(|i| istio_image(&i.name)) {
+        for i in out.images.iter_mut().filter(|i| self.is_istio_image(&i.name)) {
             i.runtime = Some(i.name.ends_with(&format!(":{tag}")));
         }
         // Every build but the one in use stays findable by name (a mixed-version scenario's clusters run them).
@@ -233,13 +228,15 @@ impl ImageSet {
         };
         self.images
             .iter()
-            .filter(|i| {
-                i.name.starts_with(&format!("{}/", self.istio.hub))
-                    && (i.name.contains("/pilot:") || i.name.contains("/proxyv2:"))
-                    && i.name.ends_with(&format!(":{tag}"))
-            })
+            .filter(|i| self.is_istio_image(&i.name) && i.name.ends_with(&format!(":{tag}")))
             .map(|i| i.name.clone())
             .collect()
+    }
+
+    /// Whether `name` is one of the Istio images a build brings (pilot or proxyv2 under the set's hub).
+    fn is_istio_image(&self, name: &str) -> bool {
+        name.starts_with(&format!("{}/", self.istio.hub))
+            && (name.contains("/pilot:") || name.contains("/proxyv2:"))
     }
 
     /// The directory of the Istio build in use.

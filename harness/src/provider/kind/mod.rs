@@ -556,13 +556,9 @@ impl ClusterProvider for KindProvider {
                 .map_err(|e| ProviderError::Missing(e.to_string()))?;
             // The images must hold that build, tagged as its istioctl reports.
             images.with_build(&b).map_err(ProviderError::Missing)?;
-            b.verify()
+            b.verified_istioctl()
                 .await
-                .map_err(|e| ProviderError::Missing(e.to_string()))?;
-            Ok(Istioctl {
-                bin: b.path("istioctl"),
-                source: IstioctlSource::RehearsalTools,
-            })
+                .map_err(|e| ProviderError::Missing(e.to_string()))
         })
     }
 

@@ -390,13 +390,9 @@ impl ClusterProvider for KwokProvider {
         Box::pin(async move {
             let b = crate::builds::pick(&self.tools.dir, name)
                 .map_err(|e| ProviderError::Missing(e.to_string()))?;
-            b.verify()
+            b.verified_istioctl()
                 .await
-                .map_err(|e| ProviderError::Missing(e.to_string()))?;
-            Ok(Istioctl {
-                bin: b.path("istioctl"),
-                source: crate::tools::IstioctlSource::RehearsalTools,
-            })
+                .map_err(|e| ProviderError::Missing(e.to_string()))
         })
     }
 
