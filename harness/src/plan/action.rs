@@ -435,6 +435,10 @@ pub struct TrafficCheck {
     pub url: String,
     /// Expected versions and the clusters serving each.
     pub expect: BTreeMap<AppVersion, std::collections::BTreeSet<ClusterName>>,
+    /// Expected clusters on another network than `from`'s (cluster → network): reached through that network's
+    /// east-west gateways, which balance connections rather than requests, so judged as one bucket per network.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub through_gateways: BTreeMap<ClusterName, String>,
     /// Requests in the sample.
     pub requests: u32,
 }

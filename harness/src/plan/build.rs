@@ -743,6 +743,10 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                             namespace: namespace.clone(),
                             url: ct.url.clone(),
                             expect: ct.expect.clone(),
+                            through_gateways: others
+                                .iter()
+                                .map(|to| ((*to).clone(), network(to).as_str().to_string()))
+                                .collect(),
                             requests,
                         }),
                     ];

@@ -1,6 +1,7 @@
 //! Renders typed actions as the shell commands a person following the guide would type: same contexts, files and
 //! flags. The one renderer: `meshconf plan` uses it with nothing bound, a run's transcript with the values bound.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -338,6 +339,18 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 t.requests,
                 exp.join(", ")
             ));
+            let mut nets: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for (c, net) in &t.through_gateways {
+                nets.entry(net.as_str()).or_default().push(c.as_str());
+            }
+            // With one cluster behind a network the bucket is that cluster's: nothing changes, nothing to say.
+            for (net, cs) in nets.into_iter().filter(|(_, cs)| cs.len() > 1) {
+                o.push(format!(
+                    "# {net} ({}) is reached through its gateways, which pass whole connections to one pod: its \
+                     share is judged as one, in proportion to its endpoints",
+                    cs.join(", ")
+                ));
+            }
             o.push(format!(
                 "kubectl exec {} -n {} -c {n} \"{}\" -- curl -sS {}",
                 ctx(&t.from),

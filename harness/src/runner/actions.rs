@@ -976,6 +976,7 @@ async fn check_traffic(
     let spec = verify::CheckSpec {
         from: from.clone(),
         expect: t.expect.clone(),
+        through_gateways: t.through_gateways.clone(),
         requests,
         batch: BATCH,
         convergence_timeout: ctx.opts.convergence_timeout,

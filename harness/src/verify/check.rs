@@ -33,6 +33,8 @@ pub struct CheckSpec {
     pub from: ClusterName,
     /// Each expected version and every cluster it must answer from.
     pub expect: BTreeMap<AppVersion, BTreeSet<ClusterName>>,
+    /// Expected clusters on another network than `from`'s, reached through its gateways: cluster → network.
+    pub through_gateways: BTreeMap<ClusterName, String>,
     /// Requests in the measured sample.
     pub requests: u32,
     /// Requests per probe call.
@@ -132,7 +134,14 @@ pub async fn run_check(
         answers.extend(probe.batch(n).await?);
         left -= n;
     }
-    let verdict = judge(&spec.from, &answers, &spec.expect, &attr, spec.requests);
+    let verdict = judge(
+        &spec.from,
+        &answers,
+        &spec.expect,
+        &spec.through_gateways,
+        &attr,
+        spec.requests,
+    );
     log(format!(
         "{} requests from {}: {}",
         spec.requests,
@@ -226,6 +235,7 @@ mod tests {
                     BTreeSet::from([ClusterName::new("cluster2")]),
                 ),
             ]),
+            through_gateways: BTreeMap::new(),
             requests: 25,
             batch: 10,
             convergence_timeout: Duration::from_millis(timeout_ms),

@@ -32,16 +32,26 @@ pub fn default_requests(k: usize) -> u32 {
 /// p-value of the chi-square goodness-of-fit test of `counts` against an even split. `None` for fewer than two
 /// buckets or no observations.
 pub fn uniform_p_value(counts: &[u64]) -> Option<f64> {
-    let total: u64 = counts.iter().sum();
-    if counts.len() < 2 || total == 0 {
+    proportional_p_value(&counts.iter().map(|&c| (c, 1)).collect::<Vec<_>>())
+}
+
+/// p-value of the chi-square goodness-of-fit test of `(count, weight)` buckets against a split in proportion to
+/// the weights (a bucket of two endpoints expects twice the answers of one). `None` for fewer than two buckets,
+/// no observations or no weight.
+pub fn proportional_p_value(buckets: &[(u64, u32)]) -> Option<f64> {
+    let total: u64 = buckets.iter().map(|b| b.0).sum();
+    let weights: u32 = buckets.iter().map(|b| b.1).sum();
+    if buckets.len() < 2 || total == 0 || weights == 0 || buckets.iter().any(|b| b.1 == 0) {
         return None;
     }
-    let expected = total as f64 / counts.len() as f64;
-    let stat: f64 = counts
+    let stat: f64 = buckets
         .iter()
-        .map(|&c| (c as f64 - expected).powi(2) / expected)
+        .map(|&(c, w)| {
+            let expected = total as f64 * f64::from(w) / f64::from(weights);
+            (c as f64 - expected).powi(2) / expected
+        })
         .sum();
-    let dist = ChiSquared::new((counts.len() - 1) as f64).ok()?;
+    let dist = ChiSquared::new((buckets.len() - 1) as f64).ok()?;
     Some(dist.sf(stat))
 }
 
@@ -67,5 +77,16 @@ mod tests {
         let p = uniform_p_value(&[162, 138]).expect("p");
         assert!((p - 0.166).abs() < 0.001, "{p}");
         assert!(uniform_p_value(&[10]).is_none());
+    }
+
+    #[test]
+    fn a_bucket_of_two_endpoints_expects_twice_the_answers() {
+        // 54 from one pod, 96 through a network of two: a fair 1:2 split, an unfair 1:1 one.
+        let p = proportional_p_value(&[(54, 1), (96, 2)]).expect("p");
+        assert!(p > 0.3, "{p}");
+        let even = uniform_p_value(&[54, 96]).expect("p");
+        assert!(even < 0.001, "{even}");
+        let skewed = proportional_p_value(&[(100, 1), (50, 2)]).expect("p");
+        assert!(skewed < ALPHA, "{skewed}");
     }
 }
