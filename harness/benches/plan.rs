@@ -83,6 +83,7 @@ fn main() {
             &meshconf::scenario::ClusterName::new("cluster1"),
             &answers,
             &expect,
+            &std::collections::BTreeMap::new(),
             &attr,
             10_000,
         ));
