@@ -60,7 +60,7 @@ node_dir=$(tail -n1 "$work/rootfs-node.out")
 
 # --- inputs that are not Go modules of build.sh ---------------------------------------------------------------
 gobin="$out/gobin" && mkdir -p "$gobin"
-for prog in pause helloworld; do
+for prog in pause helloworld loadgen; do
   (cd "$here/images/$prog" && GOTOOLCHAIN=local CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$gobin/$prog" .) \
     || die "go build of tools/images/$prog failed"
 done
@@ -166,13 +166,16 @@ done
 curl_name=$(sed -n 's/^ *image: *\(.*curl.*\)$/\1/p' "$bin/istio-files/curl.yaml" | head -n1)
 [[ -n "$curl_name" ]] || die "no image in the module's samples/curl/curl.yaml"
 build "$curl_name" curl "Debian bookworm curl (tools/images/curl)"
+# meshconf's own traffic generator (upgrades under live traffic); no upstream image plays this part.
+loadgen_name="meshconf.local/loadgen:1"
+build "$loadgen_name" loadgen "tools/images/loadgen (meshconf; live traffic during upgrades)" --bin "$gobin/loadgen"
 
 # Named as the manifest's images expect their entrypoints: /controller and /speaker.
 cp "$bin/metallb-speaker" "$work/speaker" && cp "$bin/metallb-controller" "$work/controller"
 build "quay.io/metallb/controller:$METALLB_VERSION" binary "$metallb_src" --build-arg BIN=controller --build-arg AT=/ --bin "$work/controller"
 build "quay.io/metallb/speaker:$METALLB_VERSION" binary "$metallb_src" --build-arg BIN=speaker --build-arg AT=/ --bin "$work/speaker"
 
-runtime=("$istio_hub/pilot:$istio_tag" "$istio_hub/proxyv2:$istio_tag" "${hw_built[@]}" "$curl_name"
+runtime=("$istio_hub/pilot:$istio_tag" "$istio_hub/proxyv2:$istio_tag" "${hw_built[@]}" "$curl_name" "$loadgen_name"
          "quay.io/metallb/controller:$METALLB_VERSION" "quay.io/metallb/speaker:$METALLB_VERSION")
 preload+=("${runtime[@]}")
 

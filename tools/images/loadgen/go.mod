@@ -1,0 +1,3 @@
+module meshconf.local/loadgen
+
+go 1.24
