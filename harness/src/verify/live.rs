@@ -142,6 +142,14 @@ pub fn judge_live(
                 p.first_error.as_deref().unwrap_or("(no message)")
             ));
         }
+        let outcomes = p.failed + p.answers.values().sum::<u64>();
+        if outcomes != p.sent {
+            problems.push(format!(
+                "{from}'s traffic generator counts {} requests started in phase '{}' but {outcomes} outcomes: the \
+                 report was read before `loadgen stop` waited for every request",
+                p.sent, p.name
+            ));
+        }
         if p.sent == 0 && p.name != "start" {
             problems.push(format!(
                 "{from}'s traffic generator sent nothing during phase '{}': the phase was not under traffic",
@@ -235,11 +243,15 @@ mod tests {
     fn a_clean_report_passes_and_a_silent_phase_does_not() {
         let clean = REPORT
             .replace(r#""failed": 2,"#, r#""failed": 0,"#)
-            .replace(r#""sent": 35, "failed": 2"#, r#""sent": 35, "failed": 0"#);
+            .replace(r#""sent": 35, "failed": 2"#, r#""sent": 35, "failed": 0"#)
+            .replace("hw-v1-new\": 30", "hw-v1-new\": 32");
         let r = LoadReport::parse(&clean).expect("report");
         let v = judge_live(&ClusterName::new("cluster2"), &r, &attribution(), 1_000_000);
         assert!(v.problems.is_empty(), "{:?}", v.problems);
-        let silent = clean.replace(r#""sent": 80,"#, r#""sent": 0,"#);
+        let silent = clean.replace(r#""sent": 80,"#, r#""sent": 0,"#).replace(
+            r#"{"Hello version: v1, instance: hw-v1": 41, "Hello version: v2, instance: hw-v2": 39}"#,
+            "{}",
+        );
         let r = LoadReport::parse(&silent).expect("report");
         let v = judge_live(&ClusterName::new("cluster2"), &r, &attribution(), 1_000_000);
         assert_eq!(
@@ -254,5 +266,19 @@ mod tests {
     fn output_that_is_not_the_report_is_an_error() {
         assert!(LoadReport::parse("loadgen: no loadgen answers").is_err());
         assert!(LoadReport::parse(r#"{"phases": []}"#).is_err());
+    }
+
+    #[test]
+    fn requests_without_an_outcome_are_never_taken_for_answers() {
+        let early = REPORT.replace(r#""sent": 80,"#, r#""sent": 82,"#);
+        let r = LoadReport::parse(&early).expect("report");
+        let v = judge_live(&ClusterName::new("cluster2"), &r, &attribution(), 1_000_000);
+        assert!(
+            v.problems[0].starts_with(
+                "cluster2's traffic generator counts 82 requests started in phase 'baseline' but 80 outcomes"
+            ),
+            "{:?}",
+            v.problems
+        );
     }
 }

@@ -5,7 +5,7 @@
 // the last one answered (paced by -interval). A request fails when it gets no answer within -timeout, a status
 // other than 200, or a body that is not the HelloWorld sample's. Phases are named from outside
 // (`loadgen phase NAME`, run in the same pod): every request is counted in the phase it started in. `loadgen
-// report` prints every phase as JSON: requests sent, failures with the first error, answers by body, and latency
+// stop` ends the traffic once every started request has its outcome. `loadgen report` prints every phase as JSON: requests sent, failures with the first error, answers by body, and latency
 // percentiles. Zero tolerance is the reader's: this program only counts.
 package main
 
@@ -49,8 +49,20 @@ type phase struct {
 }
 
 type recorder struct {
-	mu     sync.Mutex
-	phases []*phase
+	mu       sync.Mutex
+	phases   []*phase
+	stopped  bool
+	inflight sync.WaitGroup
+}
+
+// stop ends the traffic: no request starts after it, and it returns once every started one has its outcome
+// (each ends within the request timeout), so a report read after it counts every request.
+func (r *recorder) stop() {
+	r.mu.Lock()
+	r.stopped = true
+	r.current().EndedMs = time.Now().UnixMilli()
+	r.mu.Unlock()
+	r.inflight.Wait()
 }
 
 func newPhase(name string) *phase {
@@ -66,16 +78,33 @@ func (r *recorder) begin(name string) {
 	r.phases = append(r.phases, newPhase(name))
 }
 
-// record counts one request in the phase p it started in.
+// start counts one request in the current phase and returns that phase, unless the generator was stopped.
+func (r *recorder) start(keepAlive bool) (*phase, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return nil, false
+	}
+	p := r.current()
+	p.Sent++
+	if keepAlive {
+		p.KeepAlive.Sent++
+	} else {
+		p.New.Sent++
+	}
+	r.inflight.Add(1)
+	return p, true
+}
+
+// record counts the outcome of one request in the phase p it started in.
 func (r *recorder) record(p *phase, keepAlive bool, took time.Duration, body string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p.Sent++
+	defer r.inflight.Done()
 	k := &p.New
 	if keepAlive {
 		k = &p.KeepAlive
 	}
-	k.Sent++
 	if err != nil {
 		p.Failed++
 		k.Failed++
@@ -143,10 +172,11 @@ func run(url string, rate float64, conns int, interval, timeout time.Duration) {
 		tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
 		defer tick.Stop()
 		for range tick.C {
+			p, ok := rec.start(false)
+			if !ok {
+				return
+			}
 			go func() {
-				rec.mu.Lock()
-				p := rec.current()
-				rec.mu.Unlock()
 				c := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
 				t0 := time.Now()
 				body, err := get(c, url)
@@ -160,9 +190,10 @@ func run(url string, rate float64, conns int, interval, timeout time.Duration) {
 			tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, IdleConnTimeout: 10 * time.Minute}
 			c := &http.Client{Timeout: timeout, Transport: tr}
 			for {
-				rec.mu.Lock()
-				p := rec.current()
-				rec.mu.Unlock()
+				p, ok := rec.start(true)
+				if !ok {
+					return
+				}
 				t0 := time.Now()
 				body, err := get(c, url)
 				rec.record(p, true, time.Since(t0), body, err)
@@ -179,6 +210,10 @@ func run(url string, rate float64, conns int, interval, timeout time.Duration) {
 		}
 		rec.begin(name)
 		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/stop", func(w http.ResponseWriter, r *http.Request) {
+		rec.stop()
+		fmt.Fprintln(w, "stopped")
 	})
 	mux.HandleFunc("/report", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -220,6 +255,11 @@ func main() {
 				log.Fatal("usage: loadgen phase NAME")
 			}
 			if err := ctl("/phase?name=" + os.Args[2]); err != nil {
+				log.Fatal(err)
+			}
+			return
+		case "stop":
+			if err := ctl("/stop"); err != nil {
 				log.Fatal(err)
 			}
 			return
