@@ -258,6 +258,7 @@ async fn read_cluster(client: &kube::Client, namespaces: &[String], f: &mut Clus
                     name: ns.clone(),
                     exists: n.is_some(),
                     injection: label("istio-injection"),
+                    revision: label("istio.io/rev"),
                     network: label("topology.istio.io/network"),
                 })
             }
@@ -294,14 +295,23 @@ async fn read_cluster(client: &kube::Client, namespaces: &[String], f: &mut Clus
     f.events.drain(..n.saturating_sub(EVENTS_KEPT));
     if f.role == ClusterRole::Primary {
         let deps: Api<Deployment> = Api::namespaced(client.clone(), "istio-system");
-        match deps.get_opt("istiod").await {
-            Ok(d) => {
-                f.istiod = d.map(|d| ReplicaFact {
-                    desired: d.spec.and_then(|s| s.replicas).unwrap_or(1),
-                    ready: d.status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        // `istiod`, or `istiod-<revision>` for each control-plane revision (a canary upgrade runs two).
+        match deps.list(&ListParams::default().labels("app=istiod")).await {
+            Ok(l) => {
+                f.istiod = (!l.items.is_empty()).then(|| ReplicaFact {
+                    desired: l
+                        .items
+                        .iter()
+                        .map(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
+                        .sum(),
+                    ready: l
+                        .items
+                        .iter()
+                        .map(|d| d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0))
+                        .sum(),
                 })
             }
-            Err(e) => f.unavailable.push(format!("istiod Deployment: {e}")),
+            Err(e) => f.unavailable.push(format!("istiod Deployments: {e}")),
         }
     }
     match exposes_services(client).await {

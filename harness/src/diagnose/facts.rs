@@ -33,6 +33,9 @@ pub struct NamespaceFact {
     pub exists: bool,
     /// The value of its `istio-injection` label, if any.
     pub injection: Option<String>,
+    /// The value of its `istio.io/rev` label (injection by a control-plane revision), if any.
+    #[serde(default)]
+    pub revision: Option<String>,
     /// The value of its `topology.istio.io/network` label, if any.
     #[serde(default)]
     pub network: Option<String>,

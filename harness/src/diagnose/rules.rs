@@ -127,7 +127,7 @@ fn istiod_down(facts: &MeshFacts) -> Vec<Finding> {
                     format!("istiod in {} is down: its process ({process}) exited", c.name)
                 }
                 None => format!(
-                    "istiod is not installed in {} (no istio-system/istiod Deployment)",
+                    "istiod is not installed in {} (no Deployment labelled app=istiod in istio-system)",
                     c.name
                 ),
                 Some(r) if r.ready == 0 => {
@@ -171,10 +171,13 @@ fn sidecar_missing(facts: &MeshFacts, ns: &str) -> Vec<Finding> {
         .iter()
         .filter_map(|c| {
             let n = c.namespaces.iter().find(|n| n.name == ns && n.exists)?;
-            if n.injection.as_deref() == Some("enabled") {
+            if n.injection.as_deref() == Some("enabled") || n.revision.is_some() {
                 return None;
             }
             let bare = c.pods.iter().filter(|p| p.namespace == ns && !p.sidecar).count();
+            if bare == 0 {
+                return None;
+            }
             let why = match &n.injection {
                 None => "lacks the istio-injection label".to_string(),
                 Some(v) => format!("has istio-injection={v}"),
@@ -269,6 +272,7 @@ mod tests {
                 name: "sample".into(),
                 exists: true,
                 injection: Some("enabled".into()),
+                revision: None,
                 network: None,
             }],
             pods: vec![PodFact {
@@ -346,6 +350,7 @@ mod tests {
                 name: "istio-system".into(),
                 exists: true,
                 injection: None,
+                revision: None,
                 network: Some(net.into()),
             });
         }
