@@ -411,9 +411,78 @@ fn main() -> std::process::ExitCode {
             common::sigint_stops_the_suite_after_the_trial_in_flight,
         ),
     ];
-    let kind_only = vec![Trial::test(
-        "engine::a_users_own_docker_is_used_as_is",
-        common::users_engine_is_used_as_is,
-    )];
+    let kind_only = vec![
+        Trial::test(
+            "engine::a_users_own_docker_is_used_as_is",
+            common::users_engine_is_used_as_is,
+        ),
+        // The canary upgrade of both primaries from 1.31-dev to 1.32-dev under live traffic: every phase sent
+        // requests, none failed, and both versions answered both generators in every phase.
+        Trial::test("multi_primary::canary_upgrade_under_live_traffic", || {
+            let s = scenario("multi-primary-canary-upgrade.yaml", |t| t)?;
+            let r = run(
+                "multi_primary.canary-upgrade",
+                &s,
+                common::port("multi_primary.canary-upgrade"),
+                None,
+            )?;
+            if r.status != ExitStatus::Passed {
+                return Err(format!(
+                    "the upgrade should pass; run ended {:?}:\n{}",
+                    r.status,
+                    r.failures()
+                )
+                .into());
+            }
+            for c in ["cluster1", "cluster2"] {
+                let id = format!("check-live-traffic/from-{c}");
+                let (_, props) = r.outcome(&id).ok_or(format!("no {id}"))?;
+                if props.get("failed-requests").map(String::as_str) != Some("0") {
+                    return Err(format!("{id}: failed-requests should be 0, props {props:?}").into());
+                }
+                for phase in [
+                    "baseline",
+                    "install-istio",
+                    "move-workloads",
+                    "remove-revision",
+                    "after",
+                ] {
+                    let sent: u64 = props
+                        .get(&format!("phase/{phase}/sent"))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if sent == 0 {
+                        return Err(format!("{id}: phase '{phase}' sent no requests, props {props:?}").into());
+                    }
+                }
+            }
+            Ok(())
+        }),
+        // The same upgrade with every pod of the sample deleted at once instead of a rolling restart: requests
+        // fail, and the check names the phase they failed in.
+        Trial::test(
+            "multi_primary::canary_upgrade_fails_when_every_pod_restarts_at_once",
+            || {
+                let s = scenario_checked("multi-primary-canary-upgrade.yaml", |t| {
+                    t.replace(
+                        "move-workloads: { namespace: sample, revision: 1-32-dev }",
+                        "move-workloads: { namespace: sample, revision: 1-32-dev, restart: all-at-once }",
+                    )
+                })?;
+                let r = run(
+                    "multi_primary.canary-all-at-once",
+                    &s,
+                    common::port("multi_primary.canary-all-at-once"),
+                    None,
+                )?;
+                assert_failed(
+                    &r,
+                    ExitStatus::ConformanceFailure,
+                    "check-live-traffic/from-cluster1",
+                    "failed during phase 'move-workloads'",
+                )
+            },
+        ),
+    ];
     common::main_with(conformance, faults, kwok_only, kind_only)
 }

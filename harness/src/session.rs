@@ -293,11 +293,11 @@ pub async fn prepare(
     let version = istioctl.version().await?;
     let mut builds = BTreeMap::new();
     let mut profile = provider.profile(scenario);
+    for b in scenario.builds() {
+        builds.insert(b.to_string(), provider.istioctl_of_build(b).await?);
+    }
     for c in &scenario.clusters {
         let Some(b) = &c.istio else { continue };
-        if !builds.contains_key(b) {
-            builds.insert(b.clone(), provider.istioctl_of_build(b).await?);
-        }
         if let Some(i) = builds.get(b) {
             let v = i.version().await?;
             profile
@@ -321,12 +321,19 @@ pub async fn prepare(
 /// the scenario runs (`istio:`) exist in the tools (and, on kind, in the images, with the same tag), and their
 /// istioctl reports their version. Any problem is bad input (exit 2).
 pub async fn check_build(cfg: &SessionConfig, scenario: &Scenario) -> Result<(), String> {
+    check_features(cfg, scenario)?;
     let mixed: Vec<(&ClusterName, &String)> = scenario
         .clusters
         .iter()
         .filter_map(|c| c.istio.as_ref().map(|b| (&c.name, b)))
         .collect();
-    if cfg.istio_build.is_none() && mixed.is_empty() {
+    // Builds only an install names (a canary of another build) are checked like the clusters' own.
+    let canaries: Vec<&str> = scenario
+        .builds()
+        .into_iter()
+        .filter(|b| !mixed.iter().any(|(_, m)| m.as_str() == *b))
+        .collect();
+    if cfg.istio_build.is_none() && mixed.is_empty() && canaries.is_empty() {
         return Ok(());
     }
     if let Some((c, b)) = mixed.first()
@@ -338,7 +345,12 @@ pub async fn check_build(cfg: &SessionConfig, scenario: &Scenario) -> Result<(),
             scenario.source.display()
         ));
     }
-    let names = cfg.istio_build.iter().chain(mixed.iter().map(|(_, b)| *b));
+    let names = cfg
+        .istio_build
+        .iter()
+        .map(String::as_str)
+        .chain(mixed.iter().map(|(_, b)| b.as_str()))
+        .chain(canaries.iter().copied());
     let builds = match cfg.provider {
         ProviderKind::Kwok => {
             let tools = ToolsBin::locate().map_err(|e| e.to_string())?;
@@ -369,6 +381,35 @@ pub async fn check_build(cfg: &SessionConfig, scenario: &Scenario) -> Result<(),
     };
     for b in &builds {
         b.verify().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Refuses, before anything is created, what a provider cannot run yet (bad input, exit 2): control-plane
+/// revisions and live traffic run on kind. The rehearsal starts one istiod per primary and has no data plane to
+/// run a traffic generator in; existing clusters cannot pull meshconf's generator image; the Helm tab installs
+/// one release per chart.
+pub fn check_features(cfg: &SessionConfig, scenario: &Scenario) -> Result<(), String> {
+    use crate::scenario::Step;
+    let upgrade = scenario.steps.iter().find_map(|s| match s {
+        Step::InstallIstio(i) if i.revision.is_some() => Some("install-istio with a revision"),
+        Step::StartTraffic(_) => Some("start-traffic"),
+        Step::MoveWorkloads { .. } => Some("move-workloads"),
+        Step::RemoveRevision { .. } => Some("remove-revision"),
+        _ => None,
+    });
+    let Some(what) = upgrade else { return Ok(()) };
+    let src = scenario.source.display();
+    if cfg.provider != ProviderKind::Kind {
+        return Err(format!(
+            "{src}: {what} runs on --provider kind only so far (the rehearsal starts one istiod per primary and \
+             has no data plane for a traffic generator; existing clusters lack meshconf's loadgen image)"
+        ));
+    }
+    if scenario.install_method == crate::scenario::InstallMethod::Helm {
+        return Err(format!(
+            "{src}: {what} is an istioctl canary upgrade; drop --install-method helm"
+        ));
     }
     Ok(())
 }

@@ -208,6 +208,38 @@ fn a_mixed_version_plan_drives_each_cluster_with_its_own_build() {
     assert!(kwok.contains("pilot-discovery-1.32-dev discovery"), "{kwok}");
 }
 
+/// The canary upgrade under live traffic: the old build as revision 1-31-dev with its images, the new one as a
+/// second revision with its own, every stage after start-traffic counted as a phase, the sample moved and
+/// restarted, the old revision removed by its own istioctl, and each generator judged.
+#[test]
+fn a_canary_upgrade_plan_counts_each_phase_and_installs_each_build_as_a_revision() {
+    let p = render("multi-primary-canary-upgrade", &kind_offline_two_builds());
+    for needle in [
+        "upgrade: cluster1 starts on Istio build 1.31-dev (`istioctl-1.31-dev`) and gets 1.32-dev as a canary revision",
+        "istioctl-1.31-dev install --context=\"${CTX_CLUSTER1}\" -f cluster1-1-31-dev.yaml -y --set hub=meshconf.local/istio \
+         --set tag=1.31-dev.b01690e6db7d",
+        "istioctl-1.32-dev install --context=\"${CTX_CLUSTER1}\" -f cluster1-1-32-dev.yaml -y --set hub=meshconf.local/istio \
+         --set tag=1.32-dev.eed52ebb66ad",
+        "  revision: 1-32-dev\n",
+        "rollout status deployment/istiod-1-32-dev -n istio-system",
+        "kubectl label --context=\"${CTX_CLUSTER1}\" namespace sample istio.io/rev=1-31-dev",
+        "# [phase/install-istio]",
+        "# [phase/move-workloads]",
+        "# [phase/remove-revision]",
+        "loadgen phase baseline",
+        "kubectl rollout restart deployment --context=\"${CTX_CLUSTER2}\" -n sample -l 'app!=loadgen'",
+        "istioctl-1.31-dev uninstall --context=\"${CTX_CLUSTER1}\" --revision 1-31-dev -y",
+        "-- loadgen stop",
+    ] {
+        assert!(p.contains(needle), "plan lacks {needle:?}:\n{p}");
+    }
+    assert!(
+        !p.contains("# [phase/check-live-traffic]"),
+        "the check marks its own phase:\n{p}"
+    );
+    insta::assert_snapshot!("multi_primary_canary_upgrade_kind_offline", p);
+}
+
 #[test]
 fn plans_on_the_rehearsal_show_the_overlay() {
     let mp = render("multi-primary", &kwok());

@@ -78,6 +78,8 @@ pub const PORTS: &[(&str, u16)] = &[
     ("multi_primary.compare-baseline", 30800),
     ("multi_primary.compare-candidate", 30900),
     ("multi_primary.mixed-versions", 30700),
+    ("multi_primary.canary-upgrade", 30600),
+    ("multi_primary.canary-all-at-once", 30500),
 ];
 
 /// The first port of trial `name` (from [`PORTS`]).

@@ -24,6 +24,13 @@ pub fn client_path(client: ClientApp) -> &'static str {
 /// `helloworld.yaml`: Service `helloworld` (labels app, service; selector app only) then one Deployment per
 /// version, labelled app + version, so `-l service=helloworld` and `-l version=vN` select disjoint subsets.
 pub fn helloworld_yaml(variant: &Variant, versions: &[&str]) -> String {
+    helloworld_yaml_with(variant, versions, None)
+}
+
+/// [`helloworld_yaml`] whose containers, asked to stop, keep serving `prestop_secs` first (`preStop: sleep`), so
+/// a pod leaves every proxy's endpoints before its app stops: what a rolling restart without dropped requests
+/// needs, and the sample does not do.
+pub fn helloworld_yaml_with(variant: &Variant, versions: &[&str], prestop_secs: Option<u32>) -> String {
     let mut s = format!(
         r#"apiVersion: v1
 kind: Service
@@ -74,6 +81,11 @@ spec:
             - containerPort: {HELLOWORLD_PORT}
 "#
         ));
+        if let Some(secs) = prestop_secs {
+            s.push_str(&format!(
+                "          lifecycle:\n            preStop:\n              sleep:\n                seconds: {secs}\n"
+            ));
+        }
     }
     s
 }
@@ -131,6 +143,47 @@ spec:
           secret:
             secretName: {n}-secret
             optional: true
+"#
+    )
+}
+
+/// meshconf's traffic generator (`tools/images/loadgen`), built here like the samples' images.
+pub const LOADGEN_IMAGE: &str = "meshconf.local/loadgen:1";
+/// Its Deployment's name and `app` label.
+pub const LOADGEN: &str = "loadgen";
+/// The file the run directory holds it as (no guide names one).
+pub const LOADGEN_PATH: &str = "meshconf/loadgen.yaml";
+
+/// The traffic generator's Deployment: new connections at `rate` per second and `connections` keep-alive ones
+/// to `url`. Its application waits for its sidecar (`holdApplicationUntilProxyStarts`), so no request is sent
+/// before the proxy has its first configuration; its pod is never restarted by `move-workloads`, so one process
+/// counts every request of the run.
+pub fn loadgen_yaml(url: &str, rate: u32, connections: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {LOADGEN}
+  labels:
+    app: {LOADGEN}
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: {LOADGEN}
+  template:
+    metadata:
+      labels:
+        app: {LOADGEN}
+      annotations:
+        proxy.istio.io/config: '{{"holdApplicationUntilProxyStarts": true}}'
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+        - name: {LOADGEN}
+          image: {LOADGEN_IMAGE}
+          imagePullPolicy: IfNotPresent
+          args: ["-url", "{url}", "-rate", "{rate}", "-connections", "{connections}"]
 "#
     )
 }

@@ -53,6 +53,16 @@ pub fn primary_operator(
     s
 }
 
+/// The start of an IstioOperator `spec:` for control-plane revision `revision` (the canary-upgrade guide's
+/// `--set revision=`): istiod asks for 100m CPU and no ingress gateway is installed, so two control planes fit one
+/// small node side by side (the plan notes both).
+pub fn revision_spec(revision: &str) -> String {
+    format!(
+        "spec:\n  revision: {revision}\n  components:\n    ingressGateways:\n      - name: istio-ingressgateway\n        \
+         enabled: false\n    pilot:\n      k8s:\n        resources:\n          requests:\n            cpu: 100m\n"
+    )
+}
+
 /// The IstioOperator for a remote cluster (guide: "Configure cluster2 as a remote"). `discovery_address` is
 /// the primary's east-west gateway address, a runtime fact; plans show `${DISCOVERY_ADDRESS}`.
 pub fn remote_operator(

@@ -133,6 +133,9 @@ pub enum Manifest {
     Helloworld {
         /// Versions the file holds.
         versions: Vec<AppVersion>,
+        /// Seconds each container keeps serving once asked to stop (`preStop: sleep`), when the scenario asks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prestop_secs: Option<u32>,
     },
     /// The client sample (`samples/sleep/sleep.yaml` or `samples/curl/curl.yaml`).
     Client,
@@ -140,6 +143,15 @@ pub enum Manifest {
     ExposeIstiod,
     /// `samples/multicluster/expose-services.yaml`.
     ExposeServices,
+    /// meshconf's traffic generator (no guide has one).
+    Loadgen {
+        /// The URL every request gets.
+        url: String,
+        /// New connections per second.
+        rate: u32,
+        /// Keep-alive connections.
+        connections: u32,
+    },
 }
 
 impl Manifest {
@@ -150,19 +162,28 @@ impl Manifest {
             Manifest::Client => crate::apps::client_path(v.client),
             Manifest::ExposeIstiod => "samples/multicluster/expose-istiod.yaml",
             Manifest::ExposeServices => "samples/multicluster/expose-services.yaml",
+            Manifest::Loadgen { .. } => crate::apps::LOADGEN_PATH,
         }
     }
 
     /// The YAML text for `v`.
     pub fn text(&self, v: &Variant) -> String {
         match self {
-            Manifest::Helloworld { versions } => {
+            Manifest::Helloworld {
+                versions,
+                prestop_secs,
+            } => {
                 let vs: Vec<&str> = versions.iter().map(AppVersion::as_str).collect();
-                crate::apps::helloworld_yaml(v, &vs)
+                crate::apps::helloworld_yaml_with(v, &vs, *prestop_secs)
             }
             Manifest::Client => crate::apps::client_yaml(v),
             Manifest::ExposeIstiod => crate::mesh::expose_istiod(v.networking_api),
             Manifest::ExposeServices => crate::mesh::expose_services(v.networking_api),
+            Manifest::Loadgen {
+                url,
+                rate,
+                connections,
+            } => crate::apps::loadgen_yaml(url, *rate, *connections),
         }
     }
 }
@@ -443,6 +464,17 @@ pub struct TrafficCheck {
     pub requests: u32,
 }
 
+/// The live-traffic check of one source cluster's generator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiveCheck {
+    /// Source cluster.
+    pub from: ClusterName,
+    /// The generator's namespace.
+    pub namespace: String,
+    /// Each version and every cluster that must answer it in every phase.
+    pub expect: BTreeMap<AppVersion, std::collections::BTreeSet<ClusterName>>,
+}
+
 /// A direct request from a client pod in one network to a workload pod in another, which must fail: clusters on
 /// different networks have no routes to each other's pods, so every answer across them came through a gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -621,13 +653,44 @@ pub enum Action {
         /// Cluster.
         cluster: ClusterName,
     },
-    /// `istioctl uninstall --purge -y`.
+    /// `istioctl uninstall --purge -y`, or `--revision R -y` for one control-plane revision.
     IstioctlUninstall {
         /// Cluster.
         cluster: ClusterName,
         /// The cluster's Istio build when it is not the run's.
         build: Option<String>,
+        /// Only this revision (an upgrade's old control plane); `None`: everything (`--purge`, a reset).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<String>,
     },
+    /// Marks a new phase in a traffic generator (every request is counted in the phase it started in), then lets
+    /// traffic run `dwell_secs` under it.
+    TrafficPhase {
+        /// Cluster of the generator.
+        cluster: ClusterName,
+        /// Its namespace.
+        namespace: String,
+        /// Phase name (a step keyword).
+        phase: String,
+        /// Seconds of traffic before the next action.
+        dwell_secs: u64,
+    },
+    /// The workloads of a namespace restarted so the sidecar injector of the namespace's revision injects them
+    /// again (the traffic generator excepted), then every pod proved to carry that revision.
+    RestartWorkloads {
+        /// Cluster.
+        cluster: ClusterName,
+        /// Namespace.
+        namespace: String,
+        /// Rolling (each Deployment in turn, waited for) or every pod at once.
+        restart: crate::scenario::Restart,
+        /// The revision every restarted pod must be injected by (`istio.io/rev` on the pod).
+        revision: String,
+        /// Deadline in seconds.
+        deadline_secs: u64,
+    },
+    /// Stops a traffic generator and judges what it counted, phase by phase: no request may fail.
+    CheckLiveTraffic(LiveCheck),
     /// Deletes the namespaces this run created in the cluster (never one that was there before) and waits until
     /// they are gone.
     DeleteCreatedNamespaces {

@@ -1,7 +1,7 @@
 //! Scenario + variant + provider profile → plan: every step as the typed actions the runner will execute. Pure:
 //! no I/O, so plans render without any cluster.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::action::*;
@@ -61,6 +61,9 @@ fn touched(s: &Step) -> Vec<&ClusterName> {
         Step::InstallRemote { cluster, .. } => vec![cluster],
         Step::DeployApps(d) => d.helloworld.keys().chain(d.client.iter()).collect(),
         Step::CheckTraffic(c) => c.from.iter().collect(),
+        Step::StartTraffic(t) => t.from.iter().collect(),
+        Step::RemoveRevision { cluster, .. } => vec![cluster],
+        Step::MoveWorkloads { .. } | Step::CheckLiveTraffic { .. } => Vec::new(),
     }
 }
 
@@ -236,12 +239,46 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     c.name
                 ),
             };
-            profile.notes.push(format!(
-                "mixed versions: {} runs Istio build {b}; `{}` is that build's istioctl, and {runs}",
-                c.name,
-                istioctl_word(&c.istio),
-            ));
+            // A canary install of another build in the cluster: it starts on `b` and is upgraded by the run.
+            let upgraded_to: Vec<String> = scenario
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::InstallIstio(i)
+                        if i.cluster == c.name && i.build.as_ref().is_some_and(|x| x != b) =>
+                    {
+                        i.build.clone()
+                    }
+                    _ => None,
+                })
+                .collect();
+            if upgraded_to.is_empty() {
+                profile.notes.push(format!(
+                    "mixed versions: {} runs Istio build {b}; `{}` is that build's istioctl, and {runs}",
+                    c.name,
+                    istioctl_word(&c.istio),
+                ));
+            } else {
+                profile.notes.push(format!(
+                    "upgrade: {} starts on Istio build {b} (`{}`) and gets {} as a canary revision",
+                    c.name,
+                    istioctl_word(&c.istio),
+                    upgraded_to.join(", ")
+                ));
+            }
         }
+    }
+    if scenario
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::InstallIstio(i) if i.revision.is_some()))
+    {
+        profile.notes.push(
+            "revisions: two control planes share each cluster during a canary upgrade, so a revisioned install asks \
+             istiod for 100m CPU (not 500m) and installs no ingress gateway (the multicluster guides use none); on a \
+             2-CPU kind node the second istiod does not schedule otherwise"
+                .into(),
+        );
     }
     let mut stages: Vec<Stage> = Vec::new();
     let all: Vec<ClusterName> = scenario.clusters.iter().map(|c| c.name.clone()).collect();
@@ -363,17 +400,50 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
     let mut current: Vec<PlannedStep> = Vec::new();
     let mut current_kind: Option<&'static str> = None;
     let mut current_clusters: BTreeSet<ClusterName> = BTreeSet::new();
+    // The traffic generators running (cluster, namespace), from start-traffic until check-live-traffic, and the
+    // phase names used so far.
+    let mut live: Option<Vec<(ClusterName, String)>> = None;
+    let mut phases: BTreeSet<String> = BTreeSet::new();
+    // The build of each control-plane revision per cluster, for its removal.
+    let mut revision_builds: BTreeMap<(ClusterName, String), Option<String>> = BTreeMap::new();
 
     for s in &scenario.steps {
         let cl: Vec<ClusterName> = touched(s).into_iter().cloned().collect();
         let joinable = current_kind == Some(s.keyword())
-            && !matches!(s, Step::DeployApps(_) | Step::CheckTraffic(_))
+            && !matches!(
+                s,
+                Step::DeployApps(_)
+                    | Step::CheckTraffic(_)
+                    | Step::StartTraffic(_)
+                    | Step::MoveWorkloads { .. }
+                    | Step::CheckLiveTraffic { .. }
+            )
             && cl.iter().all(|c| !current_clusters.contains(c));
         if !joinable && !current.is_empty() {
             stages.push(Stage {
                 steps: std::mem::take(&mut current),
             });
             current_clusters.clear();
+        }
+        // Under live traffic every stage is a phase of its own: the generators count it apart.
+        // (check-live-traffic marks its own last phase, `after`.)
+        if let (Some(live), false, false) = (&live, joinable, matches!(s, Step::CheckLiveTraffic { .. })) {
+            let phase = phase_name(&mut phases, s.keyword());
+            stages.push(Stage {
+                steps: vec![step(
+                    format!("phase/{phase}"),
+                    format!("Count the traffic of '{phase}' apart"),
+                    StepClass::Infrastructure,
+                    live.iter()
+                        .map(|(c, ns)| Action::TrafficPhase {
+                            cluster: c.clone(),
+                            namespace: ns.clone(),
+                            phase: phase.clone(),
+                            dwell_secs: 0,
+                        })
+                        .collect(),
+                )],
+            });
         }
         current_kind = Some(s.keyword());
         current_clusters.extend(cl.iter().cloned());
@@ -402,33 +472,173 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
             }
             Step::InstallIstio(i) => {
                 let c = &i.cluster;
-                let file = format!("{c}.yaml");
+                let build = scenario.build_of_install(i);
+                let file = match &i.revision {
+                    Some(r) => format!("{c}-{r}.yaml"),
+                    None => format!("{c}.yaml"),
+                };
+                let mut body =
+                    mesh::primary_operator(&scenario.mesh_id, c, &network(c), i.external_istiod, variant);
+                if let Some(r) = &i.revision {
+                    body = body.replacen("spec:\n", &mesh::revision_spec(r), 1);
+                    revision_builds.insert((c.clone(), r.clone()), build.clone());
+                }
+                // A canary of another build than the cluster's gets that build's images.
+                let ov = match (&i.build, build_of(c)) {
+                    (Some(b), own) if Some(b) != own.as_ref() => profile
+                        .build_overlays
+                        .get(b)
+                        .cloned()
+                        .unwrap_or_else(|| overlay(c)),
+                    _ => overlay(c),
+                };
                 let mut actions = vec![
                     Action::WriteFile {
                         file: file.clone(),
-                        body: mesh::primary_operator(
-                            &scenario.mesh_id,
-                            c,
-                            &network(c),
-                            i.external_istiod,
-                            variant,
-                        ),
+                        body,
                     },
                     Action::IstioctlInstall {
                         cluster: c.clone(),
-                        build: build_of(c),
+                        build,
                         file,
                         source: OperatorSource::File,
-                        overlay: overlay(c),
+                        overlay: ov,
                     },
                 ];
-                actions.extend(profile.after_install.get(c).cloned().unwrap_or_default());
+                actions.extend(
+                    profile
+                        .after_install
+                        .get(c)
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|a| revisioned(a, i.revision.as_deref())),
+                );
+                let (id, title) = match &i.revision {
+                    Some(r) => (
+                        format!("install-istio/{c}/{r}"),
+                        format!("Install control-plane revision {r} in {c}"),
+                    ),
+                    None => (
+                        format!("install-istio/{c}"),
+                        format!("Configure {c} as a primary"),
+                    ),
+                };
+                current.push(step(id, title, StepClass::Mesh, actions));
+            }
+            Step::StartTraffic(t) => {
+                let namespace = client_namespace(scenario, &t.from);
+                let mut running = Vec::new();
+                for c in &t.from {
+                    running.push((c.clone(), namespace.clone()));
+                    current.push(step(
+                        format!("start-traffic/{c}"),
+                        format!("Start live traffic from {c} (meshconf's generator, kept until the check)"),
+                        StepClass::Infrastructure,
+                        vec![
+                            Action::note(format!(
+                                "{} new connections a second and {} keep-alive connections to {}; the generator's \
+                                 pod is never restarted, so one process counts every request (its sidecar stays \
+                                 on the revision that injected it)",
+                                t.rate, t.connections, t.url
+                            )),
+                            Action::Apply {
+                                cluster: c.clone(),
+                                namespace: Some(namespace.clone()),
+                                manifest: Manifest::Loadgen {
+                                    url: t.url.clone(),
+                                    rate: t.rate,
+                                    connections: t.connections,
+                                },
+                                selector: None,
+                            },
+                            Action::Wait {
+                                cluster: c.clone(),
+                                until: Condition::PodsReady {
+                                    namespace: namespace.clone(),
+                                    selectors: vec![format!("app={}", crate::apps::LOADGEN)],
+                                    containers: 2,
+                                    control_plane: (profile.dataplane != DataPlane::Computed).then(|| c.clone()),
+                                },
+                                deadline_secs: d.pods.as_secs(),
+                            },
+                            Action::TrafficPhase {
+                                cluster: c.clone(),
+                                namespace: namespace.clone(),
+                                phase: "baseline".into(),
+                                dwell_secs: BASELINE_SECS,
+                            },
+                        ],
+                    ));
+                }
+                phases.insert("baseline".into());
+                live = Some(running);
+            }
+            Step::MoveWorkloads {
+                namespace,
+                revision,
+                restart,
+            } => {
+                let ns = namespace.as_str().to_string();
+                for c in deployed_clusters(scenario, namespace) {
+                    current.push(step(
+                        format!("move-workloads/{c}"),
+                        format!("Move {ns} in {c} to revision {revision} and restart its workloads"),
+                        StepClass::Mesh,
+                        vec![
+                            Action::LabelNamespace {
+                                cluster: c.clone(),
+                                name: ns.clone(),
+                                label: Label::new(REV_LABEL, revision),
+                            },
+                            Action::RestartWorkloads {
+                                cluster: c.clone(),
+                                namespace: ns.clone(),
+                                restart: *restart,
+                                revision: revision.clone(),
+                                deadline_secs: d.pods.as_secs(),
+                            },
+                        ],
+                    ));
+                }
+            }
+            Step::RemoveRevision { cluster, revision } => {
+                let build = revision_builds
+                    .get(&(cluster.clone(), revision.clone()))
+                    .cloned()
+                    .unwrap_or_else(|| build_of(cluster));
                 current.push(step(
-                    format!("install-istio/{c}"),
-                    format!("Configure {c} as a primary"),
+                    format!("remove-revision/{cluster}/{revision}"),
+                    format!("Remove control-plane revision {revision} from {cluster}"),
                     StepClass::Mesh,
-                    actions,
+                    vec![Action::IstioctlUninstall {
+                        cluster: cluster.clone(),
+                        build,
+                        revision: Some(revision.clone()),
+                    }],
                 ));
+            }
+            Step::CheckLiveTraffic { expect } => {
+                for (c, ns) in live.take().unwrap_or_default() {
+                    current.push(step(
+                        format!("check-live-traffic/from-{c}"),
+                        format!("Judge every request of {c}'s generator, phase by phase"),
+                        StepClass::Check,
+                        vec![
+                            Action::TrafficPhase {
+                                cluster: c.clone(),
+                                namespace: ns.clone(),
+                                phase: "after".into(),
+                                dwell_secs: BASELINE_SECS,
+                            },
+                            Action::CheckLiveTraffic(LiveCheck {
+                                from: c.clone(),
+                                namespace: ns,
+                                expect: expect.clone(),
+                            }),
+                        ],
+                    ));
+                }
             }
             Step::EastwestGateway { cluster } if helm => {
                 let mut actions = helm_repo_note(&mut noted);
@@ -624,6 +834,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                 file_versions.extend(dep.helloworld.values().cloned());
                 let hw = Manifest::Helloworld {
                     versions: file_versions.into_iter().collect(),
+                    prestop_secs: dep.graceful_shutdown,
                 };
                 let ns = dep.namespace.as_str().to_string();
                 for c in all.iter().filter(|c| clusters.contains(c)) {
@@ -632,13 +843,20 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     let mut actions = vec![Action::Namespace {
                         cluster: c.clone(),
                         name: ns.clone(),
-                        labels: if dep.injection {
-                            vec![Label::new("istio-injection", "enabled")]
-                        } else {
-                            Vec::new()
+                        labels: match (&dep.revision, dep.injection) {
+                            (Some(r), _) => vec![Label::new(REV_LABEL, r)],
+                            (None, true) => vec![Label::new("istio-injection", "enabled")],
+                            (None, false) => Vec::new(),
                         },
                         annotations: Vec::new(),
                     }];
+                    if let (Some(secs), false) = (dep.graceful_shutdown, versions.is_empty()) {
+                        actions.push(Action::note(format!(
+                            "helloworld keeps serving {secs}s after it is asked to stop (preStop sleep, scenario: \
+                             graceful-shutdown), so its endpoint leaves every proxy first: the sample as shipped \
+                             drops requests on a rolling restart (on kind 1-2 of ~360 per source, HTTP 503)"
+                        )));
+                    }
                     if !dep.injection {
                         actions.push(Action::note(
                             "namespace left WITHOUT the istio-injection label (scenario: injection: false)",
@@ -827,6 +1045,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     actions.push(Action::IstioctlUninstall {
                         cluster: c.clone(),
                         build: scenario.cluster(c).and_then(|x| x.istio.clone()),
+                        revision: None,
                     });
                 }
                 actions.push(Action::DeleteCreatedNamespaces {
@@ -875,6 +1094,68 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
 
 /// The namespace of the client in the source clusters of a check (the apps' namespace).
 /// The client pod of `from`, bound to `CLIENT_POD_<FROM>`.
+/// The label that picks a namespace's control-plane revision.
+const REV_LABEL: &str = "istio.io/rev";
+/// Seconds of steady traffic before the first change and after the last one.
+const BASELINE_SECS: u64 = 5;
+
+/// A phase name not used yet: the step keyword, suffixed `-2`, `-3`, … when it repeats.
+fn phase_name(used: &mut BTreeSet<String>, keyword: &str) -> String {
+    let mut name = keyword.to_string();
+    let mut n = 1;
+    while used.contains(&name) {
+        n += 1;
+        name = format!("{keyword}-{n}");
+    }
+    used.insert(name.clone());
+    name
+}
+
+/// A provider's after-install action for a revisioned install: its istiod Deployment is `istiod-<revision>`.
+fn revisioned(a: Action, revision: Option<&str>) -> Action {
+    match (a, revision) {
+        (
+            Action::Wait {
+                cluster,
+                until:
+                    Condition::Rollout {
+                        namespace,
+                        deployment,
+                    },
+                deadline_secs,
+            },
+            Some(r),
+        ) if deployment == "istiod" => Action::Wait {
+            cluster,
+            until: Condition::Rollout {
+                namespace,
+                deployment: format!("istiod-{r}"),
+            },
+            deadline_secs,
+        },
+        (a, _) => a,
+    }
+}
+
+/// The clusters a namespace's apps were deployed to, in declaration order.
+fn deployed_clusters(scenario: &Scenario, namespace: &crate::scenario::Namespace) -> Vec<ClusterName> {
+    let mut in_ns: BTreeSet<&ClusterName> = BTreeSet::new();
+    for s in &scenario.steps {
+        if let Step::DeployApps(d) = s
+            && &d.namespace == namespace
+        {
+            in_ns.extend(d.helloworld.keys().chain(d.client.iter()));
+        }
+    }
+    scenario
+        .clusters
+        .iter()
+        .map(|c| &c.name)
+        .filter(|c| in_ns.contains(c))
+        .cloned()
+        .collect()
+}
+
 fn client_capture(from: &ClusterName, namespace: &str, variant: &Variant) -> Action {
     Action::Capture {
         cluster: from.clone(),

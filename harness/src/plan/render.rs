@@ -293,11 +293,85 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 ctx(cluster)
             ));
         }
-        Action::IstioctlUninstall { cluster, build } => o.push(format!(
-            "{} uninstall {} --purge -y",
-            istioctl_word(build),
-            ctx(cluster)
-        )),
+        Action::IstioctlUninstall {
+            cluster,
+            build,
+            revision,
+        } => o.push(match revision {
+            Some(r) => format!("{} uninstall {} --revision {r} -y", istioctl_word(build), ctx(cluster)),
+            None => format!("{} uninstall {} --purge -y", istioctl_word(build), ctx(cluster)),
+        }),
+        Action::TrafficPhase {
+            cluster,
+            namespace,
+            phase,
+            dwell_secs,
+        } => {
+            o.push(format!(
+                "kubectl exec {} -n {namespace} deploy/{g} -c {g} -- {g} phase {phase}",
+                ctx(cluster),
+                g = crate::apps::LOADGEN
+            ));
+            if *dwell_secs > 0 {
+                o.push(format!("sleep {dwell_secs}  # traffic under '{phase}' before the next change"));
+            }
+        }
+        Action::RestartWorkloads {
+            cluster,
+            namespace,
+            restart,
+            revision,
+            deadline_secs,
+        } => {
+            let not_gen = format!("app!={}", crate::apps::LOADGEN);
+            match restart {
+                crate::scenario::Restart::Rolling => {
+                    o.push(format!(
+                        "# one Deployment at a time, each rolled out before the next (deadline {deadline_secs}s)"
+                    ));
+                    o.push(format!(
+                        "kubectl rollout restart deployment {} -n {namespace} -l '{not_gen}'",
+                        ctx(cluster)
+                    ));
+                }
+                crate::scenario::Restart::AllAtOnce => {
+                    o.push("# every pod at once (restart: all-at-once): breaks traffic on purpose".into());
+                    o.push(format!(
+                        "kubectl delete pod {} -n {namespace} -l '{not_gen}' --wait=false",
+                        ctx(cluster)
+                    ));
+                }
+            }
+            o.push(format!(
+                "# meshconf waits until every pod but the generator is Ready and its sidecar.istio.io/status \
+                 names revision {revision}"
+            ));
+        }
+        Action::CheckLiveTraffic(l) => {
+            let g = crate::apps::LOADGEN;
+            o.push(format!(
+                "kubectl exec {} -n {} deploy/{g} -c {g} -- {g} stop",
+                ctx(&l.from),
+                l.namespace
+            ));
+            o.push(format!(
+                "# meshconf reads every phase's counts and fails on any failed request (zero tolerance), or on a \
+                 phase where {} did not answer",
+                l.expect
+                    .iter()
+                    .map(|(v, cs)| format!(
+                        "{v} from {}",
+                        cs.iter().map(ClusterName::as_str).collect::<Vec<_>>().join(" and ")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            o.push(format!(
+                "kubectl exec {} -n {} deploy/{g} -c {g} -- {g} report",
+                ctx(&l.from),
+                l.namespace
+            ));
+        }
         Action::DeleteCreatedNamespaces {
             cluster,
             deadline_secs,

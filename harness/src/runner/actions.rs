@@ -317,7 +317,28 @@ async fn perform(
             ));
             Ok(())
         }
-        Action::IstioctlUninstall { cluster, build } => {
+        Action::IstioctlUninstall {
+            cluster,
+            build,
+            revision: Some(r),
+        } => {
+            let c = ctx.cluster(cluster)?;
+            let out = ctx
+                .istioctl_of(build)?
+                .uninstall_revision(&c.kubeconfig, &c.context, r)
+                .run()
+                .await?;
+            log.log(format!(
+                "istioctl uninstall --revision {r} in {cluster}: {}",
+                last_line(&out.stdout)
+            ));
+            Ok(())
+        }
+        Action::IstioctlUninstall {
+            cluster,
+            build,
+            revision: None,
+        } => {
             only_istio_the_run_installed(ctx, cluster)?;
             let c = ctx.cluster(cluster)?;
             let out = ctx
@@ -329,6 +350,45 @@ async fn perform(
                 "istioctl uninstall --purge in {cluster}: {}",
                 last_line(&out.stdout)
             ));
+            Ok(())
+        }
+        Action::TrafficPhase {
+            cluster,
+            namespace,
+            phase,
+            dwell_secs,
+        } => {
+            super::live::mark_phase(
+                ctx,
+                cluster,
+                namespace,
+                phase,
+                Duration::from_secs(*dwell_secs),
+                log,
+            )
+            .await
+        }
+        Action::RestartWorkloads {
+            cluster,
+            namespace,
+            restart,
+            revision,
+            deadline_secs,
+        } => {
+            super::live::restart_workloads(
+                ctx,
+                cluster,
+                namespace,
+                *restart,
+                revision,
+                Duration::from_secs(*deadline_secs),
+                log,
+            )
+            .await
+        }
+        Action::CheckLiveTraffic(l) => {
+            let p = super::live::check(ctx, l, log).await?;
+            props.extend(p);
             Ok(())
         }
         Action::DeleteCreatedNamespaces {
@@ -885,7 +945,7 @@ async fn running_pod(
 }
 
 /// Which cluster runs each HelloWorld pod, read from every cluster's API.
-async fn attribution(ctx: &RunContext, ns: &str) -> Result<verify::Attribution, StepError> {
+pub(super) async fn attribution(ctx: &RunContext, ns: &str) -> Result<verify::Attribution, StepError> {
     let mut m = verify::Attribution::new();
     for c in ctx.all_clusters() {
         let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);

@@ -129,6 +129,8 @@ pub struct Facts {
     pub created_namespaces: Vec<(ClusterName, String)>,
     /// What each cluster held before the run (clusters that outlive it).
     pub baseline: BTreeMap<ClusterName, crate::kube::snapshot::Snapshot>,
+    /// Every HelloWorld pod seen while live traffic ran, with its cluster (restarts replace pods).
+    pub live_attribution: crate::verify::Attribution,
 }
 
 /// Everything a step may use.

@@ -4,6 +4,7 @@
 mod actions;
 mod context;
 mod exec;
+mod live;
 #[cfg(test)]
 mod tests;
 

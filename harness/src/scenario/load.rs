@@ -174,11 +174,15 @@ fn first_line(s: &str) -> String {
 
 fn hint_for_parse_error(msg: &str) -> Option<String> {
     if msg.contains("unknown field") {
-        Some("remove the key or fix its spelling; see scenarios/README.md for the format".into())
+        Some(
+            "remove the key or fix its spelling; see the Scenario files section of README.md for the format"
+                .into(),
+        )
     } else if msg.contains("unknown variant") {
         Some(
             "steps are set-network, install-istio, eastwest-gateway, expose-services, expose-istiod, \
-             remote-secret, install-remote, deploy-apps, check-traffic"
+             remote-secret, install-remote, deploy-apps, check-traffic, start-traffic, move-workloads, \
+             remove-revision, check-live-traffic"
                 .into(),
         )
     } else if msg.contains("missing field") {

@@ -147,6 +147,34 @@ pub struct InstallIstio {
     pub cluster: ClusterName,
     /// `values.global.externalIstiod`: this istiod also serves remote clusters.
     pub external_istiod: bool,
+    /// A control-plane revision (`spec.revision`, the canary-upgrade guide): several can run side by side.
+    pub revision: Option<String>,
+    /// The Istio build this install uses when it is not the cluster's (`istio:`): a canary of another build.
+    pub build: Option<String>,
+}
+
+/// How `move-workloads` restarts the workloads of a namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// `kubectl rollout restart` of each Deployment, one at a time, each waited for (the guide's way).
+    #[default]
+    Rolling,
+    /// Every pod of the namespace deleted at once: breaks traffic on purpose (the fault a harness must see).
+    AllAtOnce,
+}
+
+/// Options of the `start-traffic` step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StartTraffic {
+    /// Clusters whose client namespace gets a traffic generator.
+    pub from: Vec<ClusterName>,
+    /// The URL every request gets.
+    pub url: String,
+    /// New connections per second, one request each.
+    pub rate: u32,
+    /// Long-lived keep-alive connections.
+    pub connections: u32,
 }
 
 /// Options of the `deploy-apps` step.
@@ -156,6 +184,11 @@ pub struct DeployApps {
     pub namespace: Namespace,
     /// Label the namespace `istio-injection=enabled` (the guide does).
     pub injection: bool,
+    /// Label it `istio.io/rev=<revision>` instead: the sidecars of that control-plane revision.
+    pub revision: Option<String>,
+    /// Seconds HelloWorld keeps serving once asked to stop (`preStop: sleep`): a workload that survives a
+    /// rolling restart without dropped requests, which the sample itself is not.
+    pub graceful_shutdown: Option<u32>,
     /// Which HelloWorld version runs in which cluster.
     pub helloworld: BTreeMap<ClusterName, AppVersion>,
     /// Clusters that get the curl (sleep) client.
@@ -202,6 +235,23 @@ pub enum Step {
     DeployApps(DeployApps),
     /// Repeated curls from each source must reach every expected version in its cluster.
     CheckTraffic(CheckTraffic),
+    /// A traffic generator per source cluster, kept running until `check-live-traffic`; every step in between
+    /// is a phase it counts apart.
+    StartTraffic(StartTraffic),
+    /// The namespace moved to another control-plane revision (`istio.io/rev`) in every cluster it was deployed
+    /// to, and its workloads restarted so their sidecars are injected by it.
+    MoveWorkloads {
+        namespace: Namespace,
+        revision: String,
+        restart: Restart,
+    },
+    /// `istioctl uninstall --revision R -y`: the old control plane goes.
+    RemoveRevision { cluster: ClusterName, revision: String },
+    /// Stops the traffic generators and judges every phase: no request may fail.
+    CheckLiveTraffic {
+        /// Each version and every cluster it must answer from, in every phase.
+        expect: BTreeMap<AppVersion, BTreeSet<ClusterName>>,
+    },
 }
 
 impl Step {
@@ -217,6 +267,10 @@ impl Step {
             Step::InstallRemote { .. } => "install-remote",
             Step::DeployApps(_) => "deploy-apps",
             Step::CheckTraffic(_) => "check-traffic",
+            Step::StartTraffic(_) => "start-traffic",
+            Step::MoveWorkloads { .. } => "move-workloads",
+            Step::RemoveRevision { .. } => "remove-revision",
+            Step::CheckLiveTraffic { .. } => "check-live-traffic",
         }
     }
 }
@@ -253,5 +307,25 @@ impl Scenario {
     /// The index of a cluster in declaration order (used to derive ports and pools deterministically).
     pub fn cluster_index(&self, name: &ClusterName) -> Option<usize> {
         self.clusters.iter().position(|c| &c.name == name)
+    }
+
+    /// Every Istio build the scenario names besides the run's: clusters' `istio:` and installs' own.
+    pub fn builds(&self) -> BTreeSet<&str> {
+        let installs = self.steps.iter().filter_map(|s| match s {
+            Step::InstallIstio(i) => i.build.as_deref(),
+            _ => None,
+        });
+        self.clusters
+            .iter()
+            .filter_map(|c| c.istio.as_deref())
+            .chain(installs)
+            .collect()
+    }
+
+    /// The build an install runs: its own, else its cluster's (`None`: the run's).
+    pub fn build_of_install(&self, i: &InstallIstio) -> Option<String> {
+        i.build
+            .clone()
+            .or_else(|| self.cluster(&i.cluster).and_then(|c| c.istio.clone()))
     }
 }

@@ -55,6 +55,10 @@ pub(crate) enum RawStep {
     InstallRemote(RawInstallRemote),
     DeployApps(RawDeployApps),
     CheckTraffic(RawCheckTraffic),
+    StartTraffic(RawStartTraffic),
+    MoveWorkloads(RawMoveWorkloads),
+    RemoveRevision(RawRemoveRevision),
+    CheckLiveTraffic(RawCheckLiveTraffic),
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +67,43 @@ pub(crate) struct RawInstallIstio {
     pub cluster: S<String>,
     #[serde(default)]
     pub external_istiod: bool,
+    #[serde(default)]
+    pub revision: Option<S<String>>,
+    #[serde(default)]
+    pub istio: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStartTraffic {
+    pub from: Vec<S<String>>,
+    pub url: S<String>,
+    #[serde(default)]
+    pub rate: Option<S<u32>>,
+    #[serde(default)]
+    pub connections: Option<S<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMoveWorkloads {
+    pub namespace: S<String>,
+    pub revision: S<String>,
+    #[serde(default)]
+    pub restart: Option<S<super::model::Restart>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRemoveRevision {
+    pub cluster: S<String>,
+    pub revision: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheckLiveTraffic {
+    pub expect: BTreeMap<String, S<OneOrMany>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +134,10 @@ pub(crate) struct RawDeployApps {
     pub injection: Option<bool>,
     pub helloworld: BTreeMap<String, S<String>>,
     pub client: Vec<S<String>>,
+    #[serde(default)]
+    pub revision: Option<S<String>>,
+    #[serde(default, rename = "graceful-shutdown")]
+    pub graceful_shutdown: Option<S<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -238,6 +238,11 @@ pub(crate) fn validate(
     let mut deployed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new(); // version -> clusters
     let mut clients: BTreeSet<String> = BTreeSet::new();
     let mut external: BTreeSet<String> = BTreeSet::new();
+    // Control-plane revisions installed per cluster (`None`: an install without one), and where each namespace
+    // of deploy-apps runs.
+    let mut revisions: BTreeMap<String, BTreeSet<Option<String>>> = BTreeMap::new();
+    let mut namespaces: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut traffic: Option<(&S<String>, bool)> = None; // start-traffic's first source, and whether it was checked
     if raw.steps.is_empty() {
         cx.errors.push(ScenarioError::at(
             path,
@@ -261,15 +266,47 @@ pub(crate) fn validate(
                         Some("use install-remote for remote clusters".to_string()),
                     );
                 }
-                if !installed.insert(c.0.clone()) {
-                    cx.err(&s.cluster, format!("'{c}' is installed twice"), None);
+                let revision = s.revision.as_ref().map(|r| r.value.clone());
+                if let Some(r) = &s.revision
+                    && !is_dns_label(&r.value)
+                {
+                    cx.err(
+                        r,
+                        format!("revision '{}' is not a DNS-1123 label", r.value),
+                        Some("name it after its build with dashes, e.g. 1-31-dev".to_string()),
+                    );
                 }
+                if let Some(b) = &s.istio
+                    && !is_build_name(&b.value)
+                {
+                    cx.err(
+                        b,
+                        format!("istio build '{}' is not a build name", b.value),
+                        Some("name a build made here, e.g. 1.32-dev (tools/istio-builds.env)".into()),
+                    );
+                }
+                let revs = revisions.entry(c.0.clone()).or_default();
+                // A second install of a cluster is a canary: both installs name revisions, and different ones.
+                let again = !installed.insert(c.0.clone());
+                if again && (revision.is_none() || revs.contains(&None) || revs.contains(&revision)) {
+                    cx.err(
+                        &s.cluster,
+                        format!("'{c}' is installed twice"),
+                        Some(
+                            "a canary install names a revision, and so does the install it joins (install-istio: {cluster: c, revision: 1-32-dev, istio: 1.32-dev})"
+                                .to_string(),
+                        ),
+                    );
+                }
+                revs.insert(revision.clone());
                 if s.external_istiod {
                     external.insert(c.0.clone());
                 }
                 steps.push(Step::InstallIstio(InstallIstio {
                     cluster: c,
                     external_istiod: s.external_istiod,
+                    revision,
+                    build: s.istio.as_ref().map(|b| b.value.clone()),
                 }));
             }
             RawStep::EastwestGateway(s) => {
@@ -463,6 +500,40 @@ pub(crate) fn validate(
                         client.push(c);
                     }
                 }
+                let mut in_ns: BTreeSet<String> = s.helloworld.keys().cloned().collect();
+                in_ns.extend(client.iter().map(|c| c.0.clone()));
+                if let Some(r) = &s.revision {
+                    for c in &in_ns {
+                        if !revisions
+                            .get(c)
+                            .is_some_and(|rs| rs.contains(&Some(r.value.clone())))
+                        {
+                            cx.err(
+                                r,
+                                format!(
+                                    "revision '{}' is not installed in '{c}' before this step",
+                                    r.value
+                                ),
+                                Some(
+                                    "install it first: install-istio: {cluster: …, revision: …}".to_string(),
+                                ),
+                            );
+                        }
+                    }
+                }
+                if let Some(g) = &s.graceful_shutdown
+                    && !(1..=60).contains(&g.value)
+                {
+                    cx.err(
+                        g,
+                        format!("graceful-shutdown: {} is out of range", g.value),
+                        Some("1 to 60 seconds of serving after a pod is asked to stop".to_string()),
+                    );
+                }
+                namespaces
+                    .entry(s.namespace.value.clone())
+                    .or_default()
+                    .extend(in_ns);
                 let injection = s.injection.unwrap_or(true);
                 if !injection {
                     cx.warnings.push(format!(
@@ -474,6 +545,8 @@ pub(crate) fn validate(
                 steps.push(Step::DeployApps(DeployApps {
                     namespace: Namespace(s.namespace.value.clone()),
                     injection,
+                    revision: s.revision.as_ref().map(|r| r.value.clone()),
+                    graceful_shutdown: s.graceful_shutdown.as_ref().map(|g| g.value),
                     helloworld: hw,
                     client,
                 }));
@@ -500,77 +573,7 @@ pub(crate) fn validate(
                         Some("the guide calls http://helloworld.sample:5000/hello".to_string()),
                     );
                 }
-                let mut expect = BTreeMap::new();
-                for (version, listed) in &s.expect {
-                    let clusters = listed.value.items();
-                    if clusters.is_empty() {
-                        cx.err(
-                            listed,
-                            format!("check expects {version} from no cluster"),
-                            Some("name the cluster (or clusters) that run it".to_string()),
-                        );
-                        continue;
-                    }
-                    let mut set = std::collections::BTreeSet::new();
-                    for cluster in &clusters {
-                        if !names.contains(cluster) {
-                            cx.err(
-                                listed,
-                                format!("unknown cluster '{cluster}'"),
-                                Some(format!("declared clusters: {known}")),
-                            );
-                            continue;
-                        }
-                        set.insert(ClusterName(cluster.clone()));
-                    }
-                    match deployed.get(version) {
-                        None => cx.err(
-                            listed,
-                            format!("check expects version '{version}', which no deploy-apps step deploys"),
-                            Some(format!(
-                                "deployed versions: {}",
-                                deployed.keys().cloned().collect::<Vec<_>>().join(", ")
-                            )),
-                        ),
-                        Some(where_) => {
-                            let join =
-                                |v: Vec<&String>| v.into_iter().cloned().collect::<Vec<_>>().join(", ");
-                            let not_there: Vec<&String> = clusters
-                                .iter()
-                                .filter(|c| names.contains(*c) && !where_.contains(*c))
-                                .collect();
-                            // The verdict rejects an answer from a cluster the check does not list, so a
-                            // version running where the check does not expect it could never pass.
-                            let unlisted: Vec<&String> =
-                                where_.iter().filter(|c| !clusters.contains(c)).collect();
-                            if !not_there.is_empty() {
-                                cx.err(
-                                    listed,
-                                    format!(
-                                        "check expects {version} from {}, but it is deployed in {}",
-                                        join(not_there),
-                                        join(where_.iter().collect())
-                                    ),
-                                    Some("expect each version from the clusters that run it".to_string()),
-                                );
-                            } else if !unlisted.is_empty() {
-                                cx.err(
-                                    listed,
-                                    format!(
-                                        "{version} also runs in {}, which the check does not list: its answers \
-                                         would count as misplaced",
-                                        join(unlisted)
-                                    ),
-                                    Some(format!(
-                                        "list every cluster that runs it: {version}: [{}]",
-                                        join(where_.iter().collect())
-                                    )),
-                                );
-                            }
-                        }
-                    }
-                    expect.insert(AppVersion(version.clone()), set);
-                }
+                let expect = parse_expect(&mut cx, &names, &known, &deployed, &s.expect);
                 let pairs: usize = expect.values().map(std::collections::BTreeSet::len).sum();
                 if let Some(r) = &s.requests
                     && (r.value < 2 * pairs.max(1) as u32 || r.value > 10_000)
@@ -591,9 +594,146 @@ pub(crate) fn validate(
                     requests: s.requests.as_ref().map(|r| r.value),
                 }));
             }
+            RawStep::StartTraffic(s) => {
+                let mut from = Vec::new();
+                for f in &s.from {
+                    let Some(c) = check_cluster(&mut cx, f) else {
+                        continue;
+                    };
+                    if !clients.contains(&c.0) {
+                        cx.err(
+                            f,
+                            format!("traffic generator in '{c}', where no client namespace is deployed"),
+                            Some(
+                                "add the cluster to deploy-apps.client: the generator runs beside it"
+                                    .to_string(),
+                            ),
+                        );
+                    }
+                    from.push(c);
+                }
+                if let Some(f) = s.from.first() {
+                    if traffic.is_some() {
+                        cx.err(
+                            f,
+                            "traffic is started twice",
+                            Some("one start-traffic per scenario".into()),
+                        );
+                    }
+                    traffic = Some((f, false));
+                }
+                if let Err(why) = super::ServiceTarget::parse_checked(&s.url.value) {
+                    cx.err(
+                        &s.url,
+                        format!("url '{}' cannot be requested: {why}", s.url.value),
+                        Some("the guide calls http://helloworld.sample:5000/hello".to_string()),
+                    );
+                }
+                let rate = s.rate.as_ref().map_or(10, |r| r.value);
+                if let Some(r) = &s.rate
+                    && !(1..=200).contains(&r.value)
+                {
+                    cx.err(
+                        r,
+                        format!("rate: {} is out of range", r.value),
+                        Some("1 to 200 new connections a second".into()),
+                    );
+                }
+                let connections = s.connections.as_ref().map_or(2, |r| r.value);
+                if let Some(r) = &s.connections
+                    && r.value > 32
+                {
+                    cx.err(
+                        r,
+                        format!("connections: {} is out of range", r.value),
+                        Some("0 to 32 keep-alive connections".into()),
+                    );
+                }
+                steps.push(Step::StartTraffic(StartTraffic {
+                    from,
+                    url: s.url.value.clone(),
+                    rate,
+                    connections,
+                }));
+            }
+            RawStep::MoveWorkloads(s) => {
+                let Some(in_ns) = namespaces.get(&s.namespace.value) else {
+                    cx.err(
+                        &s.namespace,
+                        format!(
+                            "namespace '{}' is not deployed by an earlier deploy-apps",
+                            s.namespace.value
+                        ),
+                        None,
+                    );
+                    continue;
+                };
+                for c in in_ns {
+                    if !revisions
+                        .get(c)
+                        .is_some_and(|rs| rs.contains(&Some(s.revision.value.clone())))
+                    {
+                        cx.err(
+                            &s.revision,
+                            format!(
+                                "revision '{}' is not installed in '{c}' before this step",
+                                s.revision.value
+                            ),
+                            Some("install it first: install-istio: {cluster: …, revision: …}".to_string()),
+                        );
+                    }
+                }
+                steps.push(Step::MoveWorkloads {
+                    namespace: Namespace(s.namespace.value.clone()),
+                    revision: s.revision.value.clone(),
+                    restart: s.restart.as_ref().map(|r| r.value).unwrap_or_default(),
+                });
+            }
+            RawStep::RemoveRevision(s) => {
+                let Some(c) = check_cluster(&mut cx, &s.cluster) else {
+                    continue;
+                };
+                let rev = Some(s.revision.value.clone());
+                if !revisions.get_mut(&c.0).is_some_and(|rs| rs.remove(&rev)) {
+                    cx.err(
+                        &s.revision,
+                        format!(
+                            "revision '{}' is not installed in '{c}' (or was removed already)",
+                            s.revision.value
+                        ),
+                        None,
+                    );
+                }
+                steps.push(Step::RemoveRevision {
+                    cluster: c,
+                    revision: s.revision.value.clone(),
+                });
+            }
+            RawStep::CheckLiveTraffic(s) => {
+                match traffic.as_mut() {
+                    Some(t) => t.1 = true,
+                    None => cx.errors.push(ScenarioError::at(
+                        path,
+                        text,
+                        1,
+                        1,
+                        "check-live-traffic without start-traffic before it",
+                        Some("start the generators first: start-traffic: {from: […], url: …}".into()),
+                    )),
+                }
+                let expect = parse_expect(&mut cx, &names, &known, &deployed, &s.expect);
+                steps.push(Step::CheckLiveTraffic { expect });
+            }
         }
     }
 
+    if let Some((at, false)) = traffic {
+        cx.err(
+            at,
+            "traffic is started but never checked",
+            Some("end the scenario with check-live-traffic".to_string()),
+        );
+    }
     let trust = raw.trust.as_ref().map(|t| t.value).unwrap_or(Trust::SelfSigned);
     let primaries = raw
         .clusters
@@ -621,6 +761,86 @@ pub(crate) fn validate(
         source: path.to_path_buf(),
         warnings: cx.warnings,
     })
+}
+
+/// The `expect:` of a traffic check: each version from the clusters that run it, every one of them listed.
+fn parse_expect(
+    cx: &mut Ctx,
+    names: &BTreeSet<String>,
+    known: &str,
+    deployed: &BTreeMap<String, BTreeSet<String>>,
+    raw: &BTreeMap<String, S<OneOrMany>>,
+) -> BTreeMap<AppVersion, BTreeSet<ClusterName>> {
+    let mut expect = BTreeMap::new();
+    for (version, listed) in raw {
+        let clusters = listed.value.items();
+        if clusters.is_empty() {
+            cx.err(
+                listed,
+                format!("check expects {version} from no cluster"),
+                Some("name the cluster (or clusters) that run it".to_string()),
+            );
+            continue;
+        }
+        let mut set = std::collections::BTreeSet::new();
+        for cluster in &clusters {
+            if !names.contains(cluster) {
+                cx.err(
+                    listed,
+                    format!("unknown cluster '{cluster}'"),
+                    Some(format!("declared clusters: {known}")),
+                );
+                continue;
+            }
+            set.insert(ClusterName(cluster.clone()));
+        }
+        match deployed.get(version) {
+            None => cx.err(
+                listed,
+                format!("check expects version '{version}', which no deploy-apps step deploys"),
+                Some(format!(
+                    "deployed versions: {}",
+                    deployed.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+            ),
+            Some(where_) => {
+                let join = |v: Vec<&String>| v.into_iter().cloned().collect::<Vec<_>>().join(", ");
+                let not_there: Vec<&String> = clusters
+                    .iter()
+                    .filter(|c| names.contains(*c) && !where_.contains(*c))
+                    .collect();
+                // The verdict rejects an answer from a cluster the check does not list, so a
+                // version running where the check does not expect it could never pass.
+                let unlisted: Vec<&String> = where_.iter().filter(|c| !clusters.contains(c)).collect();
+                if !not_there.is_empty() {
+                    cx.err(
+                        listed,
+                        format!(
+                            "check expects {version} from {}, but it is deployed in {}",
+                            join(not_there),
+                            join(where_.iter().collect())
+                        ),
+                        Some("expect each version from the clusters that run it".to_string()),
+                    );
+                } else if !unlisted.is_empty() {
+                    cx.err(
+                        listed,
+                        format!(
+                            "{version} also runs in {}, which the check does not list: its answers \
+                             would count as misplaced",
+                            join(unlisted)
+                        ),
+                        Some(format!(
+                            "list every cluster that runs it: {version}: [{}]",
+                            join(where_.iter().collect())
+                        )),
+                    );
+                }
+            }
+        }
+        expect.insert(AppVersion(version.clone()), set);
+    }
+    expect
 }
 
 /// `scenarios/../kind-configs/x.yaml` → `kind-configs/x.yaml`, without touching the file system.
@@ -705,6 +925,83 @@ steps:\n\
     fn load(text: &str) -> Result<Scenario, ScenarioErrors> {
         let dir = fixture_dir();
         load_str(&dir.path().join("s.yaml"), text)
+    }
+
+    const CANARY: &str = "name: up\nmesh: {id: mesh1}\ntrust: shared-root\nclusters:\n\
+  - {name: cluster1, role: primary, network: network1, kind-config: c1.yaml, istio: 1.31-dev}\n\
+  - {name: cluster2, role: primary, network: network1, kind-config: c2.yaml, istio: 1.31-dev}\n\
+steps:\n\
+  - install-istio: {cluster: cluster1, revision: old}\n\
+  - install-istio: {cluster: cluster2, revision: old}\n\
+  - remote-secret: {from: cluster1, into: cluster2}\n\
+  - remote-secret: {from: cluster2, into: cluster1}\n\
+  - deploy-apps: {namespace: sample, revision: old, helloworld: {cluster1: v1, cluster2: v2}, client: [cluster1, cluster2]}\n\
+  - start-traffic: {from: [cluster1, cluster2], url: \"http://helloworld.sample:5000/hello\"}\n\
+  - install-istio: {cluster: cluster1, revision: new, istio: 1.32-dev}\n\
+  - install-istio: {cluster: cluster2, revision: new, istio: 1.32-dev}\n\
+  - move-workloads: {namespace: sample, revision: new}\n\
+  - remove-revision: {cluster: cluster1, revision: old}\n\
+  - check-live-traffic: {expect: {v1: cluster1, v2: cluster2}}\n";
+
+    #[test]
+    fn a_canary_upgrade_validates() {
+        let s = load(CANARY).expect("valid");
+        assert_eq!(
+            s.builds().into_iter().collect::<Vec<_>>(),
+            ["1.31-dev", "1.32-dev"]
+        );
+        assert!(matches!(
+            &s.steps[6],
+            Step::InstallIstio(i) if i.revision.as_deref() == Some("new") && i.build.as_deref() == Some("1.32-dev")
+        ));
+    }
+
+    #[rstest]
+    #[case::second_install_without_revision(
+        "{cluster: cluster1, revision: new, istio: 1.32-dev}",
+        "{cluster: cluster1}",
+        14,
+        "'cluster1' is installed twice"
+    )]
+    #[case::moved_to_a_revision_not_installed(
+        "revision: new}\n- remove",
+        "revision: newer}\n- remove",
+        16,
+        "revision 'newer' is not installed in 'cluster1'"
+    )]
+    #[case::removed_twice(
+        "{cluster: cluster1, revision: old}\n- check",
+        "{cluster: cluster1, revision: gone}\n- check",
+        17,
+        "revision 'gone' is not installed in 'cluster1'"
+    )]
+    #[case::traffic_never_checked(
+        "- check-live-traffic: {expect: {v1: cluster1, v2: cluster2}}\n",
+        "",
+        13,
+        "traffic is started but never checked"
+    )]
+    #[case::deployed_on_a_revision_not_installed(
+        "namespace: sample, revision: old",
+        "namespace: sample, revision: new",
+        12,
+        "revision 'new' is not installed in 'cluster1' before this step"
+    )]
+    fn canary_mistakes_are_located(
+        #[case] from: &str,
+        #[case] to: &str,
+        #[case] line: u64,
+        #[case] needle: &str,
+    ) {
+        let text = CANARY.replacen(from, to, 1);
+        assert_ne!(text, CANARY, "fixture replacement did not apply");
+        let e = load(&text).expect_err("must be invalid");
+        let hit = e
+            .errors
+            .iter()
+            .find(|x| x.message.contains(needle) || x.to_string().contains(needle));
+        let hit = hit.unwrap_or_else(|| panic!("no error containing {needle:?} in:\n{e}"));
+        assert_eq!(hit.line, line, "{e}");
     }
 
     #[test]

@@ -87,6 +87,16 @@ impl Istioctl {
             .timeout(Duration::from_secs(300))
     }
 
+    /// `istioctl uninstall --revision R -y`: one control-plane revision (an upgrade's old one).
+    pub fn uninstall_revision(&self, kubeconfig: &Path, context: &str, revision: &str) -> Cmd {
+        Cmd::new(&self.bin)
+            .arg("uninstall")
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--context={context}"))
+            .args(["--revision", revision, "-y"])
+            .timeout(Duration::from_secs(300))
+    }
+
     /// `istioctl proxy-config endpoints POD.NS --cluster ENVOY_CLUSTER -o json`: the endpoints that proxy holds.
     pub fn proxy_config_endpoints(
         &self,

@@ -5,14 +5,14 @@
 //! The generator (`tools/images/loadgen`) runs in the source cluster's client pod namespace and counts every
 //! request in the phase it started in; this module only reads what it counted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::parse::Answer;
 use super::parse::parse_answers;
 use super::verdict::{At, Attribution};
-use crate::scenario::ClusterName;
+use crate::scenario::{AppVersion, ClusterName};
 
 /// The generator's report could not be read: infrastructure (its output is tool output, never mesh behaviour).
 #[derive(Debug, thiserror::Error)]
@@ -106,11 +106,14 @@ pub struct LiveVerdict {
     pub problems: Vec<String>,
 }
 
-/// Judges the report of `from`'s generator: no request may fail, and every phase must have sent requests (a
-/// generator that stalled proves nothing about the phase). `now_ms` ends a phase that still runs.
+/// Judges the report of `from`'s generator: no request may fail, every phase must have sent requests (a
+/// generator that stalled proves nothing about the phase), and in every phase after `start` each expected
+/// version must have answered from each of its clusters (traffic that silently stopped crossing clusters fails
+/// too). `now_ms` ends a phase that still runs.
 pub fn judge_live(
     from: &ClusterName,
     report: &LoadReport,
+    expect: &BTreeMap<AppVersion, BTreeSet<ClusterName>>,
     attribution: &Attribution,
     now_ms: i64,
 ) -> LiveVerdict {
@@ -155,6 +158,19 @@ pub fn judge_live(
                 "{from}'s traffic generator sent nothing during phase '{}': the phase was not under traffic",
                 p.name
             ));
+        }
+        if p.sent > 0 && p.name != "start" {
+            for (v, clusters) in expect {
+                for c in clusters {
+                    let at = At::new(v.as_str(), Some(c));
+                    if answered.get(&at).copied().unwrap_or(0) == 0 {
+                        problems.push(format!(
+                            "{at} never answered {from}'s generator during phase '{}' ({} requests)",
+                            p.name, p.sent
+                        ));
+                    }
+                }
+            }
         }
         phases.push(PhaseVerdict {
             name: p.name.clone(),
@@ -212,6 +228,19 @@ mod tests {
        "new_connections": {"sent": 35, "failed": 2}, "keep_alive": {"sent": 35, "failed": 0}, "p50_ms": 3.0, "p99_ms": 40.0}
     ]}"#;
 
+    fn expect() -> BTreeMap<AppVersion, BTreeSet<ClusterName>> {
+        BTreeMap::from([
+            (
+                AppVersion::new("v1"),
+                BTreeSet::from([ClusterName::new("cluster1")]),
+            ),
+            (
+                AppVersion::new("v2"),
+                BTreeSet::from([ClusterName::new("cluster2")]),
+            ),
+        ])
+    }
+
     fn attribution() -> Attribution {
         Attribution::from([
             ("hw-v1".to_string(), ClusterName::new("cluster1")),
@@ -223,7 +252,13 @@ mod tests {
     #[test]
     fn one_failed_request_fails_the_source_naming_its_phase_and_first_error() {
         let r = LoadReport::parse(REPORT).expect("report");
-        let v = judge_live(&ClusterName::new("cluster1"), &r, &attribution(), 1_000_000);
+        let v = judge_live(
+            &ClusterName::new("cluster1"),
+            &r,
+            &expect(),
+            &attribution(),
+            1_000_000,
+        );
         assert_eq!((v.sent, v.failed), (150, 2));
         assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
         assert_eq!(
@@ -246,14 +281,26 @@ mod tests {
             .replace(r#""sent": 35, "failed": 2"#, r#""sent": 35, "failed": 0"#)
             .replace("hw-v1-new\": 30", "hw-v1-new\": 32");
         let r = LoadReport::parse(&clean).expect("report");
-        let v = judge_live(&ClusterName::new("cluster2"), &r, &attribution(), 1_000_000);
+        let v = judge_live(
+            &ClusterName::new("cluster2"),
+            &r,
+            &expect(),
+            &attribution(),
+            1_000_000,
+        );
         assert!(v.problems.is_empty(), "{:?}", v.problems);
         let silent = clean.replace(r#""sent": 80,"#, r#""sent": 0,"#).replace(
             r#"{"Hello version: v1, instance: hw-v1": 41, "Hello version: v2, instance: hw-v2": 39}"#,
             "{}",
         );
         let r = LoadReport::parse(&silent).expect("report");
-        let v = judge_live(&ClusterName::new("cluster2"), &r, &attribution(), 1_000_000);
+        let v = judge_live(
+            &ClusterName::new("cluster2"),
+            &r,
+            &expect(),
+            &attribution(),
+            1_000_000,
+        );
         assert_eq!(
             v.problems,
             [
@@ -272,13 +319,42 @@ mod tests {
     fn requests_without_an_outcome_are_never_taken_for_answers() {
         let early = REPORT.replace(r#""sent": 80,"#, r#""sent": 82,"#);
         let r = LoadReport::parse(&early).expect("report");
-        let v = judge_live(&ClusterName::new("cluster2"), &r, &attribution(), 1_000_000);
+        let v = judge_live(
+            &ClusterName::new("cluster2"),
+            &r,
+            &expect(),
+            &attribution(),
+            1_000_000,
+        );
         assert!(
             v.problems[0].starts_with(
                 "cluster2's traffic generator counts 82 requests started in phase 'baseline' but 80 outcomes"
             ),
             "{:?}",
             v.problems
+        );
+    }
+
+    #[test]
+    fn a_phase_where_a_cluster_stopped_answering_fails_without_any_failed_request() {
+        let local = REPORT
+            .replace(r#""failed": 2,"#, r#""failed": 0,"#)
+            .replace(r#""sent": 35, "failed": 2"#, r#""sent": 35, "failed": 0"#)
+            .replace(
+                r#""Hello version: v1, instance: hw-v1-new": 30, "Hello version: v2, instance: hw-v2": 38"#,
+                r#""Hello version: v1, instance: hw-v1-new": 32, "Hello version: v1, instance: hw-v1": 38"#,
+            );
+        let r = LoadReport::parse(&local).expect("report");
+        let v = judge_live(
+            &ClusterName::new("cluster1"),
+            &r,
+            &expect(),
+            &attribution(),
+            1_000_000,
+        );
+        assert_eq!(
+            v.problems,
+            ["v2@cluster2 never answered cluster1's generator during phase 'move-workloads' (70 requests)"]
         );
     }
 }

@@ -394,7 +394,7 @@ impl ClusterProvider for KindProvider {
                 // A mixed-version scenario loads the images of every build its clusters run (all of them are
                 // in the node image, so kind finds them present and skips the copy).
                 let mut images: Vec<String> = i.to_load().into_iter().map(str::to_string).collect();
-                for b in scenario.clusters.iter().filter_map(|x| x.istio.as_deref()) {
+                for b in scenario.builds() {
                     images.extend(
                         i.build_images(b)
                             .into_iter()
@@ -440,6 +440,10 @@ impl ClusterProvider for KindProvider {
             );
             p.overlays
                 .insert(c.name.clone(), self.install_overlay(c.istio.as_deref()));
+            for b in scenario.builds() {
+                p.build_overlays
+                    .insert(b.to_string(), self.install_overlay(Some(b)));
+            }
             p.after_install
                 .insert(c.name.clone(), vec![istiod_rollout(&c.name)]);
             p.delete_commands.push(format!(
