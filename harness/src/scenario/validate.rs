@@ -993,8 +993,13 @@ steps:\n\
         #[case] line: u64,
         #[case] needle: &str,
     ) {
-        let text = CANARY.replacen(from, to, 1);
-        assert_ne!(text, CANARY, "fixture replacement did not apply");
+        assert_located(CANARY, from, to, line, needle);
+    }
+
+    /// `base` with `from` replaced by `to` is invalid, with an error containing `needle` at `line`.
+    fn assert_located(base: &str, from: &str, to: &str, line: u64, needle: &str) {
+        let text = base.replacen(from, to, 1);
+        assert_ne!(text, base, "fixture replacement did not apply");
         let e = load(&text).expect_err("must be invalid");
         let hit = e
             .errors
@@ -1002,6 +1007,7 @@ steps:\n\
             .find(|x| x.message.contains(needle) || x.to_string().contains(needle));
         let hit = hit.unwrap_or_else(|| panic!("no error containing {needle:?} in:\n{e}"));
         assert_eq!(hit.line, line, "{e}");
+        assert!(hit.column >= 1);
     }
 
     #[test]
@@ -1055,16 +1061,7 @@ steps:\n\
         #[case] line: u64,
         #[case] needle: &str,
     ) {
-        let text = GOOD.replacen(from, to, 1);
-        assert_ne!(text, GOOD, "fixture replacement did not apply");
-        let e = load(&text).expect_err("must be invalid");
-        let hit = e
-            .errors
-            .iter()
-            .find(|x| x.message.contains(needle) || x.to_string().contains(needle));
-        let hit = hit.unwrap_or_else(|| panic!("no error containing {needle:?} in:\n{e}"));
-        assert_eq!(hit.line, line, "{e}");
-        assert!(hit.column >= 1);
+        assert_located(GOOD, from, to, line, needle);
     }
 
     #[test]

@@ -228,6 +228,20 @@ mod tests {
        "new_connections": {"sent": 35, "failed": 2}, "keep_alive": {"sent": 35, "failed": 0}, "p50_ms": 3.0, "p99_ms": 40.0}
     ]}"#;
 
+    /// [`REPORT`] without its two failures (the requests answered by the new v1 pod instead).
+    fn clean() -> String {
+        REPORT
+            .replace(r#""failed": 2,"#, r#""failed": 0,"#)
+            .replace(r#""sent": 35, "failed": 2"#, r#""sent": 35, "failed": 0"#)
+            .replace("hw-v1-new\": 30", "hw-v1-new\": 32")
+    }
+
+    /// The report `text` of `from`'s generator, parsed and judged.
+    fn judged(text: &str, from: &str) -> LiveVerdict {
+        let r = LoadReport::parse(text).expect("report");
+        judge_live(&ClusterName::new(from), &r, &expect(), &attribution(), 1_000_000)
+    }
+
     fn expect() -> BTreeMap<AppVersion, BTreeSet<ClusterName>> {
         BTreeMap::from([
             (
@@ -251,14 +265,7 @@ mod tests {
 
     #[test]
     fn one_failed_request_fails_the_source_naming_its_phase_and_first_error() {
-        let r = LoadReport::parse(REPORT).expect("report");
-        let v = judge_live(
-            &ClusterName::new("cluster1"),
-            &r,
-            &expect(),
-            &attribution(),
-            1_000_000,
-        );
+        let v = judged(REPORT, "cluster1");
         assert_eq!((v.sent, v.failed), (150, 2));
         assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
         assert_eq!(
@@ -276,31 +283,14 @@ mod tests {
 
     #[test]
     fn a_clean_report_passes_and_a_silent_phase_does_not() {
-        let clean = REPORT
-            .replace(r#""failed": 2,"#, r#""failed": 0,"#)
-            .replace(r#""sent": 35, "failed": 2"#, r#""sent": 35, "failed": 0"#)
-            .replace("hw-v1-new\": 30", "hw-v1-new\": 32");
-        let r = LoadReport::parse(&clean).expect("report");
-        let v = judge_live(
-            &ClusterName::new("cluster2"),
-            &r,
-            &expect(),
-            &attribution(),
-            1_000_000,
-        );
+        let clean = clean();
+        let v = judged(&clean, "cluster2");
         assert!(v.problems.is_empty(), "{:?}", v.problems);
         let silent = clean.replace(r#""sent": 80,"#, r#""sent": 0,"#).replace(
             r#"{"Hello version: v1, instance: hw-v1": 41, "Hello version: v2, instance: hw-v2": 39}"#,
             "{}",
         );
-        let r = LoadReport::parse(&silent).expect("report");
-        let v = judge_live(
-            &ClusterName::new("cluster2"),
-            &r,
-            &expect(),
-            &attribution(),
-            1_000_000,
-        );
+        let v = judged(&silent, "cluster2");
         assert_eq!(
             v.problems,
             [
@@ -318,14 +308,7 @@ mod tests {
     #[test]
     fn requests_without_an_outcome_are_never_taken_for_answers() {
         let early = REPORT.replace(r#""sent": 80,"#, r#""sent": 82,"#);
-        let r = LoadReport::parse(&early).expect("report");
-        let v = judge_live(
-            &ClusterName::new("cluster2"),
-            &r,
-            &expect(),
-            &attribution(),
-            1_000_000,
-        );
+        let v = judged(&early, "cluster2");
         assert!(
             v.problems[0].starts_with(
                 "cluster2's traffic generator counts 82 requests started in phase 'baseline' but 80 outcomes"
@@ -337,21 +320,11 @@ mod tests {
 
     #[test]
     fn a_phase_where_a_cluster_stopped_answering_fails_without_any_failed_request() {
-        let local = REPORT
-            .replace(r#""failed": 2,"#, r#""failed": 0,"#)
-            .replace(r#""sent": 35, "failed": 2"#, r#""sent": 35, "failed": 0"#)
-            .replace(
-                r#""Hello version: v1, instance: hw-v1-new": 30, "Hello version: v2, instance: hw-v2": 38"#,
-                r#""Hello version: v1, instance: hw-v1-new": 32, "Hello version: v1, instance: hw-v1": 38"#,
-            );
-        let r = LoadReport::parse(&local).expect("report");
-        let v = judge_live(
-            &ClusterName::new("cluster1"),
-            &r,
-            &expect(),
-            &attribution(),
-            1_000_000,
+        let local = clean().replace(
+            r#""Hello version: v2, instance: hw-v2": 38"#,
+            r#""Hello version: v1, instance: hw-v1": 38"#,
         );
+        let v = judged(&local, "cluster1");
         assert_eq!(
             v.problems,
             ["v2@cluster2 never answered cluster1's generator during phase 'move-workloads' (70 requests)"]

@@ -235,6 +235,23 @@ mod tests {
         BTreeSet::from([ClusterName::new(c)])
     }
 
+    /// v1 in cluster1, v2 in cluster2 and cluster3, one pod each.
+    fn three_clusters() -> (BTreeMap<AppVersion, BTreeSet<ClusterName>>, Attribution) {
+        let expect = BTreeMap::from([
+            (AppVersion::new("v1"), one("cluster1")),
+            (
+                AppVersion::new("v2"),
+                BTreeSet::from([ClusterName::new("cluster2"), ClusterName::new("cluster3")]),
+            ),
+        ]);
+        let attr = Attribution::from([
+            ("hw-v1".to_string(), ClusterName::new("cluster1")),
+            ("hw-v2-c2".to_string(), ClusterName::new("cluster2")),
+            ("hw-v2-c3".to_string(), ClusterName::new("cluster3")),
+        ]);
+        (expect, attr)
+    }
+
     fn none() -> BTreeMap<ClusterName, String> {
         BTreeMap::new()
     }
@@ -341,18 +358,7 @@ mod tests {
     /// v2 runs in cluster2 and cluster3: answers from both pass, and each of them must answer.
     #[test]
     fn a_version_in_two_clusters_passes_from_both_and_fails_when_one_is_silent() {
-        let expect = BTreeMap::from([
-            (AppVersion::new("v1"), one("cluster1")),
-            (
-                AppVersion::new("v2"),
-                BTreeSet::from([ClusterName::new("cluster2"), ClusterName::new("cluster3")]),
-            ),
-        ]);
-        let attr = Attribution::from([
-            ("hw-v1".to_string(), ClusterName::new("cluster1")),
-            ("hw-v2-c2".to_string(), ClusterName::new("cluster2")),
-            ("hw-v2-c3".to_string(), ClusterName::new("cluster3")),
-        ]);
+        let (expect, attr) = three_clusters();
         let pods = ["hw-v1", "hw-v2-c2", "hw-v2-c3"];
         let answers: Vec<_> = (0..90)
             .map(|i| hello(if i % 3 == 0 { "v1" } else { "v2" }, pods[i % 3]))
@@ -398,18 +404,7 @@ mod tests {
     /// and a network that gets too few answers still fails.
     #[test]
     fn another_network_is_judged_as_one_bucket_weighted_by_its_endpoints() {
-        let expect = BTreeMap::from([
-            (AppVersion::new("v1"), one("cluster1")),
-            (
-                AppVersion::new("v2"),
-                BTreeSet::from([ClusterName::new("cluster2"), ClusterName::new("cluster3")]),
-            ),
-        ]);
-        let attr = Attribution::from([
-            ("hw-v1".to_string(), ClusterName::new("cluster1")),
-            ("hw-v2-c2".to_string(), ClusterName::new("cluster2")),
-            ("hw-v2-c3".to_string(), ClusterName::new("cluster3")),
-        ]);
+        let (expect, attr) = three_clusters();
         let answers = |c1: usize, c2: usize, c3: usize| -> Vec<Answer> {
             let mut a: Vec<_> = (0..c1).map(|_| hello("v1", "hw-v1")).collect();
             a.extend((0..c2).map(|_| hello("v2", "hw-v2-c2")));
