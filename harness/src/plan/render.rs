@@ -297,10 +297,12 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
             cluster,
             build,
             revision,
-        } => o.push(match revision {
-            Some(r) => format!("{} uninstall {} --revision {r} -y", istioctl_word(build), ctx(cluster)),
-            None => format!("{} uninstall {} --purge -y", istioctl_word(build), ctx(cluster)),
-        }),
+        } => {
+            let what = revision
+                .as_ref()
+                .map_or("--purge".to_string(), |r| format!("--revision {r}"));
+            o.push(format!("{} uninstall {} {what} -y", istioctl_word(build), ctx(cluster)));
+        }
         Action::TrafficPhase {
             cluster,
             namespace,

@@ -320,34 +320,24 @@ async fn perform(
         Action::IstioctlUninstall {
             cluster,
             build,
-            revision: Some(r),
+            revision,
         } => {
+            // A reset purges everything, so it must only ever meet Istio the run installed; an upgrade removes
+            // one revision of its own.
+            if revision.is_none() {
+                only_istio_the_run_installed(ctx, cluster)?;
+            }
             let c = ctx.cluster(cluster)?;
             let out = ctx
                 .istioctl_of(build)?
-                .uninstall_revision(&c.kubeconfig, &c.context, r)
+                .uninstall(&c.kubeconfig, &c.context, revision.as_deref())
                 .run()
                 .await?;
+            let what = revision
+                .as_ref()
+                .map_or("--purge".to_string(), |r| format!("--revision {r}"));
             log.log(format!(
-                "istioctl uninstall --revision {r} in {cluster}: {}",
-                last_line(&out.stdout)
-            ));
-            Ok(())
-        }
-        Action::IstioctlUninstall {
-            cluster,
-            build,
-            revision: None,
-        } => {
-            only_istio_the_run_installed(ctx, cluster)?;
-            let c = ctx.cluster(cluster)?;
-            let out = ctx
-                .istioctl_of(build)?
-                .uninstall_purge(&c.kubeconfig, &c.context)
-                .run()
-                .await?;
-            log.log(format!(
-                "istioctl uninstall --purge in {cluster}: {}",
+                "istioctl uninstall {what} in {cluster}: {}",
                 last_line(&out.stdout)
             ));
             Ok(())

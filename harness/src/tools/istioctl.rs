@@ -77,24 +77,18 @@ impl Istioctl {
             .timeout(Duration::from_secs(600))
     }
 
-    /// `istioctl uninstall --purge -y`: every Istio resource of the cluster, cluster-scoped ones included.
-    pub fn uninstall_purge(&self, kubeconfig: &Path, context: &str) -> Cmd {
-        Cmd::new(&self.bin)
+    /// `istioctl uninstall --purge -y` (everything, a reset), or `--revision R -y` (one control-plane
+    /// revision, an upgrade's old one).
+    pub fn uninstall(&self, kubeconfig: &Path, context: &str, revision: Option<&str>) -> Cmd {
+        let cmd = Cmd::new(&self.bin)
             .arg("uninstall")
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--context={context}"))
-            .args(["--purge", "-y"])
-            .timeout(Duration::from_secs(300))
-    }
-
-    /// `istioctl uninstall --revision R -y`: one control-plane revision (an upgrade's old one).
-    pub fn uninstall_revision(&self, kubeconfig: &Path, context: &str, revision: &str) -> Cmd {
-        Cmd::new(&self.bin)
-            .arg("uninstall")
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--context={context}"))
-            .args(["--revision", revision, "-y"])
-            .timeout(Duration::from_secs(300))
+            .arg(format!("--context={context}"));
+        match revision {
+            Some(r) => cmd.args(["--revision", r, "-y"]),
+            None => cmd.args(["--purge", "-y"]),
+        }
+        .timeout(Duration::from_secs(300))
     }
 
     /// `istioctl proxy-config endpoints POD.NS --cluster ENVOY_CLUSTER -o json`: the endpoints that proxy holds.
