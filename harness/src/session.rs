@@ -395,6 +395,8 @@ pub fn check_features(cfg: &SessionConfig, scenario: &Scenario) -> Result<(), St
         Step::InstallIstio(i) if i.revision.is_some() => Some("install-istio with a revision"),
         Step::StartTraffic(_) => Some("start-traffic"),
         Step::MoveWorkloads { .. } => Some("move-workloads"),
+        Step::UpgradeIstio { .. } => Some("upgrade-istio"),
+        Step::RestartWorkloads { .. } => Some("restart-workloads"),
         Step::RemoveRevision { .. } => Some("remove-revision"),
         _ => None,
     });
@@ -408,7 +410,7 @@ pub fn check_features(cfg: &SessionConfig, scenario: &Scenario) -> Result<(), St
     }
     if scenario.install_method == crate::scenario::InstallMethod::Helm {
         return Err(format!(
-            "{src}: {what} is an istioctl canary upgrade; drop --install-method helm"
+            "{src}: {what} is an istioctl upgrade; drop --install-method helm"
         ));
     }
     Ok(())

@@ -240,6 +240,32 @@ fn a_canary_upgrade_plan_counts_each_phase_and_installs_each_build_as_a_revision
     insta::assert_snapshot!("multi_primary_canary_upgrade_kind_offline", p);
 }
 
+/// The in-place upgrade: both clusters install 1.31-dev without a revision (a 100m istiod so the rollout's surge
+/// pod fits beside it), the newer istioctl reinstalls each from the same file with its own images, and the
+/// sample restarts onto the default revision, where each pod's proxy image must be the new injector's.
+#[test]
+fn an_in_place_upgrade_plan_reinstalls_each_cluster_with_the_newer_istioctl() {
+    let p = render("multi-primary-inplace-upgrade", &kind_offline_two_builds());
+    for needle in [
+        "upgrade: cluster1 starts on Istio build 1.31-dev (`istioctl-1.31-dev`) and gets 1.32-dev in place",
+        "istioctl-1.31-dev install --context=\"${CTX_CLUSTER1}\" -f cluster1.yaml -y --set hub=meshconf.local/istio \
+         --set tag=1.31-dev.b01690e6db7d",
+        "istioctl-1.32-dev install --context=\"${CTX_CLUSTER1}\" -f cluster1.yaml -y --set hub=meshconf.local/istio \
+         --set tag=1.32-dev.eed52ebb66ad",
+        "# [phase/upgrade-istio]",
+        "# [phase/restart-workloads]",
+        "is an alias for the install command",
+        "kubectl rollout restart deployment --context=\"${CTX_CLUSTER2}\" -n sample -l 'app!=loadgen'",
+    ] {
+        assert!(p.contains(needle), "plan lacks {needle:?}:\n{p}");
+    }
+    assert!(
+        !p.contains("revision: "),
+        "an in-place upgrade names no revision:\n{p}"
+    );
+    insta::assert_snapshot!("multi_primary_inplace_upgrade_kind_offline", p);
+}
+
 #[test]
 fn plans_on_the_rehearsal_show_the_overlay() {
     let mp = render("multi-primary", &kwok());
@@ -314,6 +340,7 @@ fn validate_accepts_the_shipped_scenarios() {
             "../scenarios/primary-remote-multi-network.yaml",
             "../scenarios/multi-primary-three-clusters.yaml",
             "../scenarios/multi-primary-mixed-versions.yaml",
+            "../scenarios/multi-primary-inplace-upgrade.yaml",
         ],
         None,
     );

@@ -53,12 +53,14 @@ pub fn primary_operator(
     s
 }
 
-/// The start of an IstioOperator `spec:` for control-plane revision `revision` (the canary-upgrade guide's
-/// `--set revision=`): istiod asks for 100m CPU and no ingress gateway is installed, so two control planes fit one
-/// small node side by side (the plan notes both).
-pub fn revision_spec(revision: &str) -> String {
+/// The start of an IstioOperator `spec:` for a control plane that shares its cluster with another during an
+/// upgrade: a canary revision (`revision: Some`, the canary guide's `--set revision=`) or the default one rolled
+/// over in place (its surge pod runs beside the old one). istiod asks for 100m CPU and no ingress gateway is
+/// installed, so two istiods fit one small node side by side (the plan notes both).
+pub fn upgrade_spec(revision: Option<&str>) -> String {
+    let rev = revision.map(|r| format!("  revision: {r}\n")).unwrap_or_default();
     format!(
-        "spec:\n  revision: {revision}\n  components:\n    ingressGateways:\n      - name: istio-ingressgateway\n        \
+        "spec:\n{rev}  components:\n    ingressGateways:\n      - name: istio-ingressgateway\n        \
          enabled: false\n    pilot:\n      k8s:\n        resources:\n          requests:\n            cpu: 100m\n"
     )
 }

@@ -62,8 +62,10 @@ fn touched(s: &Step) -> Vec<&ClusterName> {
         Step::DeployApps(d) => d.helloworld.keys().chain(d.client.iter()).collect(),
         Step::CheckTraffic(c) => c.from.iter().collect(),
         Step::StartTraffic(t) => t.from.iter().collect(),
-        Step::RemoveRevision { cluster, .. } => vec![cluster],
-        Step::MoveWorkloads { .. } | Step::CheckLiveTraffic { .. } => Vec::new(),
+        Step::RemoveRevision { cluster, .. } | Step::UpgradeIstio { cluster, .. } => vec![cluster],
+        Step::MoveWorkloads { .. } | Step::RestartWorkloads { .. } | Step::CheckLiveTraffic { .. } => {
+            Vec::new()
+        }
     }
 }
 
@@ -247,7 +249,10 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     Step::InstallIstio(i)
                         if i.cluster == c.name && i.build.as_ref().is_some_and(|x| x != b) =>
                     {
-                        i.build.clone()
+                        i.build.as_ref().map(|x| format!("{x} as a canary revision"))
+                    }
+                    Step::UpgradeIstio { cluster, build } if cluster == &c.name => {
+                        Some(format!("{build} in place"))
                     }
                     _ => None,
                 })
@@ -260,7 +265,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                 ));
             } else {
                 profile.notes.push(format!(
-                    "upgrade: {} starts on Istio build {b} (`{}`) and gets {} as a canary revision",
+                    "upgrade: {} starts on Istio build {b} (`{}`) and gets {}",
                     c.name,
                     istioctl_word(&c.istio),
                     upgraded_to.join(", ")
@@ -268,15 +273,26 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
             }
         }
     }
+    // Clusters whose default control plane the run upgrades in place: their istiod rolls over with a surge pod.
+    let upgraded_in_place: BTreeSet<ClusterName> = scenario
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::UpgradeIstio { cluster, .. } => Some(cluster.clone()),
+            _ => None,
+        })
+        .collect();
     if scenario
         .steps
         .iter()
         .any(|s| matches!(s, Step::InstallIstio(i) if i.revision.is_some()))
+        || !upgraded_in_place.is_empty()
     {
         profile.notes.push(
-            "revisions: two control planes share each cluster during a canary upgrade, so a revisioned install asks \
-             istiod for 100m CPU (not 500m) and installs no ingress gateway (the multicluster guides use none); on a \
-             2-CPU kind node the second istiod does not schedule otherwise"
+            "upgrades: two istiods share a cluster during a canary upgrade (two revisions) and during an in-place \
+             one (the rollout's surge pod), so such an install asks istiod for 100m CPU (not 500m) and installs no \
+             ingress gateway (the multicluster guides use none); on a 2-CPU kind node the second istiod does not \
+             schedule otherwise"
                 .into(),
         );
     }
@@ -416,6 +432,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     | Step::CheckTraffic(_)
                     | Step::StartTraffic(_)
                     | Step::MoveWorkloads { .. }
+                    | Step::RestartWorkloads { .. }
                     | Step::CheckLiveTraffic { .. }
             )
             && cl.iter().all(|c| !current_clusters.contains(c));
@@ -480,8 +497,10 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                 let mut body =
                     mesh::primary_operator(&scenario.mesh_id, c, &network(c), i.external_istiod, variant);
                 if let Some(r) = &i.revision {
-                    body = body.replacen("spec:\n", &mesh::revision_spec(r), 1);
                     revision_builds.insert((c.clone(), r.clone()), build.clone());
+                }
+                if i.revision.is_some() || upgraded_in_place.contains(c) {
+                    body = body.replacen("spec:\n", &mesh::upgrade_spec(i.revision.as_deref()), 1);
                 }
                 // A canary of another build than the cluster's gets that build's images.
                 let ov = match (&i.build, build_of(c)) {
@@ -599,6 +618,53 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                                 deadline_secs: d.pods.as_secs(),
                             },
                         ],
+                    ));
+                }
+            }
+            Step::UpgradeIstio { cluster, build } => {
+                let c = cluster;
+                // The guide passes the install's own configuration to the newer istioctl: the file written by this
+                // cluster's install-istio, with the newer build's images.
+                let mut actions = vec![
+                    Action::note(format!(
+                        "In-place Upgrades: `istioctl upgrade -f {c}.yaml` with the {build} istioctl; `istioctl upgrade --help` of \
+                         the istioctl this harness drives says it \"is an alias for the install command\", so the \
+                         plan runs install"
+                    )),
+                    Action::IstioctlInstall {
+                        cluster: c.clone(),
+                        build: Some(build.clone()),
+                        file: format!("{c}.yaml"),
+                        source: OperatorSource::File,
+                        overlay: profile
+                            .build_overlays
+                            .get(build)
+                            .cloned()
+                            .unwrap_or_else(|| overlay(c)),
+                    },
+                ];
+                actions.extend(profile.after_install.get(c).cloned().unwrap_or_default());
+                current.push(step(
+                    format!("upgrade-istio/{c}"),
+                    format!("Upgrade {c} in place to Istio build {build}"),
+                    StepClass::Mesh,
+                    actions,
+                ));
+            }
+            Step::RestartWorkloads { namespace, restart } => {
+                let ns = namespace.as_str().to_string();
+                for c in deployed_clusters(scenario, namespace) {
+                    current.push(step(
+                        format!("restart-workloads/{c}"),
+                        format!("Restart the workloads of {ns} in {c} onto the control plane serving it"),
+                        StepClass::Mesh,
+                        vec![Action::RestartWorkloads {
+                            cluster: c.clone(),
+                            namespace: ns.clone(),
+                            restart: *restart,
+                            revision: DEFAULT_REVISION.into(),
+                            deadline_secs: d.pods.as_secs(),
+                        }],
                     ));
                 }
             }
@@ -1096,6 +1162,8 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
 /// The client pod of `from`, bound to `CLIENT_POD_<FROM>`.
 /// The label that picks a namespace's control-plane revision.
 const REV_LABEL: &str = "istio.io/rev";
+/// The revision the sidecar injector of an install without `revision:` writes into every pod it injects.
+const DEFAULT_REVISION: &str = "default";
 /// Seconds of steady traffic before the first change and after the last one.
 const BASELINE_SECS: u64 = 5;
 

@@ -345,8 +345,8 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 }
             }
             o.push(format!(
-                "# meshconf waits until every pod but the generator is Ready and its sidecar.istio.io/status \
-                 names revision {revision}"
+                "# meshconf waits until every pod but the generator is Ready, its sidecar.istio.io/status \
+                 names revision {revision} and its istio-proxy runs the image that revision's injector names"
             ));
         }
         Action::CheckLiveTraffic(l) => {

@@ -30,6 +30,66 @@ fn injected_by(p: &Pod) -> Option<String> {
     v.get("revision")?.as_str().map(str::to_string)
 }
 
+/// The proxy image the injector of `revision` puts into pods, from its ConfigMap's `values` (what istiod itself
+/// renders the sidecar template with): `<hub>/<proxy.image>:<tag>[-<variant>]`.
+fn injector_image(values_json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(values_json).ok()?;
+    let g = v.get("global")?;
+    let hub = g.get("hub")?.as_str()?;
+    let tag = match g.get("tag")? {
+        serde_json::Value::String(t) => t.clone(),
+        other => other.to_string(),
+    };
+    let image = g.get("proxy")?.get("image")?.as_str()?;
+    if image.contains('/') {
+        return Some(image.to_string());
+    }
+    let variant = g
+        .get("variant")
+        .and_then(|x| x.as_str())
+        .filter(|x| !x.is_empty());
+    Some(match variant {
+        Some(x) => format!("{hub}/{image}:{tag}-{x}"),
+        None => format!("{hub}/{image}:{tag}"),
+    })
+}
+
+/// The image of `p`'s `istio-proxy` container.
+fn proxy_image(p: &Pod) -> Option<String> {
+    let spec = p.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == "istio-proxy")?
+        .image
+        .clone()
+}
+
+/// Reads the proxy image `revision`'s injector in `c` uses now.
+async fn injector_image_of(c: &ClusterAccess, revision: &str) -> Result<String, StepError> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let name = if revision == "default" {
+        "istio-sidecar-injector".to_string()
+    } else {
+        format!("istio-sidecar-injector-{revision}")
+    };
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), "istio-system");
+    let cm = api.get(&name).await.map_err(|source| k::KubeError::Api {
+        what: format!("get ConfigMap istio-system/{name} in {}", c.name),
+        source,
+    })?;
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get("values"))
+        .and_then(|v| injector_image(v))
+        .ok_or_else(|| {
+            StepError::infra(format!(
+                "ConfigMap istio-system/{name} in {} has no global.hub/tag/proxy.image in its `values`",
+                c.name
+            ))
+        })
+}
+
 /// The Running generator pod of `ns`.
 async fn generator_pod(c: &ClusterAccess, ns: &str) -> Result<String, StepError> {
     let api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
@@ -163,7 +223,7 @@ pub(super) async fn restart_workloads(
             ));
         }
     }
-    wait_injected_by(
+    let image = wait_injected_by(
         &c,
         ns,
         &not_generator,
@@ -173,23 +233,26 @@ pub(super) async fn restart_workloads(
     .await?;
     remember_pods(ctx, ns).await?;
     log.log(format!(
-        "{cluster}: every pod of {ns} but the generator is Ready and injected by {revision} after {:.1}s",
+        "{cluster}: every pod of {ns} but the generator is Ready, injected by {revision} and runs {image} after \
+         {:.1}s",
         started.elapsed().as_secs_f64()
     ));
     Ok(())
 }
 
-/// Polls until no pod of `selector` is terminating and each is Ready (all containers) and injected by
-/// `revision`.
+/// Polls until no pod of `selector` is terminating and each is Ready (all containers), injected by `revision`,
+/// and runs the proxy image that revision's injector names now (after an in-place upgrade: the newer build's);
+/// returns that image.
 async fn wait_injected_by(
     c: &ClusterAccess,
     ns: &str,
     selector: &str,
     revision: &str,
     within: Duration,
-) -> Result<(), StepError> {
+) -> Result<String, StepError> {
     let api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
     let deadline = Instant::now() + within;
+    let image = injector_image_of(c, revision).await?;
     loop {
         let pods = api
             .list(&ListParams::default().labels(selector))
@@ -212,16 +275,19 @@ async fn wait_injected_by(
                 continue;
             }
             let rev = injected_by(p).unwrap_or_else(|| "(not injected)".into());
+            let got = proxy_image(p).unwrap_or_else(|| "(no istio-proxy)".into());
             if rev != revision {
                 other_revision.push(format!("{name} (injected by {rev})"));
+            } else if got != image {
+                other_revision.push(format!("{name} (proxy {got}, not {image})"));
             }
         }
         if waiting.is_empty() && !pods.items.is_empty() {
             if other_revision.is_empty() {
-                return Ok(());
+                return Ok(image);
             }
             return Err(StepError::conformance(format!(
-                "after the restart, pods of {}/{ns} run sidecars not injected by {revision}: {}",
+                "after the restart, pods of {}/{ns} run sidecars not injected by {revision} with its proxy: {}",
                 c.name,
                 other_revision.join(", ")
             )));
@@ -291,6 +357,23 @@ pub(super) async fn check(ctx: &RunContext, l: &LiveCheck, log: &StepLogger) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_injector_image_is_read_from_its_values() {
+        let v = r#"{"global":{"hub":"meshconf.local/istio","tag":"1.32-dev","proxy":{"image":"proxyv2"}}}"#;
+        assert_eq!(
+            injector_image(v).as_deref(),
+            Some("meshconf.local/istio/proxyv2:1.32-dev")
+        );
+        let distroless =
+            r#"{"global":{"hub":"h","tag":"1","variant":"distroless","proxy":{"image":"proxyv2"}}}"#;
+        assert_eq!(
+            injector_image(distroless).as_deref(),
+            Some("h/proxyv2:1-distroless")
+        );
+        assert_eq!(injector_image(r#"{"global":{"hub":"h"}}"#), None);
+        assert_eq!(injector_image("not json"), None);
+    }
 
     #[test]
     fn the_injecting_revision_is_read_from_the_sidecar_status() {

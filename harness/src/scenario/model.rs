@@ -245,6 +245,12 @@ pub enum Step {
         revision: String,
         restart: Restart,
     },
+    /// The In-place Upgrades guide: the newer build's istioctl applied over the running default control plane
+    /// with the same IstioOperator file (`istioctl upgrade -f`); no revision, one istiod rolled over.
+    UpgradeIstio { cluster: ClusterName, build: String },
+    /// `kubectl rollout restart deployment` in every cluster the namespace was deployed to: the sidecars of the
+    /// control plane that now serves it (the in-place guide's data-plane step).
+    RestartWorkloads { namespace: Namespace, restart: Restart },
     /// `istioctl uninstall --revision R -y`: the old control plane goes.
     RemoveRevision { cluster: ClusterName, revision: String },
     /// Stops the traffic generators and judges every phase: no request may fail.
@@ -269,6 +275,8 @@ impl Step {
             Step::CheckTraffic(_) => "check-traffic",
             Step::StartTraffic(_) => "start-traffic",
             Step::MoveWorkloads { .. } => "move-workloads",
+            Step::UpgradeIstio { .. } => "upgrade-istio",
+            Step::RestartWorkloads { .. } => "restart-workloads",
             Step::RemoveRevision { .. } => "remove-revision",
             Step::CheckLiveTraffic { .. } => "check-live-traffic",
         }
@@ -313,6 +321,7 @@ impl Scenario {
     pub fn builds(&self) -> BTreeSet<&str> {
         let installs = self.steps.iter().filter_map(|s| match s {
             Step::InstallIstio(i) => i.build.as_deref(),
+            Step::UpgradeIstio { build, .. } => Some(build.as_str()),
             _ => None,
         });
         self.clusters

@@ -57,6 +57,8 @@ pub(crate) enum RawStep {
     CheckTraffic(RawCheckTraffic),
     StartTraffic(RawStartTraffic),
     MoveWorkloads(RawMoveWorkloads),
+    UpgradeIstio(RawUpgradeIstio),
+    RestartWorkloads(RawRestartWorkloads),
     RemoveRevision(RawRemoveRevision),
     CheckLiveTraffic(RawCheckLiveTraffic),
 }
@@ -89,6 +91,21 @@ pub(crate) struct RawStartTraffic {
 pub(crate) struct RawMoveWorkloads {
     pub namespace: S<String>,
     pub revision: S<String>,
+    #[serde(default)]
+    pub restart: Option<S<super::model::Restart>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpgradeIstio {
+    pub cluster: S<String>,
+    pub istio: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRestartWorkloads {
+    pub namespace: S<String>,
     #[serde(default)]
     pub restart: Option<S<super::model::Restart>>,
 }

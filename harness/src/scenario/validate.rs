@@ -243,6 +243,12 @@ pub(crate) fn validate(
     let mut revisions: BTreeMap<String, BTreeSet<Option<String>>> = BTreeMap::new();
     let mut namespaces: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut traffic: Option<(&S<String>, bool)> = None; // start-traffic's first source, and whether it was checked
+    // The build each cluster's default control plane runs now (`None`: the run's), moved on by upgrade-istio.
+    let mut running: BTreeMap<String, Option<String>> = raw
+        .clusters
+        .iter()
+        .map(|c| (c.name.value.clone(), c.istio.as_ref().map(|b| b.value.clone())))
+        .collect();
     if raw.steps.is_empty() {
         cx.errors.push(ScenarioError::at(
             path,
@@ -689,6 +695,68 @@ pub(crate) fn validate(
                     restart: s.restart.as_ref().map(|r| r.value).unwrap_or_default(),
                 });
             }
+            RawStep::UpgradeIstio(s) => {
+                let Some(c) = check_cluster(&mut cx, &s.cluster) else {
+                    continue;
+                };
+                if !is_build_name(&s.istio.value) {
+                    cx.err(
+                        &s.istio,
+                        format!("istio build '{}' is not a build name", s.istio.value),
+                        Some("name a build made here, e.g. 1.32-dev (tools/istio-builds.env)".into()),
+                    );
+                }
+                let revs = revisions.get(&c.0);
+                if !installed.contains(&c.0) || !revs.is_some_and(|rs| rs.contains(&None)) {
+                    cx.err(
+                        &s.cluster,
+                        format!(
+                            "upgrade-istio on '{c}', where no control plane without a revision is installed"
+                        ),
+                        Some(
+                            "an in-place upgrade replaces an install-istio without revision; a revisioned \
+                             control plane is upgraded by installing the next revision beside it"
+                                .into(),
+                        ),
+                    );
+                }
+                let now = running.get(&c.0).cloned().flatten();
+                if now.as_deref() == Some(s.istio.value.as_str()) {
+                    cx.err(
+                        &s.istio,
+                        format!("'{c}' already runs Istio build '{}'", s.istio.value),
+                        Some("an upgrade names another build than the one installed".into()),
+                    );
+                } else if now.is_none() {
+                    cx.err(
+                        &s.cluster,
+                        format!("'{c}' names no Istio build to upgrade from"),
+                        Some("give the cluster the build it starts on (istio: 1.31-dev)".into()),
+                    );
+                }
+                running.insert(c.0.clone(), Some(s.istio.value.clone()));
+                steps.push(Step::UpgradeIstio {
+                    cluster: c,
+                    build: s.istio.value.clone(),
+                });
+            }
+            RawStep::RestartWorkloads(s) => {
+                if !namespaces.contains_key(&s.namespace.value) {
+                    cx.err(
+                        &s.namespace,
+                        format!(
+                            "namespace '{}' is not deployed by an earlier deploy-apps",
+                            s.namespace.value
+                        ),
+                        None,
+                    );
+                    continue;
+                }
+                steps.push(Step::RestartWorkloads {
+                    namespace: Namespace(s.namespace.value.clone()),
+                    restart: s.restart.as_ref().map(|r| r.value).unwrap_or_default(),
+                });
+            }
             RawStep::RemoveRevision(s) => {
                 let Some(c) = check_cluster(&mut cx, &s.cluster) else {
                     continue;
@@ -994,6 +1062,73 @@ steps:\n\
         #[case] needle: &str,
     ) {
         assert_located(CANARY, from, to, line, needle);
+    }
+
+    const IN_PLACE: &str = "name: up\nmesh: {id: mesh1}\ntrust: shared-root\nclusters:\n\
+  - {name: cluster1, role: primary, network: network1, kind-config: c1.yaml, istio: 1.31-dev}\n\
+  - {name: cluster2, role: primary, network: network1, kind-config: c2.yaml, istio: 1.31-dev}\n\
+steps:\n\
+  - install-istio: {cluster: cluster1}\n\
+  - install-istio: {cluster: cluster2}\n\
+  - deploy-apps: {namespace: sample, helloworld: {cluster1: v1, cluster2: v2}, client: [cluster1, cluster2]}\n\
+  - start-traffic: {from: [cluster1, cluster2], url: \"http://helloworld.sample:5000/hello\"}\n\
+  - upgrade-istio: {cluster: cluster1, istio: 1.32-dev}\n\
+  - upgrade-istio: {cluster: cluster2, istio: 1.32-dev}\n\
+  - restart-workloads: {namespace: sample}\n\
+  - check-live-traffic: {expect: {v1: cluster1, v2: cluster2}}\n";
+
+    #[test]
+    fn an_in_place_upgrade_validates() {
+        let s = load(IN_PLACE).expect("valid");
+        assert_eq!(
+            s.builds().into_iter().collect::<Vec<_>>(),
+            ["1.31-dev", "1.32-dev"]
+        );
+        assert!(matches!(
+            &s.steps[4],
+            Step::UpgradeIstio { cluster, build } if cluster.as_str() == "cluster1" && build == "1.32-dev"
+        ));
+        assert!(matches!(
+            &s.steps[6],
+            Step::RestartWorkloads {
+                restart: Restart::Rolling,
+                ..
+            }
+        ));
+    }
+
+    #[rstest]
+    #[case::to_the_build_it_runs(
+        "{cluster: cluster1, istio: 1.32-dev}",
+        "{cluster: cluster1, istio: 1.31-dev}",
+        12,
+        "'cluster1' already runs Istio build '1.31-dev'"
+    )]
+    #[case::upgraded_twice_to_one_build(
+        "{cluster: cluster2, istio: 1.32-dev}",
+        "{cluster: cluster1, istio: 1.32-dev}",
+        13,
+        "'cluster1' already runs Istio build '1.32-dev'"
+    )]
+    #[case::of_a_revisioned_install(
+        "install-istio: {cluster: cluster1}",
+        "install-istio: {cluster: cluster1, revision: old}",
+        12,
+        "upgrade-istio on 'cluster1', where no control plane without a revision is installed"
+    )]
+    #[case::restart_of_a_namespace_never_deployed(
+        "restart-workloads: {namespace: sample}",
+        "restart-workloads: {namespace: other}",
+        14,
+        "namespace 'other' is not deployed"
+    )]
+    fn in_place_mistakes_are_located(
+        #[case] from: &str,
+        #[case] to: &str,
+        #[case] line: u64,
+        #[case] needle: &str,
+    ) {
+        assert_located(IN_PLACE, from, to, line, needle);
     }
 
     /// `base` with `from` replaced by `to` is invalid, with an error containing `needle` at `line`.
