@@ -483,6 +483,43 @@ fn main() -> std::process::ExitCode {
                 )
             },
         ),
+        // The in-place upgrade of both primaries from 1.31-dev to 1.32-dev under live traffic: the newer istioctl
+        // replaces each istiod, the sample restarts onto the newer proxy (the restart step fails if a pod's
+        // istio-proxy is not the image the upgraded injector names), and every request of every phase is counted.
+        Trial::test("multi_primary::inplace_upgrade_under_live_traffic", || {
+            let s = scenario("multi-primary-inplace-upgrade.yaml", |t| t)?;
+            let r = run(
+                "multi_primary.inplace-upgrade",
+                &s,
+                common::port("multi_primary.inplace-upgrade"),
+                None,
+            )?;
+            if r.status != ExitStatus::Passed {
+                return Err(format!(
+                    "the in-place upgrade should pass; run ended {:?}:\n{}",
+                    r.status,
+                    r.failures()
+                )
+                .into());
+            }
+            for c in ["cluster1", "cluster2"] {
+                let id = format!("check-live-traffic/from-{c}");
+                let (_, props) = r.outcome(&id).ok_or(format!("no {id}"))?;
+                if props.get("failed-requests").map(String::as_str) != Some("0") {
+                    return Err(format!("{id}: failed-requests should be 0, props {props:?}").into());
+                }
+                for phase in ["baseline", "upgrade-istio", "restart-workloads", "after"] {
+                    let sent: u64 = props
+                        .get(&format!("phase/{phase}/sent"))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if sent == 0 {
+                        return Err(format!("{id}: phase '{phase}' sent no requests, props {props:?}").into());
+                    }
+                }
+            }
+            Ok(())
+        }),
     ];
     common::main_with(conformance, faults, kwok_only, kind_only)
 }

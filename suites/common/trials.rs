@@ -80,6 +80,7 @@ pub const PORTS: &[(&str, u16)] = &[
     ("multi_primary.mixed-versions", 30700),
     ("multi_primary.canary-upgrade", 30600),
     ("multi_primary.canary-all-at-once", 30500),
+    ("multi_primary.inplace-upgrade", 30400),
 ];
 
 /// The first port of trial `name` (from [`PORTS`]).
