@@ -1110,7 +1110,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                 } else if installs.contains(c) {
                     actions.push(Action::IstioctlUninstall {
                         cluster: c.clone(),
-                        build: scenario.cluster(c).and_then(|x| x.istio.clone()),
+                        build: newest_build(scenario, c),
                         revision: None,
                     });
                 }
@@ -1261,4 +1261,19 @@ fn client_namespace(scenario: &Scenario, from: &[ClusterName]) -> String {
 // Validation guarantees every referenced cluster exists; this keeps `build` total without panicking.
 fn unreachable_net() -> crate::scenario::NetworkName {
     crate::scenario::NetworkName("network1".into())
+}
+
+/// The Istio build the run leaves on cluster `c`: the last one an install or an in-place upgrade put there (a
+/// canary's build, an upgrade's), else the cluster's own; the reset uninstalls with its istioctl.
+fn newest_build(scenario: &Scenario, c: &ClusterName) -> Option<String> {
+    scenario
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::InstallIstio(i) if &i.cluster == c => i.build.clone(),
+            Step::UpgradeIstio { cluster, build } if cluster == c => Some(build.clone()),
+            _ => None,
+        })
+        .next_back()
+        .or_else(|| scenario.cluster(c).and_then(|x| x.istio.clone()))
 }

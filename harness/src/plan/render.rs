@@ -382,10 +382,16 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 "# only the namespaces this run created (never one that was there before), until gone (deadline \
                  {deadline_secs}s)"
             ));
+            let created = Placeholder::created_namespaces(cluster).shell();
             o.push(format!(
-                "kubectl delete {} namespace {} --wait --timeout={deadline_secs}s",
+                "for ns in {created}; do kubectl delete {c} deployments,replicasets --all -n \"$ns\" --cascade=orphan; \
+                 kubectl delete {c} pods --all -n \"$ns\" --grace-period=1 --wait=false; done   # helloworld runs as \
+                 PID 1 without a SIGTERM handler: its 30 s default grace would hold the namespace",
+                c = ctx(cluster)
+            ));
+            o.push(format!(
+                "kubectl delete {} namespace {created} --wait --timeout={deadline_secs}s",
                 ctx(cluster),
-                Placeholder::created_namespaces(cluster).shell()
             ));
         }
         Action::CleanState { cluster } => {

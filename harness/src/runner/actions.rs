@@ -646,6 +646,9 @@ async fn delete_namespaces(
     log: &StepLogger,
 ) -> Result<(), StepError> {
     use kube::api::DeleteParams;
+    for ns in names {
+        stop_pods_quickly(c, ns).await?;
+    }
     let api: Api<Namespace> = Api::all(c.client.clone());
     for ns in names {
         match api.delete(ns, &DeleteParams::default()).await {
@@ -684,6 +687,49 @@ async fn delete_namespaces(
         ));
     }
     Ok(())
+}
+
+/// Stops the pods of a namespace the run made before the namespace goes: its Deployments and ReplicaSets are
+/// deleted orphaning their pods (so none is recreated, and none is collected with the default 30 s grace), then the
+/// pods with a 1 s grace. helloworld (PID 1, no SIGTERM handler) ignores SIGTERM and a preStop sleep runs its
+/// course, so each pod held the namespace for its whole grace, and the namespace controller requeues by it. The
+/// kubelet still stops every container before its pod object goes.
+async fn stop_pods_quickly(c: &ClusterAccess, ns: &str) -> Result<(), StepError> {
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    use kube::api::{DeleteParams, PropagationPolicy};
+    let orphan = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        ..DeleteParams::default()
+    };
+    let quick = DeleteParams {
+        grace_period_seconds: Some(1),
+        ..DeleteParams::default()
+    };
+    let all = ListParams::default();
+    let what = |kind: &str| format!("delete the {kind} of {}/{ns}", c.name);
+    let gone = |r: Result<(), kube::Error>, kind: &str| -> Result<(), StepError> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(source) => Err(k::KubeError::Api {
+                what: what(kind),
+                source,
+            }
+            .into()),
+        }
+    };
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
+    gone(
+        deployments.delete_collection(&orphan, &all).await.map(drop),
+        "Deployments",
+    )?;
+    let sets: Api<ReplicaSet> = Api::namespaced(c.client.clone(), ns);
+    gone(
+        sets.delete_collection(&orphan, &all).await.map(drop),
+        "ReplicaSets",
+    )?;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+    gone(pods.delete_collection(&quick, &all).await.map(drop), "pods")
 }
 
 fn last_line(s: &str) -> String {

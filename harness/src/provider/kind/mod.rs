@@ -1012,6 +1012,44 @@ mod tests {
         }
     }
 
+    /// The reset uninstalls with the istioctl of the build the run left (after an in-place upgrade: the newer one)
+    /// and gives the run's pods a short grace before their namespaces go.
+    #[test]
+    fn a_reset_uses_the_build_the_run_left_and_a_short_pod_grace() {
+        let s = crate::scenario::load_file(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../scenarios/multi-primary-inplace-upgrade.yaml"),
+        )
+        .expect("scenario");
+        let variant = crate::mesh::Variant::for_version(crate::mesh::IstioVersion::new(1, 31, 0));
+        let mut opts = provider(false).opts;
+        opts.fleet = Some(KindFleet {
+            key: "0123456789abcdef".into(),
+            warm: true,
+            note: "fleet".into(),
+        });
+        let plan = crate::plan::build(&s, &variant, KindProvider::new(opts).profile(&s));
+        let reset = plan
+            .steps()
+            .find(|st| st.id.0 == "reset/cluster1")
+            .expect("a reset step");
+        let builds: Vec<Option<String>> = reset
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::IstioctlUninstall { build, .. } => Some(build.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(builds, vec![Some("1.32-dev".to_string())]);
+        let text = crate::plan::render_shell(&plan);
+        assert!(
+            text.contains("istioctl-1.32-dev uninstall --context=\"${CTX_CLUSTER1}\" --purge -y"),
+            "{text}"
+        );
+        assert!(text.contains("--grace-period=1 --wait=false"), "{text}");
+    }
+
     /// multi-primary and primary-remote share a fleet: one made by a scenario without a gateway still gets MetalLB,
     /// or the next primary-remote run on it waits for an address forever.
     #[test]
