@@ -22,6 +22,42 @@ fn without_secret_into_cluster1() -> Result<meshconf::scenario::Scenario, libtes
     })
 }
 
+/// An upgrade scenario under live traffic passes: neither generator saw a failed request, and each sent requests
+/// in every one of `phases`.
+fn upgrade_passes_with_no_failed_request(
+    file: &str,
+    trial: &str,
+    phases: &[&str],
+) -> Result<(), libtest_mimic::Failed> {
+    let s = scenario(file, |t| t)?;
+    let r = run(trial, &s, common::port(trial), None)?;
+    if r.status != ExitStatus::Passed {
+        return Err(format!(
+            "the upgrade should pass; run ended {:?}:\n{}",
+            r.status,
+            r.failures()
+        )
+        .into());
+    }
+    for c in ["cluster1", "cluster2"] {
+        let id = format!("check-live-traffic/from-{c}");
+        let (_, props) = r.outcome(&id).ok_or(format!("no {id}"))?;
+        if props.get("failed-requests").map(String::as_str) != Some("0") {
+            return Err(format!("{id}: failed-requests should be 0, props {props:?}").into());
+        }
+        for phase in phases {
+            let sent: u64 = props
+                .get(&format!("phase/{phase}/sent"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if sent == 0 {
+                return Err(format!("{id}: phase '{phase}' sent no requests, props {props:?}").into());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let conformance = Trial::test("multi_primary::conformance", || {
         let s = scenario("multi-primary.yaml", |t| t)?;
@@ -419,44 +455,17 @@ fn main() -> std::process::ExitCode {
         // The canary upgrade of both primaries from 1.31-dev to 1.32-dev under live traffic: every phase sent
         // requests, none failed, and both versions answered both generators in every phase.
         Trial::test("multi_primary::canary_upgrade_under_live_traffic", || {
-            let s = scenario("multi-primary-canary-upgrade.yaml", |t| t)?;
-            let r = run(
+            upgrade_passes_with_no_failed_request(
+                "multi-primary-canary-upgrade.yaml",
                 "multi_primary.canary-upgrade",
-                &s,
-                common::port("multi_primary.canary-upgrade"),
-                None,
-            )?;
-            if r.status != ExitStatus::Passed {
-                return Err(format!(
-                    "the upgrade should pass; run ended {:?}:\n{}",
-                    r.status,
-                    r.failures()
-                )
-                .into());
-            }
-            for c in ["cluster1", "cluster2"] {
-                let id = format!("check-live-traffic/from-{c}");
-                let (_, props) = r.outcome(&id).ok_or(format!("no {id}"))?;
-                if props.get("failed-requests").map(String::as_str) != Some("0") {
-                    return Err(format!("{id}: failed-requests should be 0, props {props:?}").into());
-                }
-                for phase in [
+                &[
                     "baseline",
                     "install-istio",
                     "move-workloads",
                     "remove-revision",
                     "after",
-                ] {
-                    let sent: u64 = props
-                        .get(&format!("phase/{phase}/sent"))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    if sent == 0 {
-                        return Err(format!("{id}: phase '{phase}' sent no requests, props {props:?}").into());
-                    }
-                }
-            }
-            Ok(())
+                ],
+            )
         }),
         // The same upgrade with every pod of the sample deleted at once instead of a rolling restart: requests
         // fail, and the check names the phase they failed in.
@@ -487,38 +496,11 @@ fn main() -> std::process::ExitCode {
         // replaces each istiod, the sample restarts onto the newer proxy (the restart step fails if a pod's
         // istio-proxy is not the image the upgraded injector names), and every request of every phase is counted.
         Trial::test("multi_primary::inplace_upgrade_under_live_traffic", || {
-            let s = scenario("multi-primary-inplace-upgrade.yaml", |t| t)?;
-            let r = run(
+            upgrade_passes_with_no_failed_request(
+                "multi-primary-inplace-upgrade.yaml",
                 "multi_primary.inplace-upgrade",
-                &s,
-                common::port("multi_primary.inplace-upgrade"),
-                None,
-            )?;
-            if r.status != ExitStatus::Passed {
-                return Err(format!(
-                    "the in-place upgrade should pass; run ended {:?}:\n{}",
-                    r.status,
-                    r.failures()
-                )
-                .into());
-            }
-            for c in ["cluster1", "cluster2"] {
-                let id = format!("check-live-traffic/from-{c}");
-                let (_, props) = r.outcome(&id).ok_or(format!("no {id}"))?;
-                if props.get("failed-requests").map(String::as_str) != Some("0") {
-                    return Err(format!("{id}: failed-requests should be 0, props {props:?}").into());
-                }
-                for phase in ["baseline", "upgrade-istio", "restart-workloads", "after"] {
-                    let sent: u64 = props
-                        .get(&format!("phase/{phase}/sent"))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    if sent == 0 {
-                        return Err(format!("{id}: phase '{phase}' sent no requests, props {props:?}").into());
-                    }
-                }
-            }
-            Ok(())
+                &["baseline", "upgrade-istio", "restart-workloads", "after"],
+            )
         }),
     ];
     common::main_with(conformance, faults, kwok_only, kind_only)
