@@ -76,6 +76,66 @@ fn main() -> std::process::ExitCode {
                 },
             }
         }),
+        // The remote's proxies one minor behind its primary (the primary upgraded in place, only its own
+        // workloads restarted): check-proxies reads every sidecar's build from the pods, then both clusters' curls
+        // reach both versions through the newer istiod.
+        Trial::test("primary_remote::remote_proxies_one_minor_behind", || {
+            let s = scenario("primary-remote-mixed-versions.yaml", |t| t)?;
+            let r = run(
+                "primary_remote.mixed-versions",
+                &s,
+                common::port("primary_remote.mixed-versions"),
+                None,
+            )?;
+            assert_conformance(&r, &["cluster1", "cluster2"])?;
+            for (cluster, build) in [("cluster1", "1.32-dev."), ("cluster2", common::OLDER_ISTIO)] {
+                let (outcome, props) = r
+                    .outcome(&format!("check-proxies/{cluster}"))
+                    .ok_or(format!("no check-proxies/{cluster}"))?;
+                let proxies: Vec<&String> = props
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("proxy/"))
+                    .map(|(_, v)| v)
+                    .collect();
+                if outcome != meshconf::report::Outcome::Passed
+                    || proxies.is_empty()
+                    || !proxies.iter().all(|i| i.contains(&format!(":{build}")))
+                {
+                    return Err(format!(
+                        "{cluster}'s sidecars should all be {build}*: {outcome:?}, {proxies:?}"
+                    )
+                    .into());
+                }
+            }
+            Ok(())
+        }),
     ];
-    common::main(conformance, faults, Vec::new())
+    let kwok_only = vec![
+        // The same with the remote's workloads restarted too: its sidecars are then the newer build's, and
+        // check-proxies names each pod that is not the older one.
+        Trial::test(
+            "primary_remote::check_proxies_fails_when_the_remote_restarts_too",
+            || {
+                let s = common::scenario_checked("primary-remote-mixed-versions.yaml", |t| {
+                    t.replace(
+                        "restart-workloads: { namespace: sample, clusters: [cluster1] }",
+                        "restart-workloads: { namespace: sample }",
+                    )
+                })?;
+                let r = run(
+                    "primary_remote.remote-restarted",
+                    &s,
+                    common::port("primary_remote.remote-restarted"),
+                    None,
+                )?;
+                assert_failed(
+                    &r,
+                    ExitStatus::ConformanceFailure,
+                    "check-proxies/cluster2",
+                    "not every sidecar runs the 1.31-dev proxy",
+                )
+            },
+        ),
+    ];
+    common::main(conformance, faults, kwok_only)
 }

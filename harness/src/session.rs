@@ -386,27 +386,50 @@ pub async fn check_build(cfg: &SessionConfig, scenario: &Scenario) -> Result<(),
 }
 
 /// Refuses, before anything is created, what a provider cannot run yet (bad input, exit 2): control-plane
-/// revisions and live traffic run on kind. The rehearsal starts one istiod per primary and has no data plane to
-/// run a traffic generator in; existing clusters cannot pull meshconf's generator image; the Helm tab installs
-/// one release per chart.
+/// revisions and live traffic run on kind. The rehearsal starts one istiod per primary (an in-place upgrade
+/// replaces it) and has no data plane to run a traffic generator in; existing clusters cannot pull meshconf's
+/// images of other builds or its generator; the Helm tab installs one release per chart.
 pub fn check_features(cfg: &SessionConfig, scenario: &Scenario) -> Result<(), String> {
     use crate::scenario::Step;
-    let upgrade = scenario.steps.iter().find_map(|s| match s {
+    // Revisions and live traffic run on kind only; an in-place upgrade (no traffic) also rehearses: istioctl
+    // installs the newer build for real and its pilot-discovery replaces the running one.
+    let kind_only = |s: &Step| match s {
         Step::InstallIstio(i) if i.revision.is_some() => Some("install-istio with a revision"),
         Step::StartTraffic(_) => Some("start-traffic"),
         Step::MoveWorkloads { .. } => Some("move-workloads"),
-        Step::UpgradeIstio { .. } => Some("upgrade-istio"),
-        Step::RestartWorkloads { .. } => Some("restart-workloads"),
         Step::RemoveRevision { .. } => Some("remove-revision"),
         _ => None,
-    });
-    let Some(what) = upgrade else { return Ok(()) };
+    };
+    let in_place = |s: &Step| match s {
+        Step::UpgradeIstio { .. } => Some("upgrade-istio"),
+        Step::RestartWorkloads { .. } => Some("restart-workloads"),
+        _ => None,
+    };
+    let Some(what) = scenario.steps.iter().find_map(|s| kind_only(s).or(in_place(s))) else {
+        return Ok(());
+    };
     let src = scenario.source.display();
-    if cfg.provider != ProviderKind::Kind {
-        return Err(format!(
-            "{src}: {what} runs on --provider kind only so far (the rehearsal starts one istiod per primary and \
-             has no data plane for a traffic generator; existing clusters lack meshconf's loadgen image)"
-        ));
+    match cfg.provider {
+        ProviderKind::Kind => {}
+        ProviderKind::Kwok => {
+            if let Some(k) = scenario.steps.iter().find_map(kind_only) {
+                return Err(format!(
+                    "{src}: {k} runs on --provider kind only so far (the rehearsal starts one istiod per primary \
+                     and has no data plane for a traffic generator)"
+                ));
+            }
+        }
+        ProviderKind::Existing => {
+            return Err(format!(
+                "{src}: {what} runs on --provider kind (and {} on kwok) only so far: existing clusters lack \
+                 meshconf's images of other builds and its loadgen image",
+                if scenario.steps.iter().any(|s| kind_only(s).is_some()) {
+                    "not"
+                } else {
+                    "rehearses"
+                }
+            ));
+        }
     }
     if scenario.install_method == crate::scenario::InstallMethod::Helm {
         return Err(format!(

@@ -266,6 +266,27 @@ fn an_in_place_upgrade_plan_reinstalls_each_cluster_with_the_newer_istioctl() {
     insta::assert_snapshot!("multi_primary_inplace_upgrade_kind_offline", p);
 }
 
+/// A primary-remote mesh midway through an upgrade: the primary reinstalled in place with the newer istioctl,
+/// only its own workloads restarted (checked against its own injector), and every sidecar's build read per cluster.
+#[test]
+fn a_remote_behind_its_primary_plan_restarts_only_the_primary_and_checks_each_sidecar() {
+    let p = render("primary-remote-mixed-versions", &kind_offline_two_builds());
+    for needle in [
+        "istioctl-1.32-dev install --context=\"${CTX_CLUSTER1}\" -f cluster1.yaml -y --set hub=meshconf.local/istio \
+         --set tag=1.32-dev.eed52ebb66ad",
+        "kubectl rollout restart deployment --context=\"${CTX_CLUSTER1}\" -n sample -l 'app!=loadgen'",
+        "# [check-proxies/cluster2] Every sidecar of sample in cluster2 runs the 1.31-dev proxy",
+        "# [check-proxies/cluster1] Every sidecar of sample in cluster1 runs the 1.32-dev proxy",
+    ] {
+        assert!(p.contains(needle), "plan lacks {needle:?}:\n{p}");
+    }
+    assert!(
+        !p.contains("[restart-workloads/cluster2]"),
+        "the remote's workloads must not restart:\n{p}"
+    );
+    insta::assert_snapshot!("primary_remote_mixed_versions_kind_offline", p);
+}
+
 #[test]
 fn plans_on_the_rehearsal_show_the_overlay() {
     let mp = render("multi-primary", &kwok());
@@ -341,6 +362,7 @@ fn validate_accepts_the_shipped_scenarios() {
             "../scenarios/multi-primary-three-clusters.yaml",
             "../scenarios/multi-primary-mixed-versions.yaml",
             "../scenarios/multi-primary-inplace-upgrade.yaml",
+            "../scenarios/primary-remote-mixed-versions.yaml",
         ],
         None,
     );

@@ -81,6 +81,8 @@ pub const PORTS: &[(&str, u16)] = &[
     ("multi_primary.canary-upgrade", 30600),
     ("multi_primary.canary-all-at-once", 30500),
     ("multi_primary.inplace-upgrade", 30400),
+    ("primary_remote.mixed-versions", 30300),
+    ("primary_remote.remote-restarted", 30200),
 ];
 
 /// The first port of trial `name` (from [`PORTS`]).

@@ -12,7 +12,8 @@ pub use client::client_for;
 pub use exec::{ExecOutput, exec};
 pub use wait::{
     PodsReady, delete_istio_crds, delete_webhook_configuration, istiod_down, persistent_create_failure,
-    rollout_complete, wait_for, wait_lb_address, wait_pods_ready, wait_rollout, wait_webhook_ca_bundle,
+    proxy_image, rollout_complete, wait_for, wait_lb_address, wait_pods_ready, wait_rollout,
+    wait_webhook_ca_bundle,
 };
 
 use std::time::Duration;

@@ -686,11 +686,23 @@ pub enum Action {
         restart: crate::scenario::Restart,
         /// The revision every restarted pod must be injected by (`istio.io/rev` on the pod).
         revision: String,
+        /// The cluster whose istiod injects these pods (a remote's primary), where its injector config is read.
+        injector: ClusterName,
         /// Deadline in seconds.
         deadline_secs: u64,
     },
     /// Stops a traffic generator and judges what it counted, phase by phase: no request may fail.
     CheckLiveTraffic(LiveCheck),
+    /// Reads the `istio-proxy` image of every pod in the namespace: each must be `build`'s (its tag names the
+    /// build), a pod without a sidecar fails too.
+    CheckProxies {
+        /// Cluster.
+        cluster: ClusterName,
+        /// Namespace.
+        namespace: String,
+        /// The build every sidecar must run (`1.31-dev`).
+        build: String,
+    },
     /// Deletes the namespaces this run created in the cluster (never one that was there before) and waits until
     /// they are gone.
     DeleteCreatedNamespaces {

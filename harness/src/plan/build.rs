@@ -63,9 +63,10 @@ fn touched(s: &Step) -> Vec<&ClusterName> {
         Step::CheckTraffic(c) => c.from.iter().collect(),
         Step::StartTraffic(t) => t.from.iter().collect(),
         Step::RemoveRevision { cluster, .. } | Step::UpgradeIstio { cluster, .. } => vec![cluster],
-        Step::MoveWorkloads { .. } | Step::RestartWorkloads { .. } | Step::CheckLiveTraffic { .. } => {
-            Vec::new()
-        }
+        Step::MoveWorkloads { .. }
+        | Step::RestartWorkloads { .. }
+        | Step::CheckLiveTraffic { .. }
+        | Step::CheckProxies { .. } => Vec::new(),
     }
 }
 
@@ -411,6 +412,13 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
             .unwrap_or_else(unreachable_net)
     };
     let helm = scenario.install_method == InstallMethod::Helm;
+    // The cluster whose istiod injects a cluster's pods: a remote's primary, else itself.
+    let injector_of = |c: &ClusterName| {
+        scenario
+            .cluster(c)
+            .and_then(|x| x.primary.clone())
+            .unwrap_or_else(|| c.clone())
+    };
     // The first Helm install says what replaced the guide's `helm repo add`.
     let mut noted = false;
     let mut current: Vec<PlannedStep> = Vec::new();
@@ -434,6 +442,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     | Step::MoveWorkloads { .. }
                     | Step::RestartWorkloads { .. }
                     | Step::CheckLiveTraffic { .. }
+                    | Step::CheckProxies { .. }
             )
             && cl.iter().all(|c| !current_clusters.contains(c));
         if !joinable && !current.is_empty() {
@@ -506,7 +515,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                 let ov = match (&i.build, build_of(c)) {
                     (Some(b), own) if Some(b) != own.as_ref() => profile
                         .build_overlays
-                        .get(b)
+                        .get(&(c.clone(), b.clone()))
                         .cloned()
                         .unwrap_or_else(|| overlay(c)),
                     _ => overlay(c),
@@ -615,6 +624,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                                 namespace: ns.clone(),
                                 restart: *restart,
                                 revision: revision.clone(),
+                                injector: injector_of(&c),
                                 deadline_secs: d.pods.as_secs(),
                             },
                         ],
@@ -638,12 +648,35 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                         source: OperatorSource::File,
                         overlay: profile
                             .build_overlays
-                            .get(build)
+                            .get(&(c.clone(), build.clone()))
                             .cloned()
                             .unwrap_or_else(|| overlay(c)),
                     },
                 ];
-                actions.extend(profile.after_install.get(c).cloned().unwrap_or_default());
+                // What follows an install on this provider, with the newer build (the rehearsal's istiod process
+                // is replaced by the newer pilot-discovery).
+                actions.extend(
+                    profile
+                        .after_install
+                        .get(c)
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|a| match a {
+                            Action::Provider(ProviderAction::StartIstiod {
+                                cluster,
+                                ports,
+                                run_dir,
+                                ..
+                            }) => Action::Provider(ProviderAction::StartIstiod {
+                                cluster,
+                                build: Some(build.clone()),
+                                ports,
+                                run_dir,
+                            }),
+                            other => other,
+                        }),
+                );
                 current.push(step(
                     format!("upgrade-istio/{c}"),
                     format!("Upgrade {c} in place to Istio build {build}"),
@@ -651,9 +684,16 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     actions,
                 ));
             }
-            Step::RestartWorkloads { namespace, restart } => {
+            Step::RestartWorkloads {
+                namespace,
+                restart,
+                clusters,
+            } => {
                 let ns = namespace.as_str().to_string();
-                for c in deployed_clusters(scenario, namespace) {
+                let chosen = deployed_clusters(scenario, namespace)
+                    .into_iter()
+                    .filter(|c| clusters.is_empty() || clusters.contains(c));
+                for c in chosen {
                     current.push(step(
                         format!("restart-workloads/{c}"),
                         format!("Restart the workloads of {ns} in {c} onto the control plane serving it"),
@@ -663,7 +703,23 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                             namespace: ns.clone(),
                             restart: *restart,
                             revision: DEFAULT_REVISION.into(),
+                            injector: injector_of(&c),
                             deadline_secs: d.pods.as_secs(),
+                        }],
+                    ));
+                }
+            }
+            Step::CheckProxies { namespace, expect } => {
+                let ns = namespace.as_str().to_string();
+                for (c, build) in expect {
+                    current.push(step(
+                        format!("check-proxies/{c}"),
+                        format!("Every sidecar of {ns} in {c} runs the {build} proxy"),
+                        StepClass::Check,
+                        vec![Action::CheckProxies {
+                            cluster: c.clone(),
+                            namespace: ns.clone(),
+                            build: build.clone(),
                         }],
                     ));
                 }

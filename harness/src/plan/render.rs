@@ -318,11 +318,22 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 o.push(format!("sleep {dwell_secs}  # traffic under '{phase}' before the next change"));
             }
         }
+        Action::CheckProxies {
+            cluster,
+            namespace,
+            build,
+        } => {
+            o.push(format!(
+                "kubectl get pods {} -n {namespace} -o jsonpath='{{..containers[?(@.name==\"istio-proxy\")].image}}'  # each tag names {build}",
+                ctx(cluster)
+            ));
+        }
         Action::RestartWorkloads {
             cluster,
             namespace,
             restart,
             revision,
+            injector,
             deadline_secs,
         } => {
             let not_gen = format!("app!={}", crate::apps::LOADGEN);
@@ -346,7 +357,12 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
             }
             o.push(format!(
                 "# meshconf waits until every pod but the generator is Ready, its sidecar.istio.io/status \
-                 names revision {revision} and its istio-proxy runs the image that revision's injector names"
+                 names revision {revision} and its istio-proxy runs the image that revision's injector{} names",
+                if injector == cluster {
+                    String::new()
+                } else {
+                    format!(" (in {injector}, whose istiod injects {cluster}'s pods)")
+                }
             ));
         }
         Action::CheckLiveTraffic(l) => {

@@ -78,8 +78,9 @@ pub struct ProviderProfile {
     pub in_mesh_kubeconfig: BTreeMap<ClusterName, String>,
     /// Extra `--set`s per cluster for `istioctl install`.
     pub overlays: BTreeMap<ClusterName, InstallOverlay>,
-    /// The same for an install of another build than its cluster's (a canary), by build name.
-    pub build_overlays: BTreeMap<String, InstallOverlay>,
+    /// The same for an install of another build than its cluster's (a canary, an in-place upgrade), by cluster
+    /// and build name.
+    pub build_overlays: BTreeMap<(ClusterName, String), InstallOverlay>,
     /// Actions right after a primary's `istioctl install` (wait for istiod; rehearsal: start it).
     pub after_install: BTreeMap<ClusterName, Vec<Action>>,
     /// Actions at the start of a cluster's reset, while the run's istiod still runs (kind: read its ACK errors).

@@ -363,11 +363,12 @@ async fn perform(
             namespace,
             restart,
             revision,
+            injector,
             deadline_secs,
         } => {
             super::live::restart_workloads(
                 ctx,
-                cluster,
+                (cluster, injector),
                 namespace,
                 *restart,
                 revision,
@@ -376,6 +377,11 @@ async fn perform(
             )
             .await
         }
+        Action::CheckProxies {
+            cluster,
+            namespace,
+            build,
+        } => super::proxies::check(ctx, cluster, namespace, build, log, props).await,
         Action::CheckLiveTraffic(l) => {
             let p = super::live::check(ctx, l, log).await?;
             props.extend(p);

@@ -54,17 +54,6 @@ fn injector_image(values_json: &str) -> Option<String> {
     })
 }
 
-/// The image of `p`'s `istio-proxy` container.
-fn proxy_image(p: &Pod) -> Option<String> {
-    let spec = p.spec.as_ref()?;
-    spec.containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .find(|c| c.name == "istio-proxy")?
-        .image
-        .clone()
-}
-
 /// Reads the proxy image `revision`'s injector in `c` uses now.
 async fn injector_image_of(c: &ClusterAccess, revision: &str) -> Result<String, StepError> {
     use k8s_openapi::api::core::v1::ConfigMap;
@@ -165,7 +154,7 @@ pub(super) async fn mark_phase(
 /// by `revision`. A pod that came back Ready from another revision is the mesh's doing (conformance).
 pub(super) async fn restart_workloads(
     ctx: &RunContext,
-    cluster: &ClusterName,
+    (cluster, injector): (&ClusterName, &ClusterName),
     ns: &str,
     restart: Restart,
     revision: &str,
@@ -224,7 +213,7 @@ pub(super) async fn restart_workloads(
         }
     }
     let image = wait_injected_by(
-        &c,
+        (&c, &ctx.cluster(injector)?),
         ns,
         &not_generator,
         revision,
@@ -244,7 +233,7 @@ pub(super) async fn restart_workloads(
 /// and runs the proxy image that revision's injector names now (after an in-place upgrade: the newer build's);
 /// returns that image.
 async fn wait_injected_by(
-    c: &ClusterAccess,
+    (c, injector): (&ClusterAccess, &ClusterAccess),
     ns: &str,
     selector: &str,
     revision: &str,
@@ -252,7 +241,7 @@ async fn wait_injected_by(
 ) -> Result<String, StepError> {
     let api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
     let deadline = Instant::now() + within;
-    let image = injector_image_of(c, revision).await?;
+    let image = injector_image_of(injector, revision).await?;
     loop {
         let pods = api
             .list(&ListParams::default().labels(selector))
@@ -275,7 +264,7 @@ async fn wait_injected_by(
                 continue;
             }
             let rev = injected_by(p).unwrap_or_else(|| "(not injected)".into());
-            let got = proxy_image(p).unwrap_or_else(|| "(no istio-proxy)".into());
+            let got = k::proxy_image(p).unwrap_or_else(|| "(no istio-proxy)".into());
             if rev != revision {
                 other_revision.push(format!("{name} (injected by {rev})"));
             } else if got != image {

@@ -5,6 +5,7 @@ mod actions;
 mod context;
 mod exec;
 mod live;
+mod proxies;
 #[cfg(test)]
 mod tests;
 

@@ -248,15 +248,26 @@ pub enum Step {
     /// The In-place Upgrades guide: the newer build's istioctl applied over the running default control plane
     /// with the same IstioOperator file (`istioctl upgrade -f`); no revision, one istiod rolled over.
     UpgradeIstio { cluster: ClusterName, build: String },
-    /// `kubectl rollout restart deployment` in every cluster the namespace was deployed to: the sidecars of the
-    /// control plane that now serves it (the in-place guide's data-plane step).
-    RestartWorkloads { namespace: Namespace, restart: Restart },
+    /// `kubectl rollout restart deployment` in every cluster the namespace was deployed to (or only `clusters`):
+    /// the sidecars of the control plane that now serves it (the in-place guide's data-plane step).
+    RestartWorkloads {
+        namespace: Namespace,
+        restart: Restart,
+        /// Only these clusters (a mesh midway through an upgrade); empty: every cluster of the namespace.
+        clusters: Vec<ClusterName>,
+    },
     /// `istioctl uninstall --revision R -y`: the old control plane goes.
     RemoveRevision { cluster: ClusterName, revision: String },
     /// Stops the traffic generators and judges every phase: no request may fail.
     CheckLiveTraffic {
         /// Each version and every cluster it must answer from, in every phase.
         expect: BTreeMap<AppVersion, BTreeSet<ClusterName>>,
+    },
+    /// Every sidecar of the namespace in each named cluster runs the named build's proxy (read from the pods'
+    /// `istio-proxy` image): the proof that a mixed-version mesh is the mix it claims to be.
+    CheckProxies {
+        namespace: Namespace,
+        expect: BTreeMap<ClusterName, String>,
     },
 }
 
@@ -279,6 +290,7 @@ impl Step {
             Step::RestartWorkloads { .. } => "restart-workloads",
             Step::RemoveRevision { .. } => "remove-revision",
             Step::CheckLiveTraffic { .. } => "check-live-traffic",
+            Step::CheckProxies { .. } => "check-proxies",
         }
     }
 }

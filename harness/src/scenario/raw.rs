@@ -61,6 +61,7 @@ pub(crate) enum RawStep {
     RestartWorkloads(RawRestartWorkloads),
     RemoveRevision(RawRemoveRevision),
     CheckLiveTraffic(RawCheckLiveTraffic),
+    CheckProxies(RawCheckProxies),
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +109,15 @@ pub(crate) struct RawRestartWorkloads {
     pub namespace: S<String>,
     #[serde(default)]
     pub restart: Option<S<super::model::Restart>>,
+    #[serde(default)]
+    pub clusters: Option<Vec<S<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheckProxies {
+    pub namespace: S<String>,
+    pub expect: BTreeMap<String, S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

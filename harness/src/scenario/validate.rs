@@ -752,9 +752,29 @@ pub(crate) fn validate(
                     );
                     continue;
                 }
+                let in_ns = namespaces.get(&s.namespace.value).cloned().unwrap_or_default();
+                let mut only = Vec::new();
+                for r in s.clusters.iter().flatten() {
+                    let Some(c) = check_cluster(&mut cx, r) else {
+                        continue;
+                    };
+                    if !in_ns.contains(&c.0) {
+                        cx.err(
+                            r,
+                            format!("namespace '{}' is not deployed in '{c}'", s.namespace.value),
+                            Some(format!(
+                                "it is deployed in: {}",
+                                in_ns.iter().cloned().collect::<Vec<_>>().join(", ")
+                            )),
+                        );
+                        continue;
+                    }
+                    only.push(c);
+                }
                 steps.push(Step::RestartWorkloads {
                     namespace: Namespace(s.namespace.value.clone()),
                     restart: s.restart.as_ref().map(|r| r.value).unwrap_or_default(),
+                    clusters: only,
                 });
             }
             RawStep::RemoveRevision(s) => {
@@ -791,6 +811,58 @@ pub(crate) fn validate(
                 }
                 let expect = parse_expect(&mut cx, &names, &known, &deployed, &s.expect);
                 steps.push(Step::CheckLiveTraffic { expect });
+            }
+            RawStep::CheckProxies(s) => {
+                let Some(in_ns) = namespaces.get(&s.namespace.value).cloned() else {
+                    cx.err(
+                        &s.namespace,
+                        format!(
+                            "namespace '{}' is not deployed by an earlier deploy-apps",
+                            s.namespace.value
+                        ),
+                        None,
+                    );
+                    continue;
+                };
+                if s.expect.is_empty() {
+                    cx.err(
+                        &s.namespace,
+                        "check-proxies expects nothing",
+                        Some("name each cluster's build: expect: {cluster1: 1.32-dev}".into()),
+                    );
+                }
+                let mut expect = BTreeMap::new();
+                for (name, build) in &s.expect {
+                    if !names.contains(name) {
+                        cx.err(
+                            build,
+                            format!("unknown cluster '{name}'"),
+                            Some(format!("declared clusters: {known}")),
+                        );
+                        continue;
+                    }
+                    if !in_ns.contains(name) {
+                        cx.err(
+                            build,
+                            format!("namespace '{}' is not deployed in '{name}'", s.namespace.value),
+                            None,
+                        );
+                        continue;
+                    }
+                    if !is_build_name(&build.value) {
+                        cx.err(
+                            build,
+                            format!("istio build '{}' is not a build name", build.value),
+                            Some("name a build made here, e.g. 1.32-dev (tools/istio-builds.env)".into()),
+                        );
+                        continue;
+                    }
+                    expect.insert(ClusterName(name.clone()), build.value.clone());
+                }
+                steps.push(Step::CheckProxies {
+                    namespace: Namespace(s.namespace.value.clone()),
+                    expect,
+                });
             }
         }
     }
@@ -1092,8 +1164,23 @@ steps:\n\
             &s.steps[6],
             Step::RestartWorkloads {
                 restart: Restart::Rolling,
+                clusters,
                 ..
-            }
+            } if clusters.is_empty()
+        ));
+        let only = load(&IN_PLACE.replace(
+            "restart-workloads: {namespace: sample}",
+            "restart-workloads: {namespace: sample, clusters: [cluster2]}\n- check-proxies: {namespace: sample, \
+             expect: {cluster1: 1.31-dev, cluster2: 1.32-dev}}",
+        ))
+        .expect("valid");
+        assert!(matches!(
+            &only.steps[6],
+            Step::RestartWorkloads { clusters, .. } if clusters.len() == 1 && clusters[0].as_str() == "cluster2"
+        ));
+        assert!(matches!(
+            &only.steps[7],
+            Step::CheckProxies { expect, .. } if expect.len() == 2
         ));
     }
 
@@ -1121,6 +1208,30 @@ steps:\n\
         "restart-workloads: {namespace: other}",
         14,
         "namespace 'other' is not deployed"
+    )]
+    #[case::restart_in_an_unknown_cluster(
+        "restart-workloads: {namespace: sample}",
+        "restart-workloads: {namespace: sample, clusters: [cluster9]}",
+        14,
+        "unknown cluster 'cluster9'"
+    )]
+    #[case::check_proxies_of_a_namespace_never_deployed(
+        "restart-workloads: {namespace: sample}",
+        "restart-workloads: {namespace: sample}\n- check-proxies: {namespace: other, expect: {cluster1: 1.32-dev}}",
+        15,
+        "namespace 'other' is not deployed"
+    )]
+    #[case::check_proxies_of_no_build(
+        "restart-workloads: {namespace: sample}",
+        "restart-workloads: {namespace: sample}\n- check-proxies: {namespace: sample, expect: {cluster1: 'latest please'}}",
+        15,
+        "is not a build name"
+    )]
+    #[case::check_proxies_in_an_unknown_cluster(
+        "restart-workloads: {namespace: sample}",
+        "restart-workloads: {namespace: sample}\n- check-proxies: {namespace: sample, expect: {cluster7: 1.32-dev}}",
+        15,
+        "unknown cluster 'cluster7'"
     )]
     fn in_place_mistakes_are_located(
         #[case] from: &str,

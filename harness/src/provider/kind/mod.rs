@@ -442,7 +442,7 @@ impl ClusterProvider for KindProvider {
                 .insert(c.name.clone(), self.install_overlay(c.istio.as_deref()));
             for b in scenario.builds() {
                 p.build_overlays
-                    .insert(b.to_string(), self.install_overlay(Some(b)));
+                    .insert((c.name.clone(), b.to_string()), self.install_overlay(Some(b)));
             }
             p.after_install
                 .insert(c.name.clone(), vec![istiod_rollout(&c.name)]);

@@ -78,6 +78,9 @@ impl KwokProvider {
         .into();
         let env_vec: Vec<(String, String)> = env.into_iter().collect();
         let name = format!("istiod-{}", cluster.name);
+        // An in-place upgrade: the running istiod (the older build) goes first, as its pods would; the ports are
+        // the cluster's own.
+        let replaced = self.stop_process(&name);
         let pid = self.supervise(&name, pilot_discovery, &args, &env_vec, &dir, "istiod.log")?;
         let ready = format!("http://127.0.0.1:{}/ready", p.istiod_http);
         wait_http_ok(
@@ -106,8 +109,11 @@ impl KwokProvider {
             .await
             .map_err(|e| ProviderError::Other(format!("{name} does not report its version: {e}")))?;
         let version = version.trim().to_string();
-        Ok((
-            vec![
+        let mut lines = Vec::new();
+        if let Some(old) = replaced {
+            lines.push(format!("stopped the istiod it replaces (pid {old})"));
+        }
+        lines.extend([
                 format!("{name} reports version {version}"),
                 format!(
                     "started {name} (pid {pid}): real pilot-discovery with {}'s kubeconfig, cluster ID {}, xDS on 127.0.0.1:{}, webhooks on 127.0.0.1:{}",
@@ -122,9 +128,8 @@ impl KwokProvider {
                     }
                 ),
                 "istiod is ready and has patched the injector caBundle".into(),
-            ],
-            version,
-        ))
+            ]);
+        Ok((lines, version))
     }
 }
 

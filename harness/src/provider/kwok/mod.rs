@@ -222,6 +222,49 @@ impl KwokProvider {
             .collect()
     }
 
+    /// An install overlay: `sets`, and where builds are named (`versioned`) `values.global.tag` set to the label
+    /// of `build` (the run's default build when `None`).
+    fn tagged(
+        &self,
+        mut sets: Vec<(String, String)>,
+        reason: &str,
+        build: Option<&str>,
+        versioned: bool,
+    ) -> InstallOverlay {
+        let mut reason = reason.to_string();
+        let label = match build {
+            Some(b) => crate::builds::pick(&self.tools.dir, b).ok().map(|b| b.label),
+            None => crate::builds::catalog(&self.tools.dir)
+                .into_iter()
+                .find(|b| b.default)
+                .map(|b| b.label),
+        };
+        if let (true, Some(label)) = (versioned, label) {
+            sets.push(("values.global.tag".into(), label));
+            reason.push_str(
+                "; no image is pulled, so the images carry their build's label as tag and each sidecar names \
+                 the build that injected it",
+            );
+        }
+        InstallOverlay {
+            sets,
+            reason: Some(reason),
+        }
+    }
+
+    /// Stops the supervised process `name` (SIGTERM, then SIGKILL after 10 s) and forgets it; returns its PID, or
+    /// `None` when none runs under that name.
+    fn stop_process(&self, name: &str) -> Option<u32> {
+        let mut p = {
+            let mut inner = self.lock();
+            let at = inner.procs.iter().position(|p| p.name == name)?;
+            inner.procs.remove(at)
+        };
+        let pid = p.pid();
+        p.stop(Duration::from_secs(10));
+        Some(pid)
+    }
+
     /// Kills a supervised process by name (for failure-injection tests). Returns whether one was found.
     pub fn kill_process(&self, name: &str) -> bool {
         let mut inner = self.lock();
@@ -265,6 +308,9 @@ impl ClusterProvider for KwokProvider {
         };
         let run_dir = self.opts.run_dir.display().to_string();
         let webhook_of = |i: usize| self.ports(i).webhook;
+        // Where the scenario names builds, each install tags its images with its build's label (kwok pulls
+        // nothing): every sidecar the real injector writes then names the build whose istiod injected it.
+        let versioned = !scenario.builds().is_empty();
         for (i, c) in scenario.clusters.iter().enumerate() {
             let ports = self.ports(i);
             p.contexts.insert(c.name.clone(), ctx_name(&c.name));
@@ -294,25 +340,27 @@ impl ClusterProvider for KwokProvider {
             match c.role {
                 Role::Primary => {
                     let w = webhook_of(i);
+                    let webhooks = vec![
+                        (
+                            "values.istiodRemote.injectionURL".to_string(),
+                            format!("https://127.0.0.1:{w}/inject"),
+                        ),
+                        (
+                            "values.base.validationURL".to_string(),
+                            format!("https://127.0.0.1:{w}/validate"),
+                        ),
+                    ];
+                    let reason = "rehearsal: the API server calls the local istiod's webhooks on loopback";
                     p.overlays.insert(
                         c.name.clone(),
-                        InstallOverlay {
-                            sets: vec![
-                                (
-                                    "values.istiodRemote.injectionURL".into(),
-                                    format!("https://127.0.0.1:{w}/inject"),
-                                ),
-                                (
-                                    "values.base.validationURL".into(),
-                                    format!("https://127.0.0.1:{w}/validate"),
-                                ),
-                            ],
-                            reason: Some(
-                                "rehearsal: the API server calls the local istiod's webhooks on loopback"
-                                    .into(),
-                            ),
-                        },
+                        self.tagged(webhooks.clone(), reason, c.istio.as_deref(), versioned),
                     );
+                    for b in scenario.builds() {
+                        p.build_overlays.insert(
+                            (c.name.clone(), b.to_string()),
+                            self.tagged(webhooks.clone(), reason, Some(b), versioned),
+                        );
+                    }
                     p.after_install.insert(
                         c.name.clone(),
                         vec![Action::Provider(ProviderAction::StartIstiod {
@@ -330,13 +378,25 @@ impl ClusterProvider for KwokProvider {
                         .and_then(|pn| scenario.cluster_index(pn))
                         .unwrap_or(0);
                     let w = webhook_of(pi);
-                    p.overlays.insert(c.name.clone(), InstallOverlay {
-                        sets: vec![
-                            ("values.istiodRemote.injectionURL".into(), format!("https://127.0.0.1:{w}/inject/cluster/{}/net/{}", c.name, c.network)),
-                            ("values.base.validationURL".into(), format!("https://127.0.0.1:{w}/validate")),
-                        ],
-                        reason: Some("rehearsal: the remote's webhooks call the primary's local istiod on loopback".into()),
-                    });
+                    let webhooks = vec![
+                        (
+                            "values.istiodRemote.injectionURL".into(),
+                            format!(
+                                "https://127.0.0.1:{w}/inject/cluster/{}/net/{}",
+                                c.name, c.network
+                            ),
+                        ),
+                        (
+                            "values.base.validationURL".into(),
+                            format!("https://127.0.0.1:{w}/validate"),
+                        ),
+                    ];
+                    let reason =
+                        "rehearsal: the remote's webhooks call the primary's local istiod on loopback";
+                    p.overlays.insert(
+                        c.name.clone(),
+                        self.tagged(webhooks, reason, c.istio.as_deref(), versioned),
+                    );
                 }
             }
             p.delete_commands.push(format!(
