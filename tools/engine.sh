@@ -134,7 +134,9 @@ up() {
 
 down() {
   local pid
-  if [[ -f "$dir/dockerd.pid" ]] && pid=$(cat "$dir/dockerd.pid") && kill -0 "$pid" 2>/dev/null; then
+  # Only a dockerd started with this data root is ours (a PID file may outlive its process and the PID be reused).
+  if [[ -f "$dir/dockerd.pid" ]] && pid=$(cat "$dir/dockerd.pid") && kill -0 "$pid" 2>/dev/null \
+    && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/data"; then
     log "stopping meshconf's dockerd (pid $pid)"
     kill "$pid"
     for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
@@ -143,6 +145,11 @@ down() {
   rm -f "$dir/dockerd.pid"
   # The managed containerd and shims dockerd started under its exec root.
   pkill -f -- "$dir/exec" 2>/dev/null || true
+  # dockerd makes its data root a mount point (bound onto itself) and leaves it behind when it exits.
+  local n=0
+  while mountpoint -q "$dir/data" && (( n++ < 5 )); do
+    timeout 30 umount "$dir/data" && log "unmounted $dir/data (dockerd's own bind mount)" || sleep 1
+  done
   restore_host_state
   log "down; host state restored"
 }
