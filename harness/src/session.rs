@@ -391,11 +391,10 @@ pub async fn check_build(cfg: &SessionConfig, scenario: &Scenario) -> Result<(),
 /// images of other builds or its generator; the Helm tab installs one release per chart.
 pub fn check_features(cfg: &SessionConfig, scenario: &Scenario) -> Result<(), String> {
     use crate::scenario::Step;
-    // Revisions and live traffic run on kind only; an in-place upgrade (no traffic) also rehearses: istioctl
-    // installs the newer build for real and its pilot-discovery replaces the running one.
+    // Revisions run on kind only; an in-place upgrade and live traffic also rehearse: istioctl installs the newer
+    // build for real, its pilot-discovery replaces the running one, and the generator is the rehearsal's stand-in.
     let kind_only = |s: &Step| match s {
         Step::InstallIstio(i) if i.revision.is_some() => Some("install-istio with a revision"),
-        Step::StartTraffic(_) => Some("start-traffic"),
         Step::MoveWorkloads { .. } => Some("move-workloads"),
         Step::RemoveRevision { .. } => Some("remove-revision"),
         _ => None,
@@ -403,6 +402,7 @@ pub fn check_features(cfg: &SessionConfig, scenario: &Scenario) -> Result<(), St
     let in_place = |s: &Step| match s {
         Step::UpgradeIstio { .. } => Some("upgrade-istio"),
         Step::RestartWorkloads { .. } => Some("restart-workloads"),
+        Step::StartTraffic(_) => Some("start-traffic"),
         _ => None,
     };
     let Some(what) = scenario.steps.iter().find_map(|s| kind_only(s).or(in_place(s))) else {
@@ -414,8 +414,8 @@ pub fn check_features(cfg: &SessionConfig, scenario: &Scenario) -> Result<(), St
         ProviderKind::Kwok => {
             if let Some(k) = scenario.steps.iter().find_map(kind_only) {
                 return Err(format!(
-                    "{src}: {k} runs on --provider kind only so far (the rehearsal starts one istiod per primary \
-                     and has no data plane for a traffic generator)"
+                    "{src}: {k} runs on --provider kind only so far (the rehearsal starts one istiod per primary: \
+                     control-plane revisions are not rehearsed)"
                 ));
             }
         }

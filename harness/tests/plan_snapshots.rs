@@ -417,3 +417,31 @@ fn fleet_commands_refuse_what_is_not_a_fleet() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot be used with"), "{err}");
 }
+
+/// What the rehearsal cannot run is refused before anything is created (exit 2, naming the step): control-plane
+/// revisions. (An in-place upgrade under live traffic rehearses: the suites run it on kwok.)
+#[test]
+fn the_rehearsal_refuses_revisions_before_creating_anything() {
+    let reports = tempfile::tempdir().expect("tmp");
+    let r = reports.path().join("out").display().to_string();
+    let (code, _, err) = meshconf(
+        &[
+            "run",
+            "../scenarios/multi-primary-canary-upgrade.yaml",
+            "--provider",
+            "kwok",
+            "--report-dir",
+            &r,
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("install-istio with a revision runs on --provider kind only"),
+        "{err}"
+    );
+    assert!(
+        !reports.path().join("out").exists(),
+        "nothing is written for a refused run"
+    );
+}

@@ -1,6 +1,8 @@
 //! Rehearsal machinery for the `kwok` provider: supervised local processes (istiod, MetalLB controller), the
-//! state the curl stand-in reads, a one-shot ADS client, and the stand-in itself.
+//! state the stand-ins read, a one-shot ADS client, and the stand-ins themselves (curl, the traffic generator).
 
+pub mod departures;
+pub mod loadgen;
 pub mod pidfile;
 pub mod procs;
 pub mod shim;

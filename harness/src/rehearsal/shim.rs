@@ -33,6 +33,10 @@ pub const GATEWAY_RESET_BODY: &str = "upstream connect error or disconnect/reset
 pub const CONNECT_TIMEOUT_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: \
     connection timeout";
 
+/// What a sidecar answers when the endpoint's pod is gone (nothing listens at its address any more).
+pub const CONNECT_REFUSED_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: \
+    connection failure, transport failure reason: delayed connect error: Connection refused";
+
 /// Envoy's reply body when an upstream TLS handshake fails (roots differ).
 pub const TLS_FAILURE_BODY: &str = "upstream connect error or disconnect/reset before headers. retried and the latest \
     reset reason: remote connection failure, transport failure reason: TLS_error:|268435581:SSL \
@@ -40,12 +44,19 @@ pub const TLS_FAILURE_BODY: &str = "upstream connect error or disconnect/reset b
 
 /// If this process was started as the curl stand-in, runs it and exits; otherwise returns.
 pub fn run_if_shim() {
-    if std::env::var(SHIM_ENV).as_deref() != Ok("curl") {
+    let role = std::env::var(SHIM_ENV).unwrap_or_default();
+    if !matches!(role.as_str(), "curl" | "loadgen" | "loadgen-daemon") {
         return;
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt.block_on(curl(args)),
+        Ok(rt) => rt.block_on(async {
+            match role.as_str() {
+                "loadgen" => super::loadgen::ctl(args).await,
+                "loadgen-daemon" => super::loadgen::daemon().await,
+                _ => curl(args).await,
+            }
+        }),
         Err(e) => {
             eprintln!("meshconf rehearsal curl: cannot start runtime: {e}");
             2
@@ -54,21 +65,23 @@ pub fn run_if_shim() {
     std::process::exit(code);
 }
 
-/// Writes the `curl` script that kwok's PATH finds first: it re-executes `exe` as the stand-in.
+/// Writes the `curl` and `loadgen` scripts that kwok's PATH finds first: each re-executes `exe` as its stand-in.
 pub fn install_shim(dir: &Path, exe: &Path) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
-    let path = dir.join("curl");
     let quoted = exe.display().to_string().replace('\'', "'\\''");
-    std::fs::write(
-        &path,
-        format!("#!/bin/sh\n{SHIM_ENV}=curl exec '{quoted}' \"$@\"\n"),
-    )?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(path)
+    for name in ["curl", crate::apps::LOADGEN] {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\n{SHIM_ENV}={name} exec '{quoted}' \"$@\"\n"),
+        )?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(dir.join("curl"))
 }
 
-async fn client_from(kubeconfig: &Path) -> Result<Client, String> {
+pub(super) async fn client_from(kubeconfig: &Path) -> Result<Client, String> {
     let kc =
         Kubeconfig::read_from(kubeconfig).map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
     let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -138,7 +151,10 @@ async fn curl(args: Vec<String>) -> i32 {
 }
 
 /// The rehearsal's state and a client for `cluster` from it.
-async fn state_and_client(state_path: &Path, cluster: &str) -> Result<(RehearsalState, Client), String> {
+pub(super) async fn state_and_client(
+    state_path: &Path,
+    cluster: &str,
+) -> Result<(RehearsalState, Client), String> {
     let state = RehearsalState::read(state_path)?;
     let me = state
         .clusters
@@ -146,6 +162,17 @@ async fn state_and_client(state_path: &Path, cluster: &str) -> Result<(Rehearsal
         .ok_or_else(|| format!("unknown rehearsal cluster {cluster}"))?;
     let client = client_from(&me.kubeconfig).await?;
     Ok((state, client))
+}
+
+/// What a stand-in sidecar carries from one request to the next.
+#[derive(Debug, Default)]
+pub(super) struct Sidecar {
+    /// The endpoints istiod last sent per Envoy cluster: used while istiod cannot be reached, as Envoy keeps the
+    /// configuration it has. `None`: every request asks istiod afresh and fails without it (curl, one request).
+    pub eds: Option<BTreeMap<String, Vec<SeenEndpoint>>>,
+    /// Pods on their way out, kept answering for their `preStop` (live traffic during a restart); `None` for the
+    /// steady-state checks, which meet none: only a running pod answers.
+    pub departures: Option<super::departures::Departures>,
 }
 
 /// Why curl itself failed (the exit codes curl gives them).
@@ -212,7 +239,7 @@ async fn run(cluster: &str, state_path: &Path, urls: &[String]) -> Result<Vec<St
             continue;
         }
         let t = ServiceTarget::parse(url).ok_or_else(|| format!("cannot parse URL {url}"))?;
-        out.push(answer(&state, cluster, &client, &source, &t).await?);
+        out.push(answer(&state, cluster, &client, &source, &t, &mut Sidecar::default()).await?);
     }
     Ok(out)
 }
@@ -265,6 +292,7 @@ fn next_index(state: &RehearsalState, key: &str, n: usize) -> usize {
     cur % n.max(1)
 }
 
+/// The running (not terminating) pod with address `ip`.
 async fn pod_by_ip(client: &Client, ip: &str) -> Result<Option<Pod>, String> {
     let pods: Api<Pod> = Api::all(client.clone());
     let l = pods
@@ -317,7 +345,7 @@ fn helloworld_version(p: &Pod) -> Option<String> {
 }
 
 /// The identity a pod's sidecar presents to istiod (its `ISTIO_META_*` env), or `None` without a sidecar.
-fn proxy_identity(source: &Pod, cluster: &str) -> Option<ProxyIdentity> {
+pub(super) fn proxy_identity(source: &Pod, cluster: &str) -> Option<ProxyIdentity> {
     let env = sidecar_env(source)?;
     let mut metadata: BTreeMap<String, String> = env
         .iter()
@@ -377,19 +405,32 @@ pub async fn ads_view(
     xds::endpoints(&xds_addr, &proxy, envoy_cluster, Duration::from_secs(10)).await
 }
 
-async fn answer(
+/// The answer to one request from `source` (its sidecar's view when it has one) to `t`.
+pub(super) async fn answer(
     state: &RehearsalState,
     cluster: &str,
     client: &Client,
     source: &Pod,
     t: &ServiceTarget,
+    sc: &mut Sidecar,
 ) -> Result<String, String> {
     let chosen: (String, Option<String>) = match proxy_identity(source, cluster) {
         Some(proxy) => {
-            let xds_addr = istiod_for(state, cluster, client).await?;
             let name = t.envoy_cluster();
-            let seen: Vec<SeenEndpoint> =
-                xds::eligible(&xds::endpoints(&xds_addr, &proxy, &name, Duration::from_secs(10)).await?);
+            let fresh = match istiod_for(state, cluster, client).await {
+                Ok(xds_addr) => xds::endpoints(&xds_addr, &proxy, &name, Duration::from_secs(10)).await,
+                Err(e) => Err(e),
+            };
+            let all = match (fresh, sc.eds.as_mut()) {
+                (Ok(e), Some(cache)) => {
+                    cache.insert(name.clone(), e.clone());
+                    e
+                }
+                (Ok(e), None) => e,
+                (Err(e), Some(cache)) => cache.get(&name).cloned().ok_or(e)?,
+                (Err(e), None) => return Err(e),
+            };
+            let seen: Vec<SeenEndpoint> = xds::eligible(&all);
             if seen.is_empty() {
                 return Ok("no healthy upstream".into());
             }
@@ -427,14 +468,23 @@ async fn answer(
     };
     let (ip, cluster_id) = chosen;
     if let Some(gw) = gateway_at(state, &ip).await? {
-        return through_gateway(state, cluster, client, source, t, &gw).await;
+        return through_gateway(state, cluster, client, source, t, &gw, sc.departures.as_ref()).await;
     }
     let dest_cluster = cluster_id.unwrap_or_else(|| cluster.to_string());
     // A pod of another cluster, reached directly: only along a route (one network).
     if !state.routed(cluster, &dest_cluster) {
         return Ok(CONNECT_TIMEOUT_BODY.to_string());
     }
-    reply_from(state, cluster, client, source, &dest_cluster, &ip).await
+    reply_from(
+        state,
+        cluster,
+        client,
+        source,
+        &dest_cluster,
+        &ip,
+        sc.departures.as_ref(),
+    )
+    .await
 }
 
 /// A network gateway found at an endpoint's address: its cluster and its pod.
@@ -508,6 +558,7 @@ async fn through_gateway(
     source: &Pod,
     t: &ServiceTarget,
     gw: &Gateway,
+    departures: Option<&super::departures::Departures>,
 ) -> Result<String, String> {
     let g = &gw.cluster;
     let g_client = client_from(
@@ -536,7 +587,7 @@ async fn through_gateway(
     if !state.routed(g, &dest) {
         return Ok(CONNECT_TIMEOUT_BODY.to_string());
     }
-    reply_from(state, cluster, client, source, &dest, &e.address).await
+    reply_from(state, cluster, client, source, &dest, &e.address, departures).await
 }
 
 /// The reply of the pod at `ip` in `dest_cluster` to a request from `source` in `cluster`: its version, or the
@@ -548,6 +599,7 @@ async fn reply_from(
     source: &Pod,
     dest_cluster: &str,
     ip: &str,
+    departures: Option<&super::departures::Departures>,
 ) -> Result<String, String> {
     let src_ns = source.metadata.namespace.clone().unwrap_or_default();
     let dest_cluster = dest_cluster.to_string();
@@ -560,9 +612,14 @@ async fn reply_from(
     } else {
         client_from(&dest_state.kubeconfig).await?
     };
-    let pod = pod_by_ip(&dest_client, ip)
-        .await?
-        .ok_or_else(|| format!("no pod has IP {ip} in {dest_cluster}"))?;
+    let running = pod_by_ip(&dest_client, ip).await?;
+    let leaving =
+        || departures.and_then(|d| d.serving(&dest_cluster, ip, std::time::Instant::now()).cloned());
+    let Some(pod) = running.or_else(leaving) else {
+        // The endpoint istiod (or the sidecar's last view of it) named is gone: what Envoy answers when the
+        // connection is refused.
+        return Ok(CONNECT_REFUSED_BODY.to_string());
+    };
     if dest_cluster != cluster && sidecar_env(source).is_some() {
         let dest_ns = pod.metadata.namespace.clone().unwrap_or_default();
         let (a, b) = (

@@ -61,7 +61,7 @@ pub struct PhaseCounts {
 }
 
 /// What `loadgen report` prints.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
     /// Phases in order.
     pub phases: Vec<PhaseCounts>,

@@ -8,7 +8,9 @@ mod stats;
 mod verdict;
 
 pub use check::{CheckRecord, CheckSpec, Convergence, Probe, ProbeError, run_check};
-pub use live::{LiveVerdict, LoadReport, PhaseVerdict, ReportError, judge_live, render_table};
+pub use live::{
+    KindCounts, LiveVerdict, LoadReport, PhaseCounts, PhaseVerdict, ReportError, judge_live, render_table,
+};
 pub use parse::{Answer, parse_answers};
 pub use stats::{ALPHA, BETA, default_requests, uniform_p_value};
 pub use verdict::{At, Attribution, SourceVerdict, judge};

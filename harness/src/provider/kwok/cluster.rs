@@ -62,7 +62,7 @@ metadata:
   name: meshconf-curl
 spec:
   execs:
-  - containers: [curl, sleep]
+  - containers: [curl, sleep, loadgen]
     local:
       workDir: {run}
       envs:

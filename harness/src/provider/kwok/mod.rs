@@ -285,6 +285,33 @@ impl KwokProvider {
     }
 }
 
+/// Stops the traffic generator stand-ins the run's `loadgen` execs started (recorded in `run_dir/pids`), each
+/// only while its pid file proves it is still the process started then.
+fn stop_generators(run_dir: &std::path::Path) -> Vec<String> {
+    use crate::rehearsal::pidfile;
+    let mut stopped = Vec::new();
+    let prefix = format!("{}-", crate::apps::LOADGEN);
+    for e in std::fs::read_dir(run_dir.join("pids"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        if let Ok(rec) = pidfile::read(&e.path())
+            && pidfile::still_ours(&rec).is_ok()
+        {
+            let pg = nix::unistd::Pid::from_raw(rec.pid);
+            let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
+            stopped.push(format!("{name} (pid {})", rec.pid));
+        }
+        let _ = std::fs::remove_file(e.path());
+    }
+    stopped
+}
+
 impl ClusterProvider for KwokProvider {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Kwok
@@ -306,6 +333,20 @@ impl ClusterProvider for KwokProvider {
             parallel_create: false,
             ..ProviderProfile::empty(ProviderKind::Kwok, DataPlane::Computed)
         };
+        if scenario
+            .steps
+            .iter()
+            .any(|s| matches!(s, crate::scenario::Step::StartTraffic(_)))
+        {
+            p.notes.push(
+                "live traffic: `loadgen` in the generator pod is meshconf's stand-in, sending at the pod's -rate; \
+                 each request is answered from the endpoints istiod serves that pod's sidecar (the last ones kept \
+                 while istiod cannot be reached, as Envoy keeps its configuration), a pod asked to stop answers for \
+                 its preStop sleep (none without one, kwok removes it at once); every request is a new connection (keep-alive not modelled) and its latency is the \
+                 time to compute the answer (data plane computed)"
+                    .into(),
+            );
+        }
         let run_dir = self.opts.run_dir.display().to_string();
         let webhook_of = |i: usize| self.ports(i).webhook;
         // Where the scenario names builds, each install tags its images with its build's label (kwok pulls
@@ -590,6 +631,8 @@ impl ClusterProvider for KwokProvider {
             })
             .await
             .unwrap_or_default();
+            let mut stopped = stopped;
+            stopped.extend(stop_generators(&self.opts.run_dir));
             if !stopped.is_empty() {
                 msgs.push(format!("stopped {}", stopped.join(", ")));
             }
