@@ -385,49 +385,48 @@ pub async fn check_build(cfg: &SessionConfig, scenario: &Scenario) -> Result<(),
     Ok(())
 }
 
-/// Refuses, before anything is created, what a provider cannot run yet (bad input, exit 2): control-plane
-/// revisions and live traffic run on kind. The rehearsal starts one istiod per primary (an in-place upgrade
-/// replaces it) and has no data plane to run a traffic generator in; existing clusters cannot pull meshconf's
-/// images of other builds or its generator; the Helm tab installs one release per chart.
+/// Refuses, before anything is created, what a provider cannot run yet (bad input, exit 2): upgrades and live
+/// traffic run on kind and rehearse on kwok, which has ports for two istiods per cluster (a third revision is
+/// refused); existing clusters cannot pull meshconf's images of other builds or its generator; the Helm tab
+/// installs one release per chart.
 pub fn check_features(cfg: &SessionConfig, scenario: &Scenario) -> Result<(), String> {
     use crate::scenario::Step;
-    // Revisions run on kind only; an in-place upgrade and live traffic also rehearse: istioctl installs the newer
-    // build for real, its pilot-discovery replaces the running one, and the generator is the rehearsal's stand-in.
-    let kind_only = |s: &Step| match s {
+    // Upgrades and live traffic also rehearse: istioctl installs each build for real, each control-plane revision
+    // is a pilot-discovery process of its own (two per cluster at most: the rehearsal has ports for two), an
+    // in-place upgrade replaces the running one, and the generator is the rehearsal's stand-in.
+    let third_revision = scenario.clusters.iter().find_map(|c| {
+        let n = scenario
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::InstallIstio(i) if i.cluster == c.name && i.revision.is_some()))
+            .count();
+        (n > 2).then_some("a third control-plane revision in one cluster")
+    });
+    let upgrade_step = |s: &Step| match s {
         Step::InstallIstio(i) if i.revision.is_some() => Some("install-istio with a revision"),
         Step::MoveWorkloads { .. } => Some("move-workloads"),
         Step::RemoveRevision { .. } => Some("remove-revision"),
-        _ => None,
-    };
-    let in_place = |s: &Step| match s {
         Step::UpgradeIstio { .. } => Some("upgrade-istio"),
         Step::RestartWorkloads { .. } => Some("restart-workloads"),
         Step::StartTraffic(_) => Some("start-traffic"),
         _ => None,
     };
-    let Some(what) = scenario.steps.iter().find_map(|s| kind_only(s).or(in_place(s))) else {
+    let Some(what) = scenario.steps.iter().find_map(upgrade_step) else {
         return Ok(());
     };
     let src = scenario.source.display();
-    match cfg.provider {
-        ProviderKind::Kind => {}
-        ProviderKind::Kwok => {
-            if let Some(k) = scenario.steps.iter().find_map(kind_only) {
-                return Err(format!(
-                    "{src}: {k} runs on --provider kind only so far (the rehearsal starts one istiod per primary: \
-                     control-plane revisions are not rehearsed)"
-                ));
-            }
-        }
-        ProviderKind::Existing => {
+    match (cfg.provider, third_revision) {
+        (ProviderKind::Kind, _) | (ProviderKind::Kwok, None) => {}
+        (ProviderKind::Kwok, Some(k)) => {
             return Err(format!(
-                "{src}: {what} runs on --provider kind (and {} on kwok) only so far: existing clusters lack \
-                 meshconf's images of other builds and its loadgen image",
-                if scenario.steps.iter().any(|s| kind_only(s).is_some()) {
-                    "not"
-                } else {
-                    "rehearses"
-                }
+                "{src}: {k} runs on --provider kind only so far (the rehearsal has ports for two istiods per \
+                 cluster)"
+            ));
+        }
+        (ProviderKind::Existing, _) => {
+            return Err(format!(
+                "{src}: {what} runs on --provider kind and kwok only so far: existing clusters lack meshconf's \
+                 images of other builds and its loadgen image"
             ));
         }
     }

@@ -418,26 +418,25 @@ fn fleet_commands_refuse_what_is_not_a_fleet() {
     assert!(err.contains("cannot be used with"), "{err}");
 }
 
-/// What the rehearsal cannot run is refused before anything is created (exit 2, naming the step): control-plane
-/// revisions. (An in-place upgrade under live traffic rehearses: the suites run it on kwok.)
+/// What the rehearsal cannot run is refused before anything is created (exit 2, naming it): a third control-plane
+/// revision in one cluster (the rehearsal has ports for two istiods per cluster; canary and in-place upgrades
+/// rehearse, the suites run them on kwok).
 #[test]
-fn the_rehearsal_refuses_revisions_before_creating_anything() {
+fn the_rehearsal_refuses_a_third_revision_before_creating_anything() {
     let reports = tempfile::tempdir().expect("tmp");
     let r = reports.path().join("out").display().to_string();
+    let three = "name: canary3\nmesh: {id: mesh1}\nclusters:\n  - {name: cluster1, role: primary, network: network1, \
+                 kind-config: c1.yaml, istio: 1.31-dev}\nsteps:\n  - install-istio: {cluster: cluster1, revision: a}\n  \
+                 - install-istio: {cluster: cluster1, revision: b}\n  - install-istio: {cluster: cluster1, revision: c}\n  \
+                 - deploy-apps: {namespace: sample, revision: c, helloworld: {cluster1: v1}, client: [cluster1]}\n  \
+                 - check-traffic: {from: [cluster1], url: \"http://helloworld.sample:5000/hello\", expect: {v1: cluster1}}\n";
     let (code, _, err) = meshconf(
-        &[
-            "run",
-            "../scenarios/multi-primary-canary-upgrade.yaml",
-            "--provider",
-            "kwok",
-            "--report-dir",
-            &r,
-        ],
-        None,
+        &["run", "--provider", "kwok", "--report-dir", &r],
+        Some(("three.yaml", three)),
     );
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("install-istio with a revision runs on --provider kind only"),
+        err.contains("a third control-plane revision in one cluster runs on --provider kind only"),
         "{err}"
     );
     assert!(

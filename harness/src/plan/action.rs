@@ -393,10 +393,20 @@ pub enum ProviderAction {
         cluster: ClusterName,
         /// The cluster's Istio build when it is not the run's: that build's pilot-discovery.
         build: Option<String>,
+        /// The control-plane revision it serves (`istiod-<revision>`), `None` for the default one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<String>,
         /// gRPC (xDS) and HTTPS (webhook) ports.
         ports: (u16, u16),
         /// The run directory.
         run_dir: String,
+    },
+    /// Stops the local istiod process of a removed control-plane revision (rehearsal).
+    StopIstiod {
+        /// Cluster.
+        cluster: ClusterName,
+        /// Its revision.
+        revision: String,
     },
     /// Counts the `ACK ERROR` lines (config the sidecars rejected) in the logs of the cluster's istiod pods.
     AckErrors {

@@ -511,8 +511,14 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                 if i.revision.is_some() || upgraded_in_place.contains(c) {
                     body = body.replacen("spec:\n", &mesh::upgrade_spec(i.revision.as_deref()), 1);
                 }
-                // A canary of another build than the cluster's gets that build's images.
+                // A canary of another build than the cluster's gets that build's images; a provider may set a
+                // revision's own.
+                let rev_profile = i
+                    .revision
+                    .as_ref()
+                    .and_then(|r| profile.revisions.get(&(c.clone(), r.clone())));
                 let ov = match (&i.build, build_of(c)) {
+                    _ if rev_profile.is_some() => rev_profile.map(|p| p.overlay.clone()).unwrap_or_default(),
                     (Some(b), own) if Some(b) != own.as_ref() => profile
                         .build_overlays
                         .get(&(c.clone(), b.clone()))
@@ -533,15 +539,18 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                         overlay: ov,
                     },
                 ];
-                actions.extend(
-                    profile
-                        .after_install
-                        .get(c)
-                        .cloned()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|a| revisioned(a, i.revision.as_deref())),
-                );
+                match rev_profile {
+                    Some(p) => actions.extend(p.after_install.clone()),
+                    None => actions.extend(
+                        profile
+                            .after_install
+                            .get(c)
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|a| revisioned(a, i.revision.as_deref())),
+                    ),
+                }
                 let (id, title) = match &i.revision {
                     Some(r) => (
                         format!("install-istio/{c}/{r}"),
@@ -667,10 +676,12 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                                 cluster,
                                 ports,
                                 run_dir,
+                                revision,
                                 ..
                             }) => Action::Provider(ProviderAction::StartIstiod {
                                 cluster,
                                 build: Some(build.clone()),
+                                revision,
                                 ports,
                                 run_dir,
                             }),
@@ -733,11 +744,19 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     format!("remove-revision/{cluster}/{revision}"),
                     format!("Remove control-plane revision {revision} from {cluster}"),
                     StepClass::Mesh,
-                    vec![Action::IstioctlUninstall {
+                    std::iter::once(Action::IstioctlUninstall {
                         cluster: cluster.clone(),
                         build,
                         revision: Some(revision.clone()),
-                    }],
+                    })
+                    .chain(
+                        profile
+                            .revisions
+                            .get(&(cluster.clone(), revision.clone()))
+                            .map(|p| p.after_uninstall.clone())
+                            .unwrap_or_default(),
+                    )
+                    .collect(),
                 ));
             }
             Step::CheckLiveTraffic { expect } => {

@@ -733,17 +733,26 @@ fn provider_lines(o: &mut Vec<String>, p: &ProviderAction) {
         ProviderAction::StartIstiod {
             cluster,
             build,
+            revision,
             ports,
             run_dir,
-        } => o.push(format!(
-            "(cd \"{run_dir}/istiod-{cluster}\" && CLUSTER_ID={cluster} ISTIOD_CUSTOM_HOST=127.0.0.1,localhost \
-             USE_REMOTE_CERTS=<cacerts present> pilot-discovery{} discovery \
-             --kubeconfig=\"{run_dir}/kwok/clusters/{cluster}/kubeconfig.yaml\" --grpcAddr=127.0.0.1:{} \
-             --httpsAddr=127.0.0.1:{} ... &)  # rehearsal: istiod as a local process, env mirrored from the \
-             rendered Deployment",
-            build.as_ref().map(|b| format!("-{b}")).unwrap_or_default(),
-            ports.0,
-            ports.1
+        } => {
+            let rev = revision.as_ref().map(|r| format!("-{r}")).unwrap_or_default();
+            o.push(format!(
+                "(cd \"{run_dir}/istiod-{cluster}{rev}\" && CLUSTER_ID={cluster} ISTIOD_CUSTOM_HOST=127.0.0.1,localhost \
+                 USE_REMOTE_CERTS=<cacerts present> pilot-discovery{} discovery \
+                 --kubeconfig=\"{run_dir}/kwok/clusters/{cluster}/kubeconfig.yaml\" --grpcAddr=127.0.0.1:{} \
+                 --httpsAddr=127.0.0.1:{} ... &)  # rehearsal: istiod{rev} as a local process, env mirrored from the \
+                 rendered Deployment{}",
+                build.as_ref().map(|b| format!("-{b}")).unwrap_or_default(),
+                ports.0,
+                ports.1,
+                revision.as_ref().map(|r| format!(" istiod-{r}")).unwrap_or_default()
+            ))
+        }
+        ProviderAction::StopIstiod { cluster, revision } => o.push(format!(
+            "kill \"$(cat \"$MESHCONF_RUN/pids/istiod-{cluster}-{revision}\")\"  # rehearsal: revision {revision}'s \
+             istiod process goes with its control plane"
         )),
         ProviderAction::AckErrors { cluster } => o.push(format!(
             "kubectl logs {} -n istio-system -l app=istiod --tail=-1 | grep -c 'ACK ERROR'   # istiod-ack-errors: \

@@ -83,6 +83,9 @@ pub struct ProviderProfile {
     pub build_overlays: BTreeMap<(ClusterName, String), InstallOverlay>,
     /// Actions right after a primary's `istioctl install` (wait for istiod; rehearsal: start it).
     pub after_install: BTreeMap<ClusterName, Vec<Action>>,
+    /// For an install of a control-plane revision, by cluster and revision: its own `--set`s and what follows it,
+    /// where they differ from the cluster's (the rehearsal: that revision's istiod process and ports).
+    pub revisions: BTreeMap<(ClusterName, String), RevisionProfile>,
     /// Actions at the start of a cluster's reset, while the run's istiod still runs (kind: read its ACK errors).
     pub before_reset: BTreeMap<ClusterName, Vec<Action>>,
     /// Whether the clusters outlive the run (existing clusters): the plan then snapshots them first and resets
@@ -112,6 +115,7 @@ impl ProviderProfile {
             overlays: BTreeMap::new(),
             build_overlays: BTreeMap::new(),
             after_install: BTreeMap::new(),
+            revisions: BTreeMap::new(),
             before_reset: BTreeMap::new(),
             outlives_run: false,
             delete_commands: Vec::new(),
@@ -208,4 +212,15 @@ impl Plan {
     pub fn steps(&self) -> impl Iterator<Item = &PlannedStep> {
         self.stages.iter().chain(&self.reset).flat_map(|s| s.steps.iter())
     }
+}
+
+/// What a provider does differently for one control-plane revision of a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RevisionProfile {
+    /// The install's `--set`s.
+    pub overlay: InstallOverlay,
+    /// Actions right after its install.
+    pub after_install: Vec<Action>,
+    /// Actions right after `istioctl uninstall --revision` (the rehearsal: stop its istiod).
+    pub after_uninstall: Vec<Action>,
 }

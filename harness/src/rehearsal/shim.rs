@@ -261,8 +261,28 @@ fn sidecar_env(p: &Pod) -> Option<BTreeMap<String, String>> {
     )
 }
 
-async fn istiod_for(state: &RehearsalState, cluster: &str, client: &Client) -> Result<String, String> {
-    if let Some(x) = state.clusters.get(cluster).and_then(|c| c.istiod_xds.clone()) {
+/// The revision that injected `p`'s sidecar (`sidecar.istio.io/status`), if it names one.
+fn injected_revision(p: &Pod) -> Option<String> {
+    let status = p.metadata.annotations.as_ref()?.get("sidecar.istio.io/status")?;
+    let v: serde_json::Value = serde_json::from_str(status).ok()?;
+    v.get("revision")?.as_str().map(str::to_string)
+}
+
+/// The xDS address of the istiod that serves `source`'s sidecar in `cluster`: its revision's, else the cluster's
+/// (a remote: its control plane's).
+async fn istiod_for(
+    state: &RehearsalState,
+    cluster: &str,
+    client: &Client,
+    source: &Pod,
+) -> Result<String, String> {
+    let me = state.clusters.get(cluster);
+    if let (Some(c), Some(r)) = (me, injected_revision(source))
+        && let Some(x) = c.istiod_revisions.get(&r)
+    {
+        return Ok(x.clone());
+    }
+    if let Some(x) = me.and_then(|c| c.istiod_xds.clone()) {
         return Ok(x);
     }
     // A remote: its istio-system names the cluster whose istiod serves it.
@@ -401,7 +421,7 @@ pub async fn ads_view(
         .map_err(|e| format!("get pod {namespace}/{pod} in {cluster}: {e}"))?;
     let proxy = proxy_identity(&source, cluster)
         .ok_or_else(|| format!("{namespace}/{pod} in {cluster} has no istio-proxy sidecar"))?;
-    let xds_addr = istiod_for(&state, cluster, &client).await?;
+    let xds_addr = istiod_for(&state, cluster, &client, &source).await?;
     xds::endpoints(&xds_addr, &proxy, envoy_cluster, Duration::from_secs(10)).await
 }
 
@@ -417,7 +437,7 @@ pub(super) async fn answer(
     let chosen: (String, Option<String>) = match proxy_identity(source, cluster) {
         Some(proxy) => {
             let name = t.envoy_cluster();
-            let fresh = match istiod_for(state, cluster, client).await {
+            let fresh = match istiod_for(state, cluster, client, source).await {
                 Ok(xds_addr) => xds::endpoints(&xds_addr, &proxy, &name, Duration::from_secs(10)).await,
                 Err(e) => Err(e),
             };
@@ -571,7 +591,7 @@ async fn through_gateway(
     .await?;
     let proxy =
         proxy_identity(&gw.pod, g).ok_or_else(|| format!("the gateway pod in {g} has no istio-proxy"))?;
-    let xds_addr = istiod_for(state, g, &g_client).await?;
+    let xds_addr = istiod_for(state, g, &g_client, &gw.pod).await?;
     let name = t.envoy_cluster();
     let sni = xds::gateway_sni(&name).ok_or_else(|| format!("no SNI for {name}"))?;
     let names = xds::listener_server_names(&xds_addr, &proxy, GATEWAY_PORT, Duration::from_secs(10)).await?;

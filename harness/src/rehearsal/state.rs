@@ -13,6 +13,9 @@ pub struct ClusterState {
     pub kubeconfig: PathBuf,
     /// The plaintext xDS address of the istiod process running for this cluster, if one runs.
     pub istiod_xds: Option<String>,
+    /// The same for each control-plane revision's istiod (a canary upgrade runs two), by revision.
+    #[serde(default)]
+    pub istiod_revisions: BTreeMap<String, String>,
     /// The clusters whose pods this cluster's pods reach directly (the provider's routes: same network).
     #[serde(default)]
     pub routed_to: Vec<String>,

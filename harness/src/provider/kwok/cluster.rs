@@ -170,6 +170,7 @@ status:
                 ClusterState {
                     kubeconfig: self.cluster_kubeconfig(&c.name),
                     istiod_xds: None,
+                    istiod_revisions: Default::default(),
                     routed_to: Vec::new(),
                 },
             );

@@ -14,20 +14,26 @@ use crate::kube as k;
 
 impl KwokProvider {
     /// Starts `pilot_discovery` (the run's build, or the cluster's own in a mixed-version mesh) for `cluster`.
+    /// A control-plane revision's istiod (`revision`) reads its own Deployment `istiod-<revision>` and listens on
+    /// the cluster's ports of `slot`.
     pub(super) async fn start_istiod(
         &self,
         cluster: &ClusterAccess,
         pilot_discovery: &std::path::Path,
+        revision: Option<&str>,
+        slot: usize,
     ) -> Result<(Vec<String>, String), ProviderError> {
         let i = self.index(&cluster.name);
-        let p = self.ports(i);
-        let dir = self.opts.run_dir.join(format!("istiod-{}", cluster.name));
+        let p = self.ports(i).for_slot(slot);
+        let suffix = revision.map(|r| format!("-{r}")).unwrap_or_default();
+        let deployment = format!("istiod{suffix}");
+        let dir = self.opts.run_dir.join(format!("istiod-{}{suffix}", cluster.name));
         let ca_dir = dir.join("cacerts");
         std::fs::create_dir_all(&ca_dir).map_err(|e| ProviderError::io("mkdir istiod dir", e))?;
         // Mirror the literal env of the Deployment istioctl rendered, then override what differs out of cluster.
         let deps: Api<Deployment> = Api::namespaced(cluster.client.clone(), "istio-system");
-        let dep = deps.get("istiod").await.map_err(|source| k::KubeError::Api {
-            what: format!("get deployment istio-system/istiod in {}", cluster.name),
+        let dep = deps.get(&deployment).await.map_err(|source| k::KubeError::Api {
+            what: format!("get deployment istio-system/{deployment} in {}", cluster.name),
             source,
         })?;
         let mut env: BTreeMap<String, String> = dep
@@ -43,7 +49,7 @@ impl KwokProvider {
         let plugged = secrets.get_opt("cacerts").await.ok().flatten().is_some();
         let kubeconfig = self.cluster_kubeconfig(&cluster.name).display().to_string();
         for (k, v) in [
-            ("POD_NAME", format!("istiod-local-{}", cluster.name)),
+            ("POD_NAME", format!("istiod-local-{}{suffix}", cluster.name)),
             ("POD_NAMESPACE", "istio-system".into()),
             (
                 "REVISION",
@@ -77,7 +83,7 @@ impl KwokProvider {
         ]
         .into();
         let env_vec: Vec<(String, String)> = env.into_iter().collect();
-        let name = format!("istiod-{}", cluster.name);
+        let name = format!("istiod-{}{suffix}", cluster.name);
         // An in-place upgrade: the running istiod (the older build) goes first, as its pods would; the ports are
         // the cluster's own.
         let replaced = self.stop_process(&name);
@@ -92,14 +98,22 @@ impl KwokProvider {
         .map_err(|e| ProviderError::Other(format!("{e}\n{}", self.log_tail(&name))))?;
         k::wait_webhook_ca_bundle(
             &cluster.client,
-            "istio-sidecar-injector",
+            &format!("istio-sidecar-injector{suffix}"),
             Duration::from_secs(120),
         )
         .await?;
         {
             let mut inner = self.lock();
             if let Some(s) = inner.state.clusters.get_mut(cluster.name.as_str()) {
-                s.istiod_xds = Some(format!("127.0.0.1:{}", p.xds));
+                let xds = format!("127.0.0.1:{}", p.xds);
+                match revision {
+                    Some(r) => {
+                        s.istiod_revisions.insert(r.to_string(), xds.clone());
+                        // The first control plane also serves what names no revision.
+                        s.istiod_xds.get_or_insert(xds);
+                    }
+                    None => s.istiod_xds = Some(xds),
+                }
             }
             self.write_state(&inner)?;
         }

@@ -285,6 +285,20 @@ impl KwokProvider {
     }
 }
 
+/// The control-plane revisions `cluster` installs, in order, with the build each runs (`None`: the run's).
+fn revision_installs(scenario: &Scenario, cluster: &ClusterName) -> Vec<(String, Option<String>)> {
+    scenario
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            crate::scenario::Step::InstallIstio(i) if &i.cluster == cluster => {
+                i.revision.clone().map(|r| (r, scenario.build_of_install(i)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Stops the traffic generator stand-ins the run's `loadgen` execs started (recorded in `run_dir/pids`), each
 /// only while its pid file proves it is still the process started then.
 fn stop_generators(run_dir: &std::path::Path) -> Vec<String> {
@@ -407,10 +421,47 @@ impl ClusterProvider for KwokProvider {
                         vec![Action::Provider(ProviderAction::StartIstiod {
                             cluster: c.name.clone(),
                             build: c.istio.clone(),
+                            revision: None,
                             ports: (ports.xds, ports.webhook),
                             run_dir: run_dir.clone(),
                         })],
                     );
+                    // Each control-plane revision is an istiod process of its own, in the cluster's next slot of
+                    // ports (two per cluster: a canary upgrade's old and new revision).
+                    for (slot, (rev, build)) in revision_installs(scenario, &c.name).into_iter().enumerate() {
+                        let sp = ports.for_slot(slot);
+                        let w = sp.webhook;
+                        let sets = vec![
+                            (
+                                "values.istiodRemote.injectionURL".to_string(),
+                                format!("https://127.0.0.1:{w}/inject"),
+                            ),
+                            (
+                                "values.base.validationURL".to_string(),
+                                format!("https://127.0.0.1:{w}/validate"),
+                            ),
+                        ];
+                        let reason = format!(
+                            "rehearsal: the API server calls revision {rev}'s local istiod's webhooks on loopback"
+                        );
+                        p.revisions.insert(
+                            (c.name.clone(), rev.clone()),
+                            crate::plan::RevisionProfile {
+                                overlay: self.tagged(sets, &reason, build.as_deref(), versioned),
+                                after_install: vec![Action::Provider(ProviderAction::StartIstiod {
+                                    cluster: c.name.clone(),
+                                    build,
+                                    revision: Some(rev.clone()),
+                                    ports: (sp.xds, sp.webhook),
+                                    run_dir: run_dir.clone(),
+                                })],
+                                after_uninstall: vec![Action::Provider(ProviderAction::StopIstiod {
+                                    cluster: c.name.clone(),
+                                    revision: rev,
+                                })],
+                            },
+                        );
+                    }
                 }
                 Role::Remote => {
                     let pi = c
@@ -572,10 +623,18 @@ impl ClusterProvider for KwokProvider {
                 ProviderAction::StartIstiod {
                     cluster: name,
                     build,
+                    revision,
                     ports,
                     ..
                 } => {
-                    let p = self.ports(self.index(name));
+                    let base = self.ports(self.index(name));
+                    let slot = (0..2)
+                        .find(|s| {
+                            let p = base.for_slot(*s);
+                            (p.xds, p.webhook) == *ports
+                        })
+                        .unwrap_or(0);
+                    let p = base.for_slot(slot);
                     if (p.xds, p.webhook) != *ports {
                         return Err(ProviderError::Other(format!(
                             "the plan gives istiod of {name} the ports {ports:?}, this provider {:?}",
@@ -588,10 +647,34 @@ impl ClusterProvider for KwokProvider {
                             .path("pilot-discovery"),
                         None => self.tools.path("pilot-discovery"),
                     };
-                    let (lines, version) = self.start_istiod(cluster(name)?, &binary).await?;
+                    let (lines, version) = self
+                        .start_istiod(cluster(name)?, &binary, revision.as_deref(), slot)
+                        .await?;
                     let mut done = Performed::log(lines);
                     done.props.insert(ISTIOD_VERSION_PROPERTY.into(), version);
                     Ok(done)
+                }
+                ProviderAction::StopIstiod {
+                    cluster: name,
+                    revision,
+                } => {
+                    let proc = format!("istiod-{name}-{revision}");
+                    let line = match self.stop_process(&proc) {
+                        Some(pid) => {
+                            format!("stopped {proc} (pid {pid}): revision {revision} is uninstalled")
+                        }
+                        None => format!("{proc} was not running"),
+                    };
+                    let mut inner = self.lock();
+                    if let Some(c) = inner.state.clusters.get_mut(name.as_str())
+                        && let Some(gone) = c.istiod_revisions.remove(revision)
+                        && c.istiod_xds.as_ref() == Some(&gone)
+                    {
+                        // What names no revision is served by a control plane still running.
+                        c.istiod_xds = c.istiod_revisions.values().next().cloned();
+                    }
+                    self.write_state(&inner)?;
+                    Ok(Performed::log(vec![line]))
                 }
                 other => Err(ProviderError::Other(format!(
                     "the rehearsal does not perform {other:?}"

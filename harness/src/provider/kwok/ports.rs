@@ -70,8 +70,33 @@ impl Ports {
         }
     }
 
-    pub(super) fn all(&self) -> [u16; 14] {
+    /// These ports with istiod's moved to control-plane slot `slot` of the cluster: slot 0 is the one above, slot 1
+    /// (a second revision during a canary upgrade) takes the cluster's last six ports.
+    pub(super) fn for_slot(&self, slot: usize) -> Self {
+        if slot == 0 {
+            return *self;
+        }
+        let b = self.apiserver + 14;
+        Self {
+            istiod_http: b,
+            xds: b + 1,
+            xds_tls: b + 2,
+            webhook: b + 3,
+            monitoring: b + 4,
+            ctrlz: b + 5,
+            ..*self
+        }
+    }
+
+    pub(super) fn all(&self) -> [u16; 20] {
+        let s = self.for_slot(1);
         [
+            s.istiod_http,
+            s.xds,
+            s.xds_tls,
+            s.webhook,
+            s.monitoring,
+            s.ctrlz,
             self.apiserver,
             self.etcd,
             self.etcd_peer,
@@ -100,6 +125,18 @@ pub(super) fn rehearsal_pool(i: usize) -> String {
 #[cfg(test)]
 mod port_base_tests {
     use super::*;
+
+    #[test]
+    fn the_second_control_plane_slot_takes_the_clusters_last_ports_and_every_port_is_distinct() {
+        let p = Ports::for_index(31000, 1);
+        let s = p.for_slot(1);
+        assert_eq!((s.istiod_http, s.ctrlz), (31034, 31039));
+        assert_eq!(s.apiserver, p.apiserver);
+        let all = p.all();
+        let distinct: std::collections::BTreeSet<u16> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), PORTS_PER_CLUSTER as usize);
+        assert!(all.iter().all(|x| (31020..31040).contains(x)));
+    }
 
     #[test]
     fn a_base_whose_ports_reach_the_ephemeral_range_is_refused() {
