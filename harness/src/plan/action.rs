@@ -713,6 +713,16 @@ pub enum Action {
         /// The build every sidecar must run (`1.31-dev`).
         build: String,
     },
+    /// Stops the pods of the namespaces this run created, before anything is uninstalled: their controllers
+    /// orphaned, the pods deleted with a 1 s grace and waited for (a pod the uninstall deleted first keeps the
+    /// 30 s grace its kubelet started with, and the namespace controller then retries late).
+    StopCreatedPods {
+        /// Cluster.
+        cluster: ClusterName,
+        /// How long to wait for the pods to be gone (past it the reset goes on; the namespaces' own deadline
+        /// still holds).
+        deadline_secs: u64,
+    },
     /// Deletes the namespaces this run created in the cluster (never one that was there before) and waits until
     /// they are gone.
     DeleteCreatedNamespaces {
@@ -754,7 +764,9 @@ impl Action {
     pub fn binds(&self) -> Vec<Placeholder> {
         match self {
             Action::Capture { into, .. } => vec![into.clone()],
-            Action::DeleteCreatedNamespaces { cluster, .. } => vec![Placeholder::created_namespaces(cluster)],
+            Action::StopCreatedPods { cluster, .. } | Action::DeleteCreatedNamespaces { cluster, .. } => {
+                vec![Placeholder::created_namespaces(cluster)]
+            }
             Action::Provider(p) => p.binds(),
             _ => Vec::new(),
         }

@@ -71,6 +71,8 @@ fn touched(s: &Step) -> Vec<&ClusterName> {
 }
 
 const EASTWEST: &str = "istio-eastwestgateway";
+/// How long a reset waits for the run's pods to stop (a 1 s grace each) before it uninstalls.
+const STOP_PODS_SECS: u64 = 30;
 const ISTIO_SYSTEM: &str = "istio-system";
 
 /// The steps in the order the Helm tab runs them: a remote's secret comes after its install (`create-remote-secret`
@@ -1171,6 +1173,10 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
             .iter()
             .map(|c| {
                 let mut actions = profile.before_reset.get(c).cloned().unwrap_or_default();
+                actions.push(Action::StopCreatedPods {
+                    cluster: c.clone(),
+                    deadline_secs: STOP_PODS_SECS,
+                });
                 if installs.contains(c) && helm {
                     let mut releases = Vec::new();
                     if gateways.contains(c) {

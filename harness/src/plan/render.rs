@@ -390,6 +390,24 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 l.namespace
             ));
         }
+        Action::StopCreatedPods {
+            cluster,
+            deadline_secs,
+        } => {
+            let created = Placeholder::created_namespaces(cluster).shell();
+            o.push(format!(
+                "for ns in {created}; do kubectl delete {c} deployments,replicasets --all -n \"$ns\" --cascade=orphan; \
+                 kubectl delete {c} pods --all -n \"$ns\" --grace-period=1 --wait=false; done   # only the namespaces \
+                 this run created; first, so no pod keeps the 30 s grace an uninstall would give it (helloworld and a \
+                 primary-remote istiod do not stop on SIGTERM)",
+                c = ctx(cluster)
+            ));
+            o.push(format!(
+                "kubectl wait {c} --for=delete pods --all -n <each of {created}> --timeout={deadline_secs}s   # past it \
+                 the reset goes on",
+                c = ctx(cluster)
+            ));
+        }
         Action::DeleteCreatedNamespaces {
             cluster,
             deadline_secs,
@@ -399,12 +417,6 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                  {deadline_secs}s)"
             ));
             let created = Placeholder::created_namespaces(cluster).shell();
-            o.push(format!(
-                "for ns in {created}; do kubectl delete {c} deployments,replicasets --all -n \"$ns\" --cascade=orphan; \
-                 kubectl delete {c} pods --all -n \"$ns\" --grace-period=1 --wait=false; done   # helloworld runs as \
-                 PID 1 without a SIGTERM handler: its 30 s default grace would hold the namespace",
-                c = ctx(cluster)
-            ));
             o.push(format!(
                 "kubectl delete {} namespace {created} --wait --timeout={deadline_secs}s",
                 ctx(cluster),

@@ -387,31 +387,37 @@ async fn perform(
             props.extend(p);
             Ok(())
         }
+        Action::StopCreatedPods {
+            cluster,
+            deadline_secs,
+        } => {
+            let c = ctx.cluster(cluster)?;
+            let created = created_namespaces(ctx, &c, cluster).await?;
+            b.insert(Placeholder::created_namespaces(cluster), created.join(" "));
+            let started = std::time::Instant::now();
+            for ns in &created {
+                stop_pods_quickly(&c, ns).await?;
+            }
+            let left = pods_gone(&c, &created, Duration::from_secs(*deadline_secs)).await?;
+            if left.is_empty() {
+                log.log(format!(
+                    "{cluster}: the run's pods stopped in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ));
+            } else {
+                log.log(format!(
+                    "{cluster}: after {deadline_secs}s still stopping: {} (the namespaces' deletion waits for them)",
+                    left.join(", ")
+                ));
+            }
+            Ok(())
+        }
         Action::DeleteCreatedNamespaces {
             cluster,
             deadline_secs,
         } => {
             let c = ctx.cluster(cluster)?;
-            let created: Vec<String> = ctx.with_facts(|f| {
-                f.created_namespaces
-                    .iter()
-                    .filter(|(cl, _)| cl == cluster)
-                    .map(|(_, ns)| ns.clone())
-                    .collect()
-            });
-            // A namespace the run made without a Namespace action (istioctl install makes istio-system when no
-            // cacerts step did) is new against the snapshot: the run's too.
-            let mut created = created;
-            if let Some(before) = ctx.with_facts(|f| f.baseline.get(cluster).cloned()) {
-                let now = k::snapshot::take(&c.client, cluster.as_str()).await?;
-                for o in before.left_over(&now) {
-                    if let Some(ns) = o.strip_prefix("Namespace/")
-                        && !created.iter().any(|c| c == ns)
-                    {
-                        created.push(ns.to_string());
-                    }
-                }
-            }
+            let created = created_namespaces(ctx, &c, cluster).await?;
             b.insert(Placeholder::created_namespaces(cluster), created.join(" "));
             delete_namespaces(&c, &created, Duration::from_secs(*deadline_secs), log).await
         }
@@ -645,6 +651,64 @@ async fn wait(
 }
 
 /// Deletes `names` in `c` and waits until each is gone (finalizers done), within `within`.
+/// The namespaces this run created in `cluster`: those its actions made, and any other the snapshot before the
+/// run did not hold (istioctl install makes istio-system when no cacerts step did).
+async fn created_namespaces(
+    ctx: &RunContext,
+    c: &ClusterAccess,
+    cluster: &ClusterName,
+) -> Result<Vec<String>, StepError> {
+    let mut created: Vec<String> = ctx.with_facts(|f| {
+        f.created_namespaces
+            .iter()
+            .filter(|(cl, _)| cl == cluster)
+            .map(|(_, ns)| ns.clone())
+            .collect()
+    });
+    if let Some(before) = ctx.with_facts(|f| f.baseline.get(cluster).cloned()) {
+        let now = k::snapshot::take(&c.client, cluster.as_str()).await?;
+        for o in before.left_over(&now) {
+            if let Some(ns) = o.strip_prefix("Namespace/")
+                && !created.iter().any(|c| c == ns)
+            {
+                created.push(ns.to_string());
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// Waits up to `within` until no pod is left in `namespaces`; returns those still there then (by name).
+async fn pods_gone(
+    c: &ClusterAccess,
+    namespaces: &[String],
+    within: Duration,
+) -> Result<Vec<String>, StepError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut left = Vec::new();
+        for ns in namespaces {
+            let api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+            let pods = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|source| k::KubeError::Api {
+                    what: format!("list the pods of {}/{ns}", c.name),
+                    source,
+                })?;
+            left.extend(
+                pods.items
+                    .into_iter()
+                    .map(|p| format!("{ns}/{}", p.metadata.name.unwrap_or_default())),
+            );
+        }
+        if left.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(left);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn delete_namespaces(
     c: &ClusterAccess,
     names: &[String],
@@ -652,6 +716,7 @@ async fn delete_namespaces(
     log: &StepLogger,
 ) -> Result<(), StepError> {
     use kube::api::DeleteParams;
+    // Pods a controller made again after the run's were stopped (none expected) stop quickly too.
     for ns in names {
         stop_pods_quickly(c, ns).await?;
     }

@@ -1048,6 +1048,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("--grace-period=1 --wait=false"), "{text}");
+        // The run's pods stop before the uninstall: a pod it deletes first keeps a 30 s grace.
+        let order: Vec<&str> = reset
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::StopCreatedPods { .. } => Some("stop"),
+                Action::IstioctlUninstall { .. } => Some("uninstall"),
+                Action::DeleteCreatedNamespaces { .. } => Some("namespaces"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(order, ["stop", "uninstall", "namespaces"]);
     }
 
     /// multi-primary and primary-remote share a fleet: one made by a scenario without a gateway still gets MetalLB,
