@@ -414,6 +414,15 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
             .unwrap_or_else(unreachable_net)
     };
     let helm = scenario.install_method == InstallMethod::Helm;
+    // What follows an install in `c` on this provider.
+    let after_install = |c: &ClusterName| {
+        profile
+            .after_install
+            .get(c)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+    };
     // The cluster whose istiod injects a cluster's pods: a remote's primary, else itself.
     let injector_of = |c: &ClusterName| {
         scenario
@@ -489,7 +498,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                         overlay(c),
                     ),
                 ]);
-                actions.extend(profile.after_install.get(c).cloned().unwrap_or_default());
+                actions.extend(after_install(c));
                 actions.push(rollout(c, helm::ISTIOD_RELEASE, d));
                 current.push(step(
                     format!("install-istio/{c}"),
@@ -543,15 +552,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                 ];
                 match rev_profile {
                     Some(p) => actions.extend(p.after_install.clone()),
-                    None => actions.extend(
-                        profile
-                            .after_install
-                            .get(c)
-                            .cloned()
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|a| revisioned(a, i.revision.as_deref())),
-                    ),
+                    None => actions.extend(after_install(c).map(|a| revisioned(a, i.revision.as_deref()))),
                 }
                 let (id, title) = match &i.revision {
                     Some(r) => (
@@ -666,30 +667,22 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                 ];
                 // What follows an install on this provider, with the newer build (the rehearsal's istiod process
                 // is replaced by the newer pilot-discovery).
-                actions.extend(
-                    profile
-                        .after_install
-                        .get(c)
-                        .cloned()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|a| match a {
-                            Action::Provider(ProviderAction::StartIstiod {
-                                cluster,
-                                ports,
-                                run_dir,
-                                revision,
-                                ..
-                            }) => Action::Provider(ProviderAction::StartIstiod {
-                                cluster,
-                                build: Some(build.clone()),
-                                revision,
-                                ports,
-                                run_dir,
-                            }),
-                            other => other,
-                        }),
-                );
+                actions.extend(after_install(c).map(|a| match a {
+                    Action::Provider(ProviderAction::StartIstiod {
+                        cluster,
+                        ports,
+                        run_dir,
+                        revision,
+                        ..
+                    }) => Action::Provider(ProviderAction::StartIstiod {
+                        cluster,
+                        build: Some(build.clone()),
+                        revision,
+                        ports,
+                        run_dir,
+                    }),
+                    other => other,
+                }));
                 current.push(step(
                     format!("upgrade-istio/{c}"),
                     format!("Upgrade {c} in place to Istio build {build}"),

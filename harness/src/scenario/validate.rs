@@ -18,6 +18,26 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The clusters an earlier deploy-apps deployed namespace `ns` to; an error at `ns` when none did.
+    fn deployed(
+        &mut self,
+        namespaces: &BTreeMap<String, BTreeSet<String>>,
+        ns: &S<String>,
+    ) -> Option<BTreeSet<String>> {
+        let found = namespaces.get(&ns.value).cloned();
+        if found.is_none() {
+            self.err(
+                ns,
+                format!(
+                    "namespace '{}' is not deployed by an earlier deploy-apps",
+                    ns.value
+                ),
+                None,
+            );
+        }
+        found
+    }
+
     fn err<T>(&mut self, at: &S<T>, msg: impl Into<String>, hint: impl Into<Option<String>>) {
         self.errors.push(ScenarioError::at_location(
             self.path,
@@ -663,18 +683,10 @@ pub(crate) fn validate(
                 }));
             }
             RawStep::MoveWorkloads(s) => {
-                let Some(in_ns) = namespaces.get(&s.namespace.value) else {
-                    cx.err(
-                        &s.namespace,
-                        format!(
-                            "namespace '{}' is not deployed by an earlier deploy-apps",
-                            s.namespace.value
-                        ),
-                        None,
-                    );
+                let Some(in_ns) = cx.deployed(&namespaces, &s.namespace) else {
                     continue;
                 };
-                for c in in_ns {
+                for c in &in_ns {
                     if !revisions
                         .get(c)
                         .is_some_and(|rs| rs.contains(&Some(s.revision.value.clone())))
@@ -741,18 +753,9 @@ pub(crate) fn validate(
                 });
             }
             RawStep::RestartWorkloads(s) => {
-                if !namespaces.contains_key(&s.namespace.value) {
-                    cx.err(
-                        &s.namespace,
-                        format!(
-                            "namespace '{}' is not deployed by an earlier deploy-apps",
-                            s.namespace.value
-                        ),
-                        None,
-                    );
+                let Some(in_ns) = cx.deployed(&namespaces, &s.namespace) else {
                     continue;
-                }
-                let in_ns = namespaces.get(&s.namespace.value).cloned().unwrap_or_default();
+                };
                 let mut only = Vec::new();
                 for r in s.clusters.iter().flatten() {
                     let Some(c) = check_cluster(&mut cx, r) else {
@@ -813,15 +816,7 @@ pub(crate) fn validate(
                 steps.push(Step::CheckLiveTraffic { expect });
             }
             RawStep::CheckProxies(s) => {
-                let Some(in_ns) = namespaces.get(&s.namespace.value).cloned() else {
-                    cx.err(
-                        &s.namespace,
-                        format!(
-                            "namespace '{}' is not deployed by an earlier deploy-apps",
-                            s.namespace.value
-                        ),
-                        None,
-                    );
+                let Some(in_ns) = cx.deployed(&namespaces, &s.namespace) else {
                     continue;
                 };
                 if s.expect.is_empty() {
