@@ -277,10 +277,14 @@ async fn istiod_for(
     source: &Pod,
 ) -> Result<String, String> {
     let me = state.clusters.get(cluster);
-    if let (Some(c), Some(r)) = (me, injected_revision(source))
-        && let Some(x) = c.istiod_revisions.get(&r)
-    {
-        return Ok(x.clone());
+    if let (Some(c), Some(r)) = (me, injected_revision(source)) {
+        if let Some(x) = c.istiod_revisions.get(&r) {
+            return Ok(x.clone());
+        }
+        // Its control plane was removed: the sidecar keeps reaching for that istiod, never another one.
+        if c.removed_revisions.contains(&r) {
+            return Err(format!("istiod-{r} in {cluster} is gone (revision removed)"));
+        }
     }
     if let Some(x) = me.and_then(|c| c.istiod_xds.clone()) {
         return Ok(x);
@@ -695,6 +699,31 @@ mod tests {
         }))
         .expect("pod");
         assert_eq!(helloworld_version(&p), None);
+    }
+
+    /// A sidecar whose revision was removed asks no other istiod (it keeps its last endpoints instead); a live
+    /// revision's sidecar asks its own.
+    #[tokio::test]
+    async fn a_sidecar_of_a_removed_revision_reaches_no_istiod() {
+        let mut state = RehearsalState::default();
+        let mut c = super::super::state::ClusterState {
+            istiod_xds: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        c.istiod_revisions.insert("1-32-dev".into(), "127.0.0.1:2".into());
+        c.removed_revisions.push("1-31-dev".into());
+        state.clusters.insert("cluster1".into(), c);
+        let client =
+            Client::try_from(Config::new("http://127.0.0.1:9".parse().expect("uri"))).expect("client");
+        let pod = |rev: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"annotations": {
+                "sidecar.istio.io/status": format!("{{\"revision\":\"{rev}\"}}")}}}))
+            .expect("pod")
+        };
+        let gone = istiod_for(&state, "cluster1", &client, &pod("1-31-dev")).await;
+        assert!(gone.is_err_and(|e| e.contains("istiod-1-31-dev")));
+        let live = istiod_for(&state, "cluster1", &client, &pod("1-32-dev")).await;
+        assert_eq!(live.as_deref(), Ok("127.0.0.1:2"));
     }
 
     #[test]

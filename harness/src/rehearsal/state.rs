@@ -16,6 +16,9 @@ pub struct ClusterState {
     /// The same for each control-plane revision's istiod (a canary upgrade runs two), by revision.
     #[serde(default)]
     pub istiod_revisions: BTreeMap<String, String>,
+    /// Revisions whose istiod was stopped with their control plane: a sidecar they injected reaches no istiod.
+    #[serde(default)]
+    pub removed_revisions: Vec<String>,
     /// The clusters whose pods this cluster's pods reach directly (the provider's routes: same network).
     #[serde(default)]
     pub routed_to: Vec<String>,

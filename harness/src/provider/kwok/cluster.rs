@@ -171,6 +171,7 @@ status:
                     kubeconfig: self.cluster_kubeconfig(&c.name),
                     istiod_xds: None,
                     istiod_revisions: Default::default(),
+                    removed_revisions: Vec::new(),
                     routed_to: Vec::new(),
                 },
             );

@@ -666,6 +666,9 @@ impl ClusterProvider for KwokProvider {
                         None => format!("{proc} was not running"),
                     };
                     let mut inner = self.lock();
+                    if let Some(c) = inner.state.clusters.get_mut(name.as_str()) {
+                        c.removed_revisions.push(revision.clone());
+                    }
                     if let Some(c) = inner.state.clusters.get_mut(name.as_str())
                         && let Some(gone) = c.istiod_revisions.remove(revision)
                         && c.istiod_xds.as_ref() == Some(&gone)
