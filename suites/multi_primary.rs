@@ -255,14 +255,7 @@ fn main() -> std::process::ExitCode {
                     return Err(format!("{cluster} should run {build}*, the run recorded {got:?}").into());
                 }
                 if kind {
-                    let (_, props) = r
-                        .outcome(&format!("deploy-apps/{cluster}"))
-                        .ok_or(format!("no deploy-apps/{cluster}"))?;
-                    let proxies: Vec<&String> = props
-                        .iter()
-                        .filter(|(k, _)| k.starts_with("proxy/"))
-                        .map(|(_, v)| v)
-                        .collect();
+                    let proxies = r.proxy_images(&format!("deploy-apps/{cluster}"));
                     if proxies.is_empty() || !proxies.iter().all(|i| i.ends_with(&format!(":{got}"))) {
                         return Err(format!(
                             "{cluster}'s pods should run proxies tagged {got}, got {proxies:?}"

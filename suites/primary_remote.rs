@@ -89,14 +89,9 @@ fn main() -> std::process::ExitCode {
             )?;
             assert_conformance(&r, &["cluster1", "cluster2"])?;
             for (cluster, build) in [("cluster1", "1.32-dev."), ("cluster2", common::OLDER_ISTIO)] {
-                let (outcome, props) = r
-                    .outcome(&format!("check-proxies/{cluster}"))
-                    .ok_or(format!("no check-proxies/{cluster}"))?;
-                let proxies: Vec<&String> = props
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("proxy/"))
-                    .map(|(_, v)| v)
-                    .collect();
+                let id = format!("check-proxies/{cluster}");
+                let (outcome, _) = r.outcome(&id).ok_or(format!("no {id}"))?;
+                let proxies = r.proxy_images(&id);
                 if outcome != meshconf::report::Outcome::Passed
                     || proxies.is_empty()
                     || !proxies.iter().all(|i| i.contains(&format!(":{build}")))

@@ -181,6 +181,19 @@ impl RunResult {
         })
     }
 
+    /// The proxy image each pod ran as step `id` recorded it (`proxy/<pod>` properties).
+    pub fn proxy_images(&self, id: &str) -> Vec<String> {
+        self.outcome(id)
+            .map(|(_, props)| {
+                props
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with("proxy/"))
+                    .map(|(_, v)| v)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The failed attempts before step `id`'s final outcome.
     pub fn attempts(&self, id: &str) -> Vec<String> {
         self.events

@@ -392,8 +392,7 @@ async fn perform(
             deadline_secs,
         } => {
             let c = ctx.cluster(cluster)?;
-            let created = created_namespaces(ctx, &c, cluster).await?;
-            b.insert(Placeholder::created_namespaces(cluster), created.join(" "));
+            let created = created_namespaces(ctx, &c, cluster, b).await?;
             let started = std::time::Instant::now();
             for ns in &created {
                 stop_pods_quickly(&c, ns).await?;
@@ -417,8 +416,7 @@ async fn perform(
             deadline_secs,
         } => {
             let c = ctx.cluster(cluster)?;
-            let created = created_namespaces(ctx, &c, cluster).await?;
-            b.insert(Placeholder::created_namespaces(cluster), created.join(" "));
+            let created = created_namespaces(ctx, &c, cluster, b).await?;
             delete_namespaces(&c, &created, Duration::from_secs(*deadline_secs), log).await
         }
         Action::CleanState { cluster } => {
@@ -651,12 +649,14 @@ async fn wait(
 }
 
 /// Deletes `names` in `c` and waits until each is gone (finalizers done), within `within`.
-/// The namespaces this run created in `cluster`: those its actions made, and any other the snapshot before the
-/// run did not hold (istioctl install makes istio-system when no cacerts step did).
+/// The namespaces this run created in `cluster` (bound to their placeholder in `b`): those its actions made, and
+/// any other the snapshot before the run did not hold (istioctl install makes istio-system when no cacerts step
+/// did).
 async fn created_namespaces(
     ctx: &RunContext,
     c: &ClusterAccess,
     cluster: &ClusterName,
+    b: &mut Bindings,
 ) -> Result<Vec<String>, StepError> {
     let mut created: Vec<String> = ctx.with_facts(|f| {
         f.created_namespaces
@@ -675,6 +675,7 @@ async fn created_namespaces(
             }
         }
     }
+    b.insert(Placeholder::created_namespaces(cluster), created.join(" "));
     Ok(created)
 }
 
@@ -716,10 +717,6 @@ async fn delete_namespaces(
     log: &StepLogger,
 ) -> Result<(), StepError> {
     use kube::api::DeleteParams;
-    // Pods a controller made again after the run's were stopped (none expected) stop quickly too.
-    for ns in names {
-        stop_pods_quickly(c, ns).await?;
-    }
     let api: Api<Namespace> = Api::all(c.client.clone());
     for ns in names {
         match api.delete(ns, &DeleteParams::default()).await {
