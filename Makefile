@@ -59,6 +59,7 @@ images: engine
 ## Everything the tests need is prepared first, the Go builds beside the apt and debootstrap work
 ## (tools/prepare.sh). meshconf's engine is stopped at the end, whatever happened. CI runs exactly this.
 KWOK_LOG = $(REPORTS)/kwok/suites.log
+KIND_LOG = $(REPORTS)/kind/suites.log
 # The Rust build runs beside the Go tools and the Debian work (tools/prepare.sh): their downloads and links leave
 # the CPUs idle part of the time, and the tests need both only once both are done.
 RUST_BUILD_LOG = $(REPORTS)/rust-build.log
@@ -74,13 +75,13 @@ test:
 	  mkdir -p $(REPORTS)/kwok; echo "kwok suites: running beside the kind path, output in $(KWOK_LOG)"; \
 	  ( $(KWOK_SUITES) && bash tools/readers.sh $(REPORTS)/kwok ) >$(KWOK_LOG) 2>&1 & kwok_pid=$$!; \
 	  $(MAKE) --no-print-directory images || status=$$?; \
-	  if [ $$status -eq 0 ]; then $(KIND_SUITES) || status=$$?; $(KIND_FLEETS_DOWN) || status=$$?; fi; \
+	  if [ $$status -eq 0 ]; then mkdir -p $(REPORTS)/kind; set -o pipefail; $(KIND_SUITES) 2>&1 | tee $(KIND_LOG) || status=$$?; $(KIND_FLEETS_DOWN) || status=$$?; fi; \
 	  if [ $$status -eq 0 ]; then bash tools/readers.sh $(REPORTS)/kind || status=$$?; fi; \
 	  wait $$kwok_pid || kwok_status=$$?; \
 	  echo "== kwok suites (exit $$kwok_status), from $(KWOK_LOG):"; cat $(KWOK_LOG); \
 	  [ $$status -eq 0 ] && status=$$kwok_status; \
 	fi; \
-	bash tools/engine.sh down; exit $$status
+	bash tools/engine.sh down; [ $$status -eq 0 ] || bash tools/failures.sh $(KIND_LOG) $(KWOK_LOG); exit $$status
 
 ## Only the rehearsal part of `make test` (no Docker): unit tests, both suites on kwok, readers.
 test-rehearsal:
@@ -106,9 +107,9 @@ conformance:
 	@status=0; \
 	bash tools/prepare.sh kind || status=$$?; \
 	if [ $$status -eq 0 ]; then $(MAKE) --no-print-directory images || status=$$?; fi; \
-	if [ $$status -eq 0 ]; then $(KIND_SUITES) || status=$$?; $(KIND_FLEETS_DOWN) || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then mkdir -p $(REPORTS)/kind; set -o pipefail; $(KIND_SUITES) 2>&1 | tee $(KIND_LOG) || status=$$?; $(KIND_FLEETS_DOWN) || status=$$?; fi; \
 	if [ $$status -eq 0 ]; then bash tools/readers.sh $(REPORTS)/kind || status=$$?; fi; \
-	bash tools/engine.sh down; exit $$status
+	bash tools/engine.sh down; [ $$status -eq 0 ] || bash tools/failures.sh $(KIND_LOG) $(KWOK_LOG); exit $$status
 
 doctor:
 	$(CARGO) run -q -p meshconf -- doctor
@@ -119,7 +120,7 @@ doctor:
 bench: images
 	@status=0; \
 	DOCKER_HOST="$$(bash tools/engine.sh up 2>/dev/null | tail -n1)" bash tools/bench.sh || status=$$?; \
-	bash tools/engine.sh down; exit $$status
+	bash tools/engine.sh down; [ $$status -eq 0 ] || bash tools/failures.sh $(KIND_LOG) $(KWOK_LOG); exit $$status
 
 ## Every scenario on the older Istio line (1.31-dev) and on the default one (1.32-dev), each on its topology's
 ## fleet, then `meshconf compare` of the two (reports/matrix/; a regression exits 1). MATRIX_PROVIDER=kwok
