@@ -266,6 +266,36 @@ fn an_in_place_upgrade_plan_reinstalls_each_cluster_with_the_newer_istioctl() {
     insta::assert_snapshot!("multi_primary_inplace_upgrade_kind_offline", p);
 }
 
+/// The canary upgrade on different networks: each east-west gateway starts on the old revision
+/// (`gen-eastwest-gateway.sh --revision`), moves to the new one with the new build's istioctl after that revision is
+/// installed, is rolled in place (same Service, same address) and proved injected by the new revision; traffic is
+/// counted apart while it moves.
+#[test]
+fn a_multi_network_canary_plan_moves_each_gateway_to_the_new_revision() {
+    let p = render(
+        "multi-primary-multi-network-canary-upgrade",
+        &kind_offline_two_builds(),
+    );
+    for needle in [
+        "samples/multicluster/gen-eastwest-gateway.sh --network network1 --revision 1-31-dev | istioctl-1.31-dev",
+        "# [eastwest-gateway/cluster2/1-32-dev] Move the east-west gateway of cluster2 to revision 1-32-dev (rolled in place)",
+        "samples/multicluster/gen-eastwest-gateway.sh --network network2 --revision 1-32-dev | istioctl-1.32-dev",
+        "kubectl --context=\"${CTX_CLUSTER1}\" rollout status deployment/istio-eastwestgateway -n istio-system",
+        "names revision 1-32-dev and its istio-proxy runs the image that revision's injector names",
+        "loadgen phase eastwest-gateway",
+    ] {
+        assert!(p.contains(needle), "plan lacks {needle:?}:\n{p}");
+    }
+    let moved = p.find("[eastwest-gateway/cluster1/1-32-dev]").unwrap_or(0);
+    let installed = p.find("[install-istio/cluster1/1-32-dev]").unwrap_or(usize::MAX);
+    let removed = p.find("[remove-revision/cluster1/1-31-dev]").unwrap_or(0);
+    assert!(
+        installed < moved && moved < removed,
+        "the gateway moves after the install and before the removal:\n{p}"
+    );
+    insta::assert_snapshot!("multi_primary_multi_network_canary_upgrade_kind_offline", p);
+}
+
 /// A primary-remote mesh midway through an upgrade: the primary reinstalled in place with the newer istioctl,
 /// only its own workloads restarted (checked against its own injector), and every sidecar's build read per cluster.
 #[test]

@@ -83,6 +83,8 @@ pub const PORTS: &[(&str, u16)] = &[
     ("multi_primary.inplace-upgrade", 30400),
     ("primary_remote.mixed-versions", 30300),
     ("primary_remote.remote-restarted", 30200),
+    ("multi_primary.multi-network-canary", 30100),
+    ("multi_primary.gateway-left-behind", 30000),
 ];
 
 /// The first port of trial `name` (from [`PORTS`]).

@@ -108,7 +108,7 @@ pub fn needs_gateway(scenario: &Scenario, cluster: &ClusterName) -> bool {
     scenario
         .steps
         .iter()
-        .any(|s| matches!(s, Step::EastwestGateway { cluster: c } if c == cluster))
+        .any(|s| matches!(s, Step::EastwestGateway { cluster: c, .. } if c == cluster))
 }
 
 /// Collects everything into `dir` within `budget` bytes.

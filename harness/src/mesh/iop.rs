@@ -90,15 +90,30 @@ pub fn remote_operator(
     }
 }
 
-/// What `samples/multicluster/gen-eastwest-gateway.sh --network <network>` prints (sidecar mode).
-pub fn eastwest_operator(network: &NetworkName) -> String {
+/// `body` (an IstioOperator) with the mesh-wide default HTTP retry conditions set
+/// (`meshConfig.defaultHttpRetryPolicy.retryOn`). istiod reads a policy without `attempts` as "no retries", so
+/// the policy keeps Istio's default 2 attempts; its host predicate (other hosts first) stays as well.
+pub fn with_retry_on(body: &str, retry_on: &str) -> String {
+    body.replacen(
+        "spec:\n",
+        &format!(
+            "spec:\n  meshConfig:\n    defaultHttpRetryPolicy:\n      attempts: 2\n      retryOn: \"{retry_on}\"\n"
+        ),
+        1,
+    )
+}
+
+/// What `samples/multicluster/gen-eastwest-gateway.sh --network <network> [--revision <revision>]` prints
+/// (sidecar mode): the revision's injector gives the gateway its proxy and its istiod.
+pub fn eastwest_operator(network: &NetworkName, revision: Option<&str>) -> String {
+    let revision = revision.unwrap_or_default();
     format!(
         r#"apiVersion: install.istio.io/v1alpha1
 kind: IstioOperator
 metadata:
   name: eastwest
 spec:
-  revision: ""
+  revision: "{revision}"
   profile: empty
   components:
     ingressGateways:
@@ -151,6 +166,18 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_policy_keeps_istios_attempts_beside_its_conditions() {
+        let (m, c, n) = names();
+        let v = Variant::for_version(IstioVersion::new(1, 32, 0));
+        let body = with_retry_on(&primary_operator(&m, &c, &n, false, &v), "connect-failure,reset");
+        let doc: serde_json::Value = serde_saphyr::from_str(&body).expect("yaml");
+        let policy = &doc["spec"]["meshConfig"]["defaultHttpRetryPolicy"];
+        assert_eq!(policy["attempts"], 2, "{body}");
+        assert_eq!(policy["retryOn"], "connect-failure,reset", "{body}");
+        assert_eq!(doc["spec"]["values"]["global"]["meshID"], "mesh1", "{body}");
+    }
+
+    #[test]
     fn operators_snapshot() {
         let (m, c, n) = names();
         let new = Variant::for_version(IstioVersion::new(1, 30, 3));
@@ -162,7 +189,7 @@ mod tests {
             remote_operator(&m, &c, &n, "${DISCOVERY_ADDRESS}", &new)
         );
         insta::assert_snapshot!("remote_1_18", remote_operator(&m, &c, &n, "172.18.255.254", &old));
-        insta::assert_snapshot!("eastwest", eastwest_operator(&n));
+        insta::assert_snapshot!("eastwest", eastwest_operator(&n, None));
     }
 
     #[test]
@@ -172,7 +199,7 @@ mod tests {
         for doc in [
             primary_operator(&m, &c, &n, true, &v),
             remote_operator(&m, &c, &n, "192.0.2.1", &v),
-            eastwest_operator(&n),
+            eastwest_operator(&n, None),
         ] {
             let parsed: serde_json::Value = serde_saphyr::from_str(&doc).expect("yaml");
             assert_eq!(parsed["kind"], "IstioOperator");

@@ -11,6 +11,8 @@ mod variant;
 pub const GATEWAY_PORT: u32 = 15443;
 
 pub use ca::{CaBundle, CaError, SharedRoot};
-pub use iop::{InstallOverlay, eastwest_operator, primary_operator, remote_operator, upgrade_spec};
+pub use iop::{
+    InstallOverlay, eastwest_operator, primary_operator, remote_operator, upgrade_spec, with_retry_on,
+};
 pub use manifests::{DISCOVERY_ADDRESS_VAR, expose_istiod, expose_services};
 pub use variant::{ClientApp, IstioVersion, RemoteSecretCommand, Variant, VersionParseError};

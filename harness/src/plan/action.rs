@@ -701,6 +701,20 @@ pub enum Action {
         /// Deadline in seconds.
         deadline_secs: u64,
     },
+    /// Waits until the pods of `selector` are Ready and injected by `revision` with the proxy its injector names
+    /// now (the east-west gateway moved to another revision); a pod injected otherwise fails (the mesh's doing).
+    WaitInjected {
+        /// Cluster.
+        cluster: ClusterName,
+        /// Namespace.
+        namespace: String,
+        /// Label selector of the pods.
+        selector: String,
+        /// The revision they must be injected by.
+        revision: String,
+        /// Deadline in seconds.
+        deadline_secs: u64,
+    },
     /// Stops a traffic generator and judges what it counted, phase by phase: no request may fail.
     CheckLiveTraffic(LiveCheck),
     /// Reads the `istio-proxy` image of every pod in the namespace: each must be `build`'s (its tag names the

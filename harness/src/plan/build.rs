@@ -52,7 +52,7 @@ fn touched(s: &Step) -> Vec<&ClusterName> {
     match s {
         Step::InstallIstio(i) => vec![&i.cluster],
         Step::SetNetwork { cluster }
-        | Step::EastwestGateway { cluster }
+        | Step::EastwestGateway { cluster, .. }
         | Step::ExposeServices { cluster }
         | Step::ExposeIstiod { cluster } => vec![cluster],
         // `create-remote-secret` makes its token Secret in `from`: two secrets of one cluster at once race on
@@ -106,7 +106,7 @@ fn gateway_clusters(scenario: &Scenario) -> BTreeSet<&ClusterName> {
         .steps
         .iter()
         .filter_map(|s| match s {
-            Step::EastwestGateway { cluster } => Some(cluster),
+            Step::EastwestGateway { cluster, .. } => Some(cluster),
             _ => None,
         })
         .collect()
@@ -423,6 +423,21 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
             .unwrap_or_default()
             .into_iter()
     };
+    // The install overlay of `c` for a revision and a build: a revision's own (a provider may set one), else the
+    // build's when it is not the cluster's (a canary of another build), else the cluster's.
+    let install_overlay = |c: &ClusterName, revision: Option<&String>, build: Option<&String>| {
+        if let Some(p) = revision.and_then(|r| profile.revisions.get(&(c.clone(), r.clone()))) {
+            return p.overlay.clone();
+        }
+        match build {
+            Some(b) if Some(b) != build_of(c).as_ref() => profile
+                .build_overlays
+                .get(&(c.clone(), b.clone()))
+                .cloned()
+                .unwrap_or_else(|| overlay(c)),
+            _ => overlay(c),
+        }
+    };
     // The cluster whose istiod injects a cluster's pods: a remote's primary, else itself.
     let injector_of = |c: &ClusterName| {
         scenario
@@ -441,6 +456,8 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
     let mut phases: BTreeSet<String> = BTreeSet::new();
     // The build of each control-plane revision per cluster, for its removal.
     let mut revision_builds: BTreeMap<(ClusterName, String), Option<String>> = BTreeMap::new();
+    // The clusters whose east-west gateway is installed: another eastwest-gateway step moves it.
+    let mut gateways_installed: BTreeSet<ClusterName> = BTreeSet::new();
 
     for s in &scenario.steps {
         let cl: Vec<ClusterName> = touched(s).into_iter().cloned().collect();
@@ -522,21 +539,16 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                 if i.revision.is_some() || upgraded_in_place.contains(c) {
                     body = body.replacen("spec:\n", &mesh::upgrade_spec(i.revision.as_deref()), 1);
                 }
+                if let Some(r) = &scenario.retry_on {
+                    body = mesh::with_retry_on(&body, r);
+                }
                 // A canary of another build than the cluster's gets that build's images; a provider may set a
                 // revision's own.
                 let rev_profile = i
                     .revision
                     .as_ref()
                     .and_then(|r| profile.revisions.get(&(c.clone(), r.clone())));
-                let ov = match (&i.build, build_of(c)) {
-                    _ if rev_profile.is_some() => rev_profile.map(|p| p.overlay.clone()).unwrap_or_default(),
-                    (Some(b), own) if Some(b) != own.as_ref() => profile
-                        .build_overlays
-                        .get(&(c.clone(), b.clone()))
-                        .cloned()
-                        .unwrap_or_else(|| overlay(c)),
-                    _ => overlay(c),
-                };
+                let ov = install_overlay(c, i.revision.as_ref(), i.build.as_ref());
                 let mut actions = vec![
                     Action::WriteFile {
                         file: file.clone(),
@@ -776,7 +788,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     ));
                 }
             }
-            Step::EastwestGateway { cluster } if helm => {
+            Step::EastwestGateway { cluster, .. } if helm => {
                 let mut actions = helm_repo_note(&mut noted);
                 actions.extend([
                     helm_install(
@@ -796,28 +808,60 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                     actions,
                 ));
             }
-            Step::EastwestGateway { cluster } => {
+            Step::EastwestGateway { cluster, revision } => {
                 let net = network(cluster);
-                current.push(step(
-                    format!("eastwest-gateway/{cluster}"),
-                    format!("Install the east-west gateway in {cluster}"),
-                    StepClass::Mesh,
-                    vec![
-                        Action::IstioctlInstall {
-                            cluster: cluster.clone(),
-                            build: build_of(cluster),
-                            file: format!("eastwest-{cluster}.yaml"),
-                            source: OperatorSource::Script {
-                                script: format!(
-                                    "samples/multicluster/gen-eastwest-gateway.sh --network {net}"
-                                ),
-                                operator: mesh::eastwest_operator(&net),
-                            },
-                            overlay: overlay(cluster),
+                let moved = !gateways_installed.insert(cluster.clone());
+                let (id, title, script, file, build) = match revision {
+                    Some(r) => (
+                        format!("eastwest-gateway/{cluster}/{r}"),
+                        if moved {
+                            format!(
+                                "Move the east-west gateway of {cluster} to revision {r} (rolled in place)"
+                            )
+                        } else {
+                            format!("Install the east-west gateway in {cluster} on revision {r}")
                         },
-                        lb_capture(cluster, Placeholder::eastwest_address(cluster), d),
-                    ],
-                ));
+                        format!(
+                            "samples/multicluster/gen-eastwest-gateway.sh --network {net} --revision {r}"
+                        ),
+                        format!("eastwest-{cluster}-{r}.yaml"),
+                        revision_builds
+                            .get(&(cluster.clone(), r.clone()))
+                            .cloned()
+                            .unwrap_or_else(|| build_of(cluster)),
+                    ),
+                    None => (
+                        format!("eastwest-gateway/{cluster}"),
+                        format!("Install the east-west gateway in {cluster}"),
+                        format!("samples/multicluster/gen-eastwest-gateway.sh --network {net}"),
+                        format!("eastwest-{cluster}.yaml"),
+                        build_of(cluster),
+                    ),
+                };
+                let mut actions = vec![Action::IstioctlInstall {
+                    cluster: cluster.clone(),
+                    overlay: install_overlay(cluster, revision.as_ref(), build.as_ref()),
+                    build,
+                    file,
+                    source: OperatorSource::Script {
+                        script,
+                        operator: mesh::eastwest_operator(&net, revision.as_deref()),
+                    },
+                }];
+                if let (true, Some(r)) = (moved, revision) {
+                    // The same Deployment rolls onto the revision's injector; its address stays.
+                    actions.push(rollout(cluster, EASTWEST, d));
+                    actions.push(Action::WaitInjected {
+                        cluster: cluster.clone(),
+                        namespace: ISTIO_SYSTEM.into(),
+                        selector: format!("app={EASTWEST}"),
+                        revision: r.clone(),
+                        deadline_secs: d.pods.as_secs(),
+                    });
+                } else {
+                    actions.push(lb_capture(cluster, Placeholder::eastwest_address(cluster), d));
+                }
+                current.push(step(id, title, StepClass::Mesh, actions));
             }
             Step::SetNetwork { cluster } => current.push(step(
                 format!("set-network/{cluster}"),

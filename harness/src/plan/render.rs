@@ -318,6 +318,22 @@ pub fn action_lines(a: &Action, v: &Variant, b: &Bindings) -> Vec<String> {
                 o.push(format!("sleep {dwell_secs}  # traffic under '{phase}' before the next change"));
             }
         }
+        Action::WaitInjected {
+            cluster,
+            namespace,
+            selector,
+            revision,
+            deadline_secs,
+        } => {
+            o.push(format!(
+                "kubectl get pods {} -n {namespace} -l {selector} -o jsonpath='{{..containers[?(@.name==\"istio-proxy\")].image}}'",
+                ctx(cluster)
+            ));
+            o.push(format!(
+                "# meshconf waits (deadline {deadline_secs}s) until each is Ready, its sidecar.istio.io/status names \
+                 revision {revision} and its istio-proxy runs the image that revision's injector names"
+            ));
+        }
         Action::CheckProxies {
             cluster,
             namespace,

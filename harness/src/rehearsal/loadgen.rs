@@ -243,7 +243,7 @@ pub async fn daemon() -> i32 {
 
 async fn daemon_inner() -> Result<(), String> {
     let (cluster, state_path) = env_state()?;
-    let (state, client) = state_and_client(&state_path, &cluster).await?;
+    let (mut state, client) = state_and_client(&state_path, &cluster).await?;
     let dir = dir_of(&state, &cluster);
     let pods: Api<Pod> = Api::all(client.clone());
     let source = pods
@@ -281,6 +281,11 @@ async fn daemon_inner() -> Result<(), String> {
             break;
         }
         if listed_at.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
+            // The control planes change under the generator (a canary revision starts, the old one goes): read
+            // which istiod serves which revision as often as the pods. A failed read keeps the last state.
+            if let Ok(s) = RehearsalState::read(&state_path) {
+                state = s;
+            }
             if let Some(d) = sidecar.departures.as_mut() {
                 for (name, c) in &clients {
                     let api: Api<Pod> = Api::all(c.clone());

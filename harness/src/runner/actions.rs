@@ -382,6 +382,27 @@ async fn perform(
             namespace,
             build,
         } => super::proxies::check(ctx, cluster, namespace, build, log, props).await,
+        Action::WaitInjected {
+            cluster,
+            namespace,
+            selector,
+            revision,
+            deadline_secs,
+        } => {
+            let c = ctx.cluster(cluster)?;
+            let image = super::live::wait_injected_by(
+                (&c, &c),
+                namespace,
+                selector,
+                revision,
+                Duration::from_secs(*deadline_secs),
+            )
+            .await?;
+            log.log(format!(
+                "{cluster}: every pod of {selector} is Ready, injected by {revision} and runs {image}"
+            ));
+            Ok(())
+        }
         Action::CheckLiveTraffic(l) => {
             let p = super::live::check(ctx, l, log).await?;
             props.extend(p);

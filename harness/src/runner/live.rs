@@ -232,7 +232,7 @@ pub(super) async fn restart_workloads(
 /// Polls until no pod of `selector` is terminating and each is Ready (all containers), injected by `revision`,
 /// and runs the proxy image that revision's injector names now (after an in-place upgrade: the newer build's);
 /// returns that image.
-async fn wait_injected_by(
+pub(super) async fn wait_injected_by(
     (c, injector): (&ClusterAccess, &ClusterAccess),
     ns: &str,
     selector: &str,

@@ -217,8 +217,13 @@ pub enum Step {
     /// The cluster's default network: `topology.istio.io/network=<network>` on `istio-system`, before the install
     /// (the different-networks guides).
     SetNetwork { cluster: ClusterName },
-    /// The east-west gateway (`gen-eastwest-gateway.sh --network N | istioctl install -y -f -`).
-    EastwestGateway { cluster: ClusterName },
+    /// The east-west gateway (`gen-eastwest-gateway.sh --network N [--revision R] | istioctl install -y -f -`).
+    /// With a revision the gateway connects to that revision's istiod and runs its build's proxy; a second one of
+    /// a cluster moves the gateway (one Deployment, rolled) to another revision during a canary upgrade.
+    EastwestGateway {
+        cluster: ClusterName,
+        revision: Option<String>,
+    },
     /// `kubectl apply -n istio-system -f expose-services.yaml`: the gateway's 15443 `AUTO_PASSTHROUGH` server, so
     /// other networks reach this cluster's services (the different-networks guides).
     ExposeServices { cluster: ClusterName },
@@ -304,6 +309,9 @@ pub struct Scenario {
     pub guide: String,
     /// `global.meshID`.
     pub mesh_id: MeshId,
+    /// `mesh.retry-on`: the mesh-wide default HTTP retry conditions (`meshConfig.defaultHttpRetryPolicy.retryOn`)
+    /// of every istioctl install; `None` keeps Istio's default.
+    pub retry_on: Option<String>,
     /// Certificate trust model.
     pub trust: Trust,
     /// The guide's tab the installs follow (`install-method:`, or `--install-method` on the command line).

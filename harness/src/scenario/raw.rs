@@ -25,9 +25,11 @@ pub(crate) struct RawScenario {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct RawMesh {
     pub id: S<String>,
+    #[serde(default)]
+    pub retry_on: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,7 +50,7 @@ pub(crate) struct RawCluster {
 pub(crate) enum RawStep {
     InstallIstio(RawInstallIstio),
     SetNetwork(RawOnCluster),
-    EastwestGateway(RawOnCluster),
+    EastwestGateway(RawEastwestGateway),
     ExposeServices(RawOnCluster),
     ExposeIstiod(RawOnCluster),
     RemoteSecret(RawRemoteSecret),
@@ -137,6 +139,14 @@ pub(crate) struct RawCheckLiveTraffic {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawOnCluster {
     pub cluster: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEastwestGateway {
+    pub cluster: S<String>,
+    #[serde(default)]
+    pub revision: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -250,6 +250,7 @@ pub(crate) fn validate(
             None
         }
     };
+    let helm = raw.install_method.as_ref().map(|m| m.value) == Some(InstallMethod::Helm);
     let mut steps = Vec::new();
     let mut installed: BTreeSet<String> = BTreeSet::new();
     let mut eastwest: BTreeSet<String> = BTreeSet::new();
@@ -293,6 +294,18 @@ pub(crate) fn validate(
                     );
                 }
                 let revision = s.revision.as_ref().map(|r| r.value.clone());
+                if let Some(r) = &s.revision
+                    && helm
+                {
+                    cx.err(
+                        r,
+                        "a control-plane revision with install-method: helm".to_string(),
+                        Some(
+                            "meshconf's Helm path installs the default revision only; drop `revision:` or use istioctl"
+                                .into(),
+                        ),
+                    );
+                }
                 if let Some(r) = &s.revision
                     && !is_dns_label(&r.value)
                 {
@@ -346,8 +359,42 @@ pub(crate) fn validate(
                         Some("put install-istio for this cluster first".to_string()),
                     );
                 }
+                let installs = revisions.get(&c.0).cloned().unwrap_or_default();
+                let revision = s.revision.as_ref().map(|r| r.value.clone());
+                match &s.revision {
+                    Some(r) if helm => cx.err(
+                        r,
+                        "a revisioned east-west gateway with install-method: helm".to_string(),
+                        Some(
+                            "meshconf's Helm path installs the default revision only; drop `revision:` or use istioctl"
+                                .into(),
+                        ),
+                    ),
+                    Some(r) if !installs.contains(&revision) => cx.err(
+                        r,
+                        format!(
+                            "eastwest-gateway names revision '{}', which is not installed in '{c}' at this step",
+                            r.value
+                        ),
+                        Some(format!(
+                            "installed there now: {}; put install-istio {{cluster: {c}, revision: {}}} first",
+                            revision_list(&installs),
+                            r.value
+                        )),
+                    ),
+                    None if !installs.is_empty() && !installs.contains(&None) => cx.err(
+                        &s.cluster,
+                        format!(
+                            "eastwest-gateway on '{c}' names no revision, but '{c}' runs only revisions ({}): the \
+                             gateway would wait for a default istiod that is not there",
+                            revision_list(&installs)
+                        ),
+                        Some("name the revision it joins: eastwest-gateway: {cluster: c, revision: r}".into()),
+                    ),
+                    _ => {}
+                }
                 eastwest.insert(c.0.clone());
-                steps.push(Step::EastwestGateway { cluster: c });
+                steps.push(Step::EastwestGateway { cluster: c, revision });
             }
             RawStep::SetNetwork(s) => {
                 let Some(c) = check_cluster(&mut cx, &s.cluster) else {
@@ -881,6 +928,36 @@ pub(crate) fn validate(
         ));
     }
 
+    let retry_on = raw.mesh.retry_on.as_ref().map(|r| r.value.clone());
+    if let Some(r) = &raw.mesh.retry_on {
+        let unknown: Vec<&str> = r
+            .value
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !RETRY_ON.contains(c) && !c.parse::<u16>().is_ok_and(|n| (100..600).contains(&n)))
+            .collect();
+        if !unknown.is_empty() {
+            cx.err(
+                r,
+                format!(
+                    "mesh.retry-on names unknown retry conditions: {}",
+                    unknown.join(", ")
+                ),
+                Some(format!(
+                    "Envoy's conditions or HTTP status codes, comma-separated: {}",
+                    RETRY_ON.join(", ")
+                )),
+            );
+        }
+        if helm {
+            cx.err(
+                r,
+                "mesh.retry-on with install-method: helm".to_string(),
+                Some("meshconf sets it in the istioctl operator files only; drop it or use istioctl".into()),
+            );
+        }
+    }
+
     if !cx.errors.is_empty() {
         cx.errors.sort_by_key(|e| (e.line, e.column));
         return Err(ScenarioErrors { errors: cx.errors });
@@ -889,6 +966,7 @@ pub(crate) fn validate(
         name: raw.name.value,
         guide: raw.guide.unwrap_or_default(),
         mesh_id: MeshId(raw.mesh.id.value),
+        retry_on,
         trust,
         install_method: raw.install_method.map(|m| m.value).unwrap_or_default(),
         clusters,
@@ -1012,6 +1090,37 @@ pub(crate) type KindConfigs = BTreeMap<String, (PathBuf, Result<Subnets, KindCon
 
 /// The path a `kind-config:` value names, relative to the scenario file's directory.
 /// A build name as `tools/istio-builds.env` names them (`1.31-dev`, `1.32-dev.eed52ebb66ad`, `1.31.4`).
+/// Envoy's HTTP retry conditions (`x-envoy-retry-on`), which `meshConfig.defaultHttpRetryPolicy.retryOn` takes.
+const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// The revisions of one cluster as an error names them (`default` for an install without one).
+fn revision_list(revs: &BTreeSet<Option<String>>) -> String {
+    if revs.is_empty() {
+        return "none".into();
+    }
+    revs.iter()
+        .map(|r| r.clone().unwrap_or_else(|| "default".into()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn is_build_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -1122,6 +1231,24 @@ steps:\n\
         12,
         "revision 'new' is not installed in 'cluster1' before this step"
     )]
+    #[case::gateway_on_a_revision_not_installed(
+        "- remote-secret: {from: cluster1, into: cluster2}\n",
+        "- eastwest-gateway: {cluster: cluster1, revision: new}\n- remote-secret: {from: cluster1, into: cluster2}\n",
+        10,
+        "eastwest-gateway names revision 'new', which is not installed in 'cluster1' at this step"
+    )]
+    #[case::gateway_of_no_revision_where_only_revisions_run(
+        "- remote-secret: {from: cluster1, into: cluster2}\n",
+        "- eastwest-gateway: {cluster: cluster1}\n- remote-secret: {from: cluster1, into: cluster2}\n",
+        10,
+        "names no revision, but 'cluster1' runs only revisions (old)"
+    )]
+    #[case::a_revision_with_helm(
+        "trust: shared-root\n",
+        "trust: shared-root\ninstall-method: helm\n",
+        9,
+        "a control-plane revision with install-method: helm"
+    )]
     fn canary_mistakes_are_located(
         #[case] from: &str,
         #[case] to: &str,
@@ -1129,6 +1256,45 @@ steps:\n\
         #[case] needle: &str,
     ) {
         assert_located(CANARY, from, to, line, needle);
+    }
+
+    #[rstest]
+    #[case::unknown_condition(
+        "mesh: {id: mesh1, retry-on: \"reset,on-a-whim\"}",
+        2,
+        "unknown retry conditions: on-a-whim"
+    )]
+    #[case::with_helm(
+        "mesh: {id: mesh1, retry-on: \"reset,503\"}\ninstall-method: helm",
+        2,
+        "mesh.retry-on with install-method: helm"
+    )]
+    fn retry_mistakes_are_located(#[case] to: &str, #[case] line: u64, #[case] needle: &str) {
+        assert_located(CANARY, "mesh: {id: mesh1}", to, line, needle);
+    }
+
+    #[test]
+    fn retry_conditions_and_status_codes_validate() {
+        let s = load(&CANARY.replace(
+            "mesh: {id: mesh1}",
+            "mesh: {id: mesh1, retry-on: \"connect-failure,reset, 503\"}",
+        ))
+        .expect("valid");
+        assert_eq!(s.retry_on.as_deref(), Some("connect-failure,reset, 503"));
+        assert_eq!(load(CANARY).expect("valid").retry_on, None);
+    }
+
+    #[test]
+    fn a_gateway_moves_to_the_canary_revision() {
+        let s = load(&CANARY.replace(
+            "- move-workloads",
+            "- eastwest-gateway: {cluster: cluster1, revision: new}\n- move-workloads",
+        ))
+        .expect("valid");
+        assert!(matches!(
+            &s.steps[8],
+            Step::EastwestGateway { cluster, revision } if cluster.as_str() == "cluster1" && revision.as_deref() == Some("new")
+        ));
     }
 
     const IN_PLACE: &str = "name: up\nmesh: {id: mesh1}\ntrust: shared-root\nclusters:\n\
