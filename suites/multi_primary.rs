@@ -121,18 +121,12 @@ fn main() -> std::process::ExitCode {
         Trial::test(
             "multi_primary::fails_when_namespace_lacks_injection_label",
             || {
-                let s = scenario_checked("multi-primary.yaml", |t| {
+                let r = common::run_broken("multi_primary.no-injection", "multi-primary.yaml", |t| {
                     t.replace(
                         "      namespace: sample\n",
                         "      namespace: sample\n      injection: false\n",
                     )
                 })?;
-                let r = run(
-                    "multi_primary.no-injection",
-                    &s,
-                    common::port("multi_primary.no-injection"),
-                    None,
-                )?;
                 assert_failed(
                     &r,
                     ExitStatus::ConformanceFailure,
@@ -338,22 +332,20 @@ fn main() -> std::process::ExitCode {
         Trial::test(
             "multi_primary::multi_network_canary_fails_when_the_gateways_stay_behind",
             || {
-                let s = common::scenario_checked("multi-primary-multi-network-canary-upgrade.yaml", |t| {
-                    t.lines()
-                        .filter(|l| {
-                            !l.contains("eastwest-gateway: { cluster: cluster1, revision: 1-32-dev }")
-                        })
-                        .filter(|l| {
-                            !l.contains("eastwest-gateway: { cluster: cluster2, revision: 1-32-dev }")
-                        })
-                        .map(|l| format!("{l}\n"))
-                        .collect()
-                })?;
-                let r = run(
+                let r = common::run_broken(
                     "multi_primary.gateway-left-behind",
-                    &s,
-                    common::port("multi_primary.gateway-left-behind"),
-                    None,
+                    "multi-primary-multi-network-canary-upgrade.yaml",
+                    |t| {
+                        t.lines()
+                            .filter(|l| {
+                                !l.contains("eastwest-gateway: { cluster: cluster1, revision: 1-32-dev }")
+                            })
+                            .filter(|l| {
+                                !l.contains("eastwest-gateway: { cluster: cluster2, revision: 1-32-dev }")
+                            })
+                            .map(|l| format!("{l}\n"))
+                            .collect()
+                    },
                 )?;
                 assert_failed(
                     &r,
@@ -532,17 +524,15 @@ fn main() -> std::process::ExitCode {
         Trial::test(
             "multi_primary::canary_upgrade_fails_when_every_pod_restarts_at_once",
             || {
-                let s = scenario_checked("multi-primary-canary-upgrade.yaml", |t| {
-                    t.replace(
-                        "move-workloads: { namespace: sample, revision: 1-32-dev }",
-                        "move-workloads: { namespace: sample, revision: 1-32-dev, restart: all-at-once }",
-                    )
-                })?;
-                let r = run(
+                let r = common::run_broken(
                     "multi_primary.canary-all-at-once",
-                    &s,
-                    common::port("multi_primary.canary-all-at-once"),
-                    None,
+                    "multi-primary-canary-upgrade.yaml",
+                    |t| {
+                        t.replace(
+                            "move-workloads: { namespace: sample, revision: 1-32-dev }",
+                            "move-workloads: { namespace: sample, revision: 1-32-dev, restart: all-at-once }",
+                        )
+                    },
                 )?;
                 assert_failed(
                     &r,

@@ -111,17 +111,15 @@ fn main() -> std::process::ExitCode {
         Trial::test(
             "primary_remote::check_proxies_fails_when_the_remote_restarts_too",
             || {
-                let s = common::scenario_checked("primary-remote-mixed-versions.yaml", |t| {
-                    t.replace(
-                        "restart-workloads: { namespace: sample, clusters: [cluster1] }",
-                        "restart-workloads: { namespace: sample }",
-                    )
-                })?;
-                let r = run(
+                let r = common::run_broken(
                     "primary_remote.remote-restarted",
-                    &s,
-                    common::port("primary_remote.remote-restarted"),
-                    None,
+                    "primary-remote-mixed-versions.yaml",
+                    |t| {
+                        t.replace(
+                            "restart-workloads: { namespace: sample, clusters: [cluster1] }",
+                            "restart-workloads: { namespace: sample }",
+                        )
+                    },
                 )?;
                 assert_failed(
                     &r,

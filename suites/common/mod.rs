@@ -234,6 +234,12 @@ pub fn run(
     run_with(name, scenario, port_base, fault, &|_| {})
 }
 
+/// Runs trial `name` on its own ports on scenario `file` as `edit` breaks it (the edit must change the file).
+pub fn run_broken(name: &str, file: &str, edit: impl Fn(String) -> String) -> Result<RunResult, Failed> {
+    let s = scenario_checked(file, edit)?;
+    run(name, &s, port(name), None)
+}
+
 /// The kubeconfig and context the provider wrote for cluster `c` of a run.
 pub(crate) fn cluster_kubeconfig(
     kind: ProviderKind,
