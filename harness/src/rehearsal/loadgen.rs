@@ -264,6 +264,7 @@ async fn daemon_inner() -> Result<(), String> {
     let interval = Duration::from_secs_f64(1.0 / rate);
     let mut sidecar = Sidecar {
         eds: Some(BTreeMap::new()),
+        gateways: Some(BTreeMap::new()),
         departures: Some(Departures::default()),
     };
     // Every cluster's pods, listed at most every 250 ms, tell which pods are leaving (kwok removes them at once).

@@ -164,12 +164,28 @@ pub(super) async fn state_and_client(
     Ok((state, client))
 }
 
+/// How long a stand-in that keeps configuration waits for istiod before it answers from what it has: Envoy
+/// never holds a request for its control plane, and a slow istiod (one starting under load) is no failure.
+const CACHED_XDS_WAIT: Duration = Duration::from_secs(2);
+/// How long a one-off request (curl, nothing kept) waits for istiod.
+const XDS_WAIT: Duration = Duration::from_secs(10);
+
+/// A network gateway's view of one Envoy cluster: the SNI names its 15443 listeners match, and the endpoints.
+#[derive(Debug, Clone)]
+pub(super) struct GatewayView {
+    names: Vec<String>,
+    endpoints: Vec<SeenEndpoint>,
+}
+
 /// What a stand-in sidecar carries from one request to the next.
 #[derive(Debug, Default)]
 pub(super) struct Sidecar {
     /// The endpoints istiod last sent per Envoy cluster: used while istiod cannot be reached, as Envoy keeps the
     /// configuration it has. `None`: every request asks istiod afresh and fails without it (curl, one request).
     pub eds: Option<BTreeMap<String, Vec<SeenEndpoint>>>,
+    /// What each network gateway last had from its istiod, per gateway pod and Envoy cluster: its 15443 SNI
+    /// names and its endpoints. Kept and used as `eds` is (a gateway's Envoy keeps its configuration too).
+    pub gateways: Option<BTreeMap<String, GatewayView>>,
     /// Pods on their way out, kept answering for their `preStop` (live traffic during a restart); `None` for the
     /// steady-state checks, which meet none: only a running pod answers.
     pub departures: Option<super::departures::Departures>,
@@ -441,8 +457,13 @@ pub(super) async fn answer(
     let chosen: (String, Option<String>) = match proxy_identity(source, cluster) {
         Some(proxy) => {
             let name = t.envoy_cluster();
+            let wait = if sc.eds.is_some() {
+                CACHED_XDS_WAIT
+            } else {
+                XDS_WAIT
+            };
             let fresh = match istiod_for(state, cluster, client, source).await {
-                Ok(xds_addr) => xds::endpoints(&xds_addr, &proxy, &name, Duration::from_secs(10)).await,
+                Ok(xds_addr) => xds::endpoints(&xds_addr, &proxy, &name, wait).await,
                 Err(e) => Err(e),
             };
             let all = match (fresh, sc.eds.as_mut()) {
@@ -492,7 +513,7 @@ pub(super) async fn answer(
     };
     let (ip, cluster_id) = chosen;
     if let Some(gw) = gateway_at(state, &ip).await? {
-        return through_gateway(state, cluster, client, source, t, &gw, sc.departures.as_ref()).await;
+        return through_gateway(state, cluster, client, source, t, &gw, sc).await;
     }
     let dest_cluster = cluster_id.unwrap_or_else(|| cluster.to_string());
     // A pod of another cluster, reached directly: only along a route (one network).
@@ -582,7 +603,7 @@ async fn through_gateway(
     source: &Pod,
     t: &ServiceTarget,
     gw: &Gateway,
-    departures: Option<&super::departures::Departures>,
+    sc: &mut Sidecar,
 ) -> Result<String, String> {
     let g = &gw.cluster;
     let g_client = client_from(
@@ -595,14 +616,35 @@ async fn through_gateway(
     .await?;
     let proxy =
         proxy_identity(&gw.pod, g).ok_or_else(|| format!("the gateway pod in {g} has no istio-proxy"))?;
-    let xds_addr = istiod_for(state, g, &g_client, &gw.pod).await?;
     let name = t.envoy_cluster();
     let sni = xds::gateway_sni(&name).ok_or_else(|| format!("no SNI for {name}"))?;
-    let names = xds::listener_server_names(&xds_addr, &proxy, GATEWAY_PORT, Duration::from_secs(10)).await?;
-    if !names.contains(&sni) {
+    let wait = if sc.gateways.is_some() {
+        CACHED_XDS_WAIT
+    } else {
+        XDS_WAIT
+    };
+    let fresh = async {
+        let xds_addr = istiod_for(state, g, &g_client, &gw.pod).await?;
+        Ok::<_, String>(GatewayView {
+            names: xds::listener_server_names(&xds_addr, &proxy, GATEWAY_PORT, wait).await?,
+            endpoints: xds::endpoints(&xds_addr, &proxy, &name, wait).await?,
+        })
+    }
+    .await;
+    let key = format!("{g}/{}/{name}", gw.pod.metadata.name.clone().unwrap_or_default());
+    let view = match (fresh, sc.gateways.as_mut()) {
+        (Ok(v), Some(cache)) => {
+            cache.insert(key, v.clone());
+            v
+        }
+        (Ok(v), None) => v,
+        (Err(e), Some(cache)) => cache.get(&key).cloned().ok_or(e)?,
+        (Err(e), None) => return Err(e),
+    };
+    if !view.names.contains(&sni) {
         return Ok(GATEWAY_RESET_BODY.to_string());
     }
-    let seen = xds::eligible(&xds::endpoints(&xds_addr, &proxy, &name, Duration::from_secs(10)).await?);
+    let seen = xds::eligible(&view.endpoints);
     if seen.is_empty() {
         return Ok("no healthy upstream".into());
     }
@@ -611,7 +653,16 @@ async fn through_gateway(
     if !state.routed(g, &dest) {
         return Ok(CONNECT_TIMEOUT_BODY.to_string());
     }
-    reply_from(state, cluster, client, source, &dest, &e.address, departures).await
+    reply_from(
+        state,
+        cluster,
+        client,
+        source,
+        &dest,
+        &e.address,
+        sc.departures.as_ref(),
+    )
+    .await
 }
 
 /// The reply of the pod at `ip` in `dest_cluster` to a request from `source` in `cluster`: its version, or the
