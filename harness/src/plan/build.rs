@@ -456,6 +456,14 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
     let mut phases: BTreeSet<String> = BTreeSet::new();
     // The build of each control-plane revision per cluster, for its removal.
     let mut revision_builds: BTreeMap<(ClusterName, String), Option<String>> = BTreeMap::new();
+    // The build revision `r` of `c` was installed with (the cluster's when the scenario named none).
+    let build_of_revision =
+        |builds: &BTreeMap<(ClusterName, String), Option<String>>, c: &ClusterName, r: &String| {
+            builds
+                .get(&(c.clone(), r.clone()))
+                .cloned()
+                .unwrap_or_else(|| build_of(c))
+        };
     // The clusters whose east-west gateway is installed: another eastwest-gateway step moves it.
     let mut gateways_installed: BTreeSet<ClusterName> = BTreeSet::new();
 
@@ -743,10 +751,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                 }
             }
             Step::RemoveRevision { cluster, revision } => {
-                let build = revision_builds
-                    .get(&(cluster.clone(), revision.clone()))
-                    .cloned()
-                    .unwrap_or_else(|| build_of(cluster));
+                let build = build_of_revision(&revision_builds, cluster, revision);
                 current.push(step(
                     format!("remove-revision/{cluster}/{revision}"),
                     format!("Remove control-plane revision {revision} from {cluster}"),
@@ -825,10 +830,7 @@ pub fn build_with(scenario: &Scenario, variant: &Variant, profile: ProviderProfi
                             "samples/multicluster/gen-eastwest-gateway.sh --network {net} --revision {r}"
                         ),
                         format!("eastwest-{cluster}-{r}.yaml"),
-                        revision_builds
-                            .get(&(cluster.clone(), r.clone()))
-                            .cloned()
-                            .unwrap_or_else(|| build_of(cluster)),
+                        build_of_revision(&revision_builds, cluster, r),
                     ),
                     None => (
                         format!("eastwest-gateway/{cluster}"),
