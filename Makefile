@@ -18,7 +18,11 @@ SUITE_FLEETS = $$(source tools/lib/cache.sh && echo "$$meshconf_cache/suite-flee
 KIND_SUITES = MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)" MESHCONF_PROVIDER=kind $(CARGO) test --workspace --test multi_primary --test primary_remote
 KIND_FLEETS_DOWN = MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)" timeout --kill-after=10 600 \
   "$$($(CARGO) metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/meshconf" fleet down --all
-KWOK_SUITES = MESHCONF_TOOLS_BIN="$$(bash tools/build.sh)" MESHCONF_PROVIDER=kwok $(CARGO) test --workspace --test multi_primary --test primary_remote
+# The rehearsal's fleet trial keeps its fleet apart too (kind's fleet down never waits on it) and takes it down
+# itself; KWOK_FLEETS_DOWN is the net under an interrupted one.
+KWOK_SUITES = MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)-kwok" MESHCONF_TOOLS_BIN="$$(bash tools/build.sh)" MESHCONF_PROVIDER=kwok $(CARGO) test --workspace --test multi_primary --test primary_remote
+KWOK_FLEETS_DOWN = MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)-kwok" timeout --kill-after=10 300 \
+  "$$($(CARGO) metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/meshconf" fleet down --all
 
 .PHONY: all build test test-rehearsal unit suites rehearse prepare rehearsal-tools conformance tools images engine engine-down bench bench-plan matrix lint report clean doctor
 
@@ -73,7 +77,8 @@ test:
 	if [ $$status -eq 0 ]; then $(CARGO) test --workspace || status=$$?; fi; \
 	if [ $$status -eq 0 ]; then \
 	  mkdir -p $(REPORTS)/kwok; echo "kwok suites: running beside the kind path, output in $(KWOK_LOG)"; \
-	  ( $(KWOK_SUITES) && bash tools/readers.sh $(REPORTS)/kwok ) >$(KWOK_LOG) 2>&1 & kwok_pid=$$!; \
+	  ( st=0; $(KWOK_SUITES) || st=$$?; $(KWOK_FLEETS_DOWN) || st=$$?; \
+	    [ $$st -eq 0 ] && bash tools/readers.sh $(REPORTS)/kwok || exit $$(( st ? st : 1 )) ) >$(KWOK_LOG) 2>&1 & kwok_pid=$$!; \
 	  $(MAKE) --no-print-directory images || status=$$?; \
 	  if [ $$status -eq 0 ]; then mkdir -p $(REPORTS)/kind; set -o pipefail; $(KIND_SUITES) 2>&1 | tee $(KIND_LOG) || status=$$?; $(KIND_FLEETS_DOWN) || status=$$?; fi; \
 	  if [ $$status -eq 0 ]; then bash tools/readers.sh $(REPORTS)/kind || status=$$?; fi; \
@@ -87,8 +92,8 @@ test:
 test-rehearsal:
 	bash tools/prepare.sh rehearsal
 	$(CARGO) test --workspace
-	$(KWOK_SUITES)
-	bash tools/readers.sh $(REPORTS)/kwok
+	@status=0; $(KWOK_SUITES) || status=$$?; $(KWOK_FLEETS_DOWN) || status=$$?; \
+	if [ $$status -eq 0 ]; then bash tools/readers.sh $(REPORTS)/kwok || status=$$?; fi; exit $$status
 
 unit:
 	$(CARGO) test --workspace

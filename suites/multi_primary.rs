@@ -365,6 +365,12 @@ fn main() -> std::process::ExitCode {
         // regression is cluster1's check, named first; the console says exit 1 and names both builds. Harness
         // logic (reading two report directories), so on the rehearsal only: on kind `make matrix` compares the
         // two lines' real runs.
+        // `meshconf run --provider kwok --reuse` twice: the first run creates the fleet's control planes, the
+        // second connects to them; both reset the clusters and prove them clean, and the fleet is taken down after.
+        Trial::test(
+            "multi_primary::a_rehearsal_fleet_is_reused_and_left_clean",
+            common::rehearsal_fleet_is_reused_and_left_clean,
+        ),
         Trial::test("multi_primary::compare_names_a_candidate_regression", || {
             let dir = common::report_dir().join("compare");
             let side = |name: &'static str,

@@ -26,7 +26,7 @@ impl std::fmt::Display for FleetKey {
 pub struct FleetRecord {
     /// Key.
     pub key: FleetKey,
-    /// Provider name (`kind`).
+    /// Provider name (`kind`, `kwok`).
     pub provider: String,
     /// The scenario whose topology made it.
     pub topology_of: String,
@@ -56,21 +56,22 @@ pub fn fleet_dir(key: &FleetKey) -> PathBuf {
     fleets_dir().join(&key.0)
 }
 
-/// The inputs that shape a scenario's clusters on a provider, as `name=value` lines (kind config contents by
-/// their hash), in a stable order; `extra` adds the provider's own (node image, images, subnet).
+/// The inputs that shape a scenario's clusters on a provider, as `name=value` lines (on kind the kind config
+/// contents by their hash), in a stable order; `extra` adds the provider's own (node image, images, subnet).
 pub fn inputs(provider: &str, scenario: &Scenario, extra: &[(&str, String)]) -> Result<Vec<String>, String> {
     let mut v = vec![format!("provider={provider}")];
     for c in &scenario.clusters {
-        let config = std::fs::read(&c.kind_config)
-            .map_err(|e| format!("kind config {}: {e}", c.kind_config.display()))?;
-        v.push(format!(
-            "cluster={} network={} pods={} services={} kind-config-sha256={}",
-            c.name,
-            c.network,
-            c.subnets.pods,
-            c.subnets.services,
-            hex(&Sha256::digest(&config))
-        ));
+        let mut line = format!(
+            "cluster={} network={} pods={} services={}",
+            c.name, c.network, c.subnets.pods, c.subnets.services
+        );
+        // Only kind reads the kind config.
+        if provider == "kind" {
+            let config = std::fs::read(&c.kind_config)
+                .map_err(|e| format!("kind config {}: {e}", c.kind_config.display()))?;
+            line.push_str(&format!(" kind-config-sha256={}", hex(&Sha256::digest(&config))));
+        }
+        v.push(line);
     }
     v.extend(extra.iter().map(|(k, val)| format!("{k}={val}")));
     Ok(v)

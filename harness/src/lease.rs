@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use crate::exit::ExitStatus;
 use crate::fleet::{self, FleetKey, FleetRecord};
 use crate::plan::StepClass;
-use crate::provider::{KindFleet, KindOptions, KindProvider, KindState};
+use crate::provider::{
+    ClusterProvider, KindFleet, KindOptions, KindProvider, KindState, KwokFleet, KwokOptions, KwokProvider,
+    ToolsBin,
+};
 use crate::report::{Event, Outcome, ReportError, Reporter};
 use crate::scenario::Scenario;
 
@@ -35,6 +38,74 @@ impl LeaseError {
     }
 }
 
+/// The provider side of a fleet: the options a run without `--reuse` would have.
+// One value per run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum FleetBase {
+    /// kind clusters (node containers on the kind network).
+    Kind(KindOptions),
+    /// Rehearsal control planes (kwokctl's binary runtime on 127.0.0.1 ports from the port base).
+    Kwok {
+        /// The tools whose binaries run the control planes.
+        tools: ToolsBin,
+        /// The provider's options (the fleet's port base).
+        opts: KwokOptions,
+    },
+}
+
+impl FleetBase {
+    fn name(&self) -> &'static str {
+        match self {
+            FleetBase::Kind(_) => "kind",
+            FleetBase::Kwok { .. } => "kwok",
+        }
+    }
+
+    /// The provider of a run on this fleet.
+    pub fn provider(&self) -> Arc<dyn ClusterProvider> {
+        match self {
+            FleetBase::Kind(o) => Arc::new(KindProvider::new(o.clone())),
+            FleetBase::Kwok { tools, opts } => Arc::new(KwokProvider::new(tools.clone(), opts.clone())),
+        }
+    }
+
+    /// The provider's state file in a fleet's directory (what `fleet down` removes from).
+    fn state_file(&self) -> &'static str {
+        match self {
+            FleetBase::Kind(_) => crate::provider::KIND_STATE_FILE,
+            FleetBase::Kwok { .. } => crate::provider::FLEET_STATE_FILE,
+        }
+    }
+
+    /// The clusters a fleet's state file names.
+    fn clusters(&self, dir: &std::path::Path) -> Vec<String> {
+        match self {
+            FleetBase::Kind(_) => {
+                std::fs::read_to_string(dir.join(self.state_file()))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<KindState>(&t).ok())
+                    .unwrap_or_default()
+                    .clusters
+            }
+            FleetBase::Kwok { .. } => crate::provider::read_fleet_state(dir)
+                .map(|s| s.clusters)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Removes what is left of the fleet in `dir` (`meshconf fleet down`), by the provider state file found there.
+pub async fn down(dir: &std::path::Path) -> Result<Vec<String>, String> {
+    if dir.join(crate::provider::KIND_STATE_FILE).is_file() {
+        KindProvider::down(dir).await
+    } else if dir.join(crate::provider::FLEET_STATE_FILE).is_file() {
+        KwokProvider::down(dir).await
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 /// What a run on the fleet of a scenario's topology would use, found without changing anything.
 #[derive(Debug, Clone)]
 pub struct Survey {
@@ -48,65 +119,133 @@ pub struct Survey {
     pub record: Option<FleetRecord>,
     /// Why it cannot be reused as it is (the run then removes what is left of it and creates it again).
     pub why_not: Option<String>,
-    /// The kind provider's options for the run, the fleet's warmth and note filled in.
-    pub opts: KindOptions,
+    /// The provider's options for the run, the fleet's warmth and note filled in.
+    pub opts: FleetBase,
 }
 
 impl Survey {
     /// Whether the run reuses the fleet's clusters.
     pub fn warm(&self) -> bool {
-        self.opts.fleet.as_ref().is_some_and(|f| f.warm)
+        match &self.opts {
+            FleetBase::Kind(o) => o.fleet.as_ref().is_some_and(|f| f.warm),
+            FleetBase::Kwok { opts, .. } => opts.fleet.as_ref().is_some_and(|f| f.warm),
+        }
     }
 
-    /// The kind cluster-name prefix of the fleet's clusters.
+    /// The kind cluster-name prefix of the fleet's clusters (empty for a rehearsal fleet: kwokctl's names are the
+    /// scenario's, in the fleet's own directory).
     pub fn prefix(&self) -> &str {
-        &self.opts.prefix
+        match &self.opts {
+            FleetBase::Kind(o) => &o.prefix,
+            FleetBase::Kwok { .. } => "",
+        }
+    }
+
+    /// What the plan says of the fleet.
+    pub fn note(&self) -> &str {
+        match &self.opts {
+            FleetBase::Kind(o) => o.fleet.as_ref().map(|f| f.note.as_str()).unwrap_or_default(),
+            FleetBase::Kwok { opts, .. } => opts.fleet.as_ref().map(|f| f.note.as_str()).unwrap_or_default(),
+        }
+    }
+
+    /// The provider a run on this fleet uses.
+    pub fn provider(&self) -> Arc<dyn ClusterProvider> {
+        self.opts.provider()
     }
 }
 
-/// The key, directory and kind options of the fleet for `scenario` (no fleet state read yet), from the options a
-/// run without `--reuse` would have (`session::kind_options`).
+/// The key, directory and provider options of the fleet for `scenario` (no fleet state read yet), from the options
+/// a run without `--reuse` would have (`session::kind_options`, `session::fleet_base`).
 fn locate(
-    base: &KindOptions,
+    base: &FleetBase,
     scenario: &Scenario,
-) -> Result<(FleetKey, PathBuf, Vec<String>, KindOptions), LeaseError> {
-    let mut opts = base.clone();
+) -> Result<(FleetKey, PathBuf, Vec<String>, FleetBase), LeaseError> {
     let root = fleet::fleets_dir();
-    let extra = [
-        (
-            "node-image",
-            opts.node_image
-                .clone()
-                .or_else(|| opts.images.as_ref().map(|i| i.node_image.clone()))
-                .unwrap_or_else(|| "kind default".into()),
-        ),
-        (
-            "images",
-            opts.images
-                .as_ref()
-                .map(|i| i.provenance().join("; "))
-                .unwrap_or_else(|| "released".into()),
-        ),
-        ("kind-subnet", opts.subnet.to_string()),
-        ("cgroup-v1", opts.cgroup_v1.to_string()),
-        // Two fleet roots (a user's and the suites') never share cluster names.
-        ("fleets", root.display().to_string()),
+    let mut extra: Vec<(&str, String)> = match base {
+        FleetBase::Kind(opts) => vec![
+            (
+                "node-image",
+                opts.node_image
+                    .clone()
+                    .or_else(|| opts.images.as_ref().map(|i| i.node_image.clone()))
+                    .unwrap_or_else(|| "kind default".into()),
+            ),
+            (
+                "images",
+                opts.images
+                    .as_ref()
+                    .map(|i| i.provenance().join("; "))
+                    .unwrap_or_else(|| "released".into()),
+            ),
+            ("kind-subnet", opts.subnet.to_string()),
+            ("cgroup-v1", opts.cgroup_v1.to_string()),
+        ],
+        // The control planes' binaries and their ports; istiod and MetalLB's controller are each run's own.
+        FleetBase::Kwok { tools, opts } => vec![
+            ("tools", tools.dir.display().to_string()),
+            ("port-base", opts.port_base.to_string()),
+        ],
+    };
+    // Two fleet roots (a user's and the suites') never share cluster names.
+    extra.push(("fleets", root.display().to_string()));
+    if let FleetBase::Kind(_) = base {
         // Fleets made before every fleet got MetalLB lack it: they are not this key.
-        ("load-balancers", "metallb".to_string()),
-    ];
-    let inputs = fleet::inputs("kind", scenario, &extra).map_err(LeaseError::BadInput)?;
+        extra.push(("load-balancers", "metallb".to_string()));
+    }
+    let inputs = fleet::inputs(base.name(), scenario, &extra).map_err(LeaseError::BadInput)?;
     let key = fleet::key_of(&inputs);
     let dir = fleet::fleet_dir(&key);
-    opts.prefix = format!("mcf-{}", &key.0[..6]);
-    opts.run_dir = dir.clone();
-    opts.keep = false;
+    let opts = match base.clone() {
+        FleetBase::Kind(mut o) => {
+            o.prefix = format!("mcf-{}", &key.0[..6]);
+            o.run_dir = dir.clone();
+            o.keep = false;
+            FleetBase::Kind(o)
+        }
+        FleetBase::Kwok { tools, mut opts } => {
+            opts.run_dir = dir.clone();
+            opts.keep = false;
+            FleetBase::Kwok { tools, opts }
+        }
+    };
     Ok((key, dir, inputs, opts))
+}
+
+/// `opts` with the fleet's key, warmth and note.
+fn with_fleet(opts: FleetBase, key: &FleetKey, warm: bool, note: String) -> FleetBase {
+    match opts {
+        FleetBase::Kind(mut o) => {
+            o.fleet = Some(KindFleet {
+                key: key.0.clone(),
+                warm,
+                note,
+            });
+            FleetBase::Kind(o)
+        }
+        FleetBase::Kwok { tools, mut opts } => {
+            opts.fleet = Some(KwokFleet {
+                key: key.0.clone(),
+                warm,
+                note,
+            });
+            FleetBase::Kwok { tools, opts }
+        }
+    }
+}
+
+/// Whether the fleet's clusters answer, probed by its provider (changes nothing).
+async fn alive(opts: &FleetBase, key: &FleetKey, scenario: &Scenario) -> Result<(), String> {
+    match with_fleet(opts.clone(), key, true, String::new()) {
+        FleetBase::Kind(o) => KindProvider::new(o).fleet_alive(scenario).await,
+        FleetBase::Kwok { tools, opts } => KwokProvider::new(tools, opts).fleet_alive(scenario).await,
+    }
 }
 
 /// The fleet a run of `scenario` would use and whether it is warm: its record, and a probe that each node runs
 /// and is Ready. Changes nothing.
-pub async fn survey(base: &KindOptions, scenario: &Scenario) -> Result<Survey, LeaseError> {
-    let (key, dir, inputs, mut opts) = locate(base, scenario)?;
+pub async fn survey(base: &FleetBase, scenario: &Scenario) -> Result<Survey, LeaseError> {
+    let (key, dir, inputs, opts) = locate(base, scenario)?;
     let record = fleet::read(&dir).map_err(LeaseError::Infrastructure)?;
     let why_not = match &record {
         None if dir.exists() => Some("an earlier creation never finished".to_string()),
@@ -114,21 +253,10 @@ pub async fn survey(base: &KindOptions, scenario: &Scenario) -> Result<Survey, L
         Some(r) if r.inputs != inputs => Some("its inputs no longer match its key".to_string()),
         Some(r) => match &r.dirty {
             Some(d) => Some(format!("dirty: {d}")),
-            None => {
-                let probe = KindProvider::new(KindOptions {
-                    fleet: Some(KindFleet {
-                        key: key.0.clone(),
-                        warm: true,
-                        note: String::new(),
-                    }),
-                    ..opts.clone()
-                });
-                probe
-                    .fleet_alive(scenario)
-                    .await
-                    .err()
-                    .map(|e| format!("no longer answers: {e}"))
-            }
+            None => alive(&opts, &key, scenario)
+                .await
+                .err()
+                .map(|e| format!("no longer answers: {e}")),
         },
     };
     let (warm, note) = match (&record, &why_not) {
@@ -147,11 +275,7 @@ pub async fn survey(base: &KindOptions, scenario: &Scenario) -> Result<Survey, L
             format!("fleet {key}: created (kept for the next --reuse run)"),
         ),
     };
-    opts.fleet = Some(KindFleet {
-        key: key.0.clone(),
-        warm,
-        note,
-    });
+    let opts = with_fleet(opts, &key, warm, note);
     Ok(Survey {
         key,
         dir,
@@ -169,7 +293,7 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(1800);
 pub struct Lease {
     /// What the run uses.
     pub survey: Survey,
-    provider: Arc<KindProvider>,
+    provider: Arc<dyn ClusterProvider>,
     dirty: Arc<Mutex<Option<String>>>,
     started: u64,
     // Held open: the lock is released when the lease is dropped.
@@ -231,7 +355,7 @@ fn lock_at(path: &std::path::Path, key: &FleetKey, wait: Duration) -> Result<std
 
 /// Takes the fleet of `scenario`'s topology for one run: its lock (waiting at most `wait`), then what is left of
 /// it removed when it cannot be reused, its directory ready.
-pub async fn acquire(base: &KindOptions, scenario: &Scenario, wait: Duration) -> Result<Lease, LeaseError> {
+pub async fn acquire(base: &FleetBase, scenario: &Scenario, wait: Duration) -> Result<Lease, LeaseError> {
     let (key, ..) = locate(base, scenario)?;
     let lock_file = {
         let key = key.clone();
@@ -243,17 +367,15 @@ pub async fn acquire(base: &KindOptions, scenario: &Scenario, wait: Duration) ->
     let survey = survey(base, scenario).await?;
     if survey.why_not.is_some() {
         // What is left of it goes first, as `meshconf fleet down` would remove it.
-        if survey.dir.join("kind-state.json").is_file() {
-            KindProvider::down(&survey.dir).await.map_err(|e| {
-                LeaseError::Infrastructure(format!("cannot remove fleet {key} to recreate it: {e}"))
-            })?;
-        }
+        down(&survey.dir).await.map_err(|e| {
+            LeaseError::Infrastructure(format!("cannot remove fleet {key} to recreate it: {e}"))
+        })?;
         let _ = std::fs::remove_dir_all(&survey.dir);
     }
     std::fs::create_dir_all(&survey.dir)
         .map_err(|e| LeaseError::Infrastructure(format!("{}: {e}", survey.dir.display())))?;
     Ok(Lease {
-        provider: Arc::new(KindProvider::new(survey.opts.clone())),
+        provider: survey.provider(),
         survey,
         dirty: Arc::new(Mutex::new(None)),
         started: fleet::now(),
@@ -263,7 +385,7 @@ pub async fn acquire(base: &KindOptions, scenario: &Scenario, wait: Duration) ->
 
 impl Lease {
     /// The provider the run uses: the fleet's clusters, reused or created.
-    pub fn provider(&self) -> Arc<KindProvider> {
+    pub fn provider(&self) -> Arc<dyn ClusterProvider> {
         self.provider.clone()
     }
 
@@ -284,21 +406,17 @@ impl Lease {
     pub fn finish(self, scenario: &Scenario, interrupted: bool) -> FleetRecord {
         let s = &self.survey;
         let warm = s.warm();
-        let state: KindState = std::fs::read_to_string(s.dir.join("kind-state.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
         let dirty = self
             .dirty()
             .or_else(|| (interrupted && !warm).then(|| "its creation was interrupted".to_string()));
         let kept = s.record.as_ref().filter(|_| warm);
         let record = FleetRecord {
             key: s.key.clone(),
-            provider: "kind".into(),
+            provider: s.opts.name().into(),
             topology_of: kept
                 .map(|r| r.topology_of.clone())
                 .unwrap_or_else(|| scenario.name.clone()),
-            clusters: state.clusters,
+            clusters: s.opts.clusters(&s.dir),
             inputs: s.inputs.clone(),
             created: kept.map(|r| r.created).unwrap_or(self.started),
             runs: kept.map(|r| r.runs).unwrap_or(0) + 1,
@@ -307,7 +425,7 @@ impl Lease {
         if let Err(e) = fleet::write(&s.dir, &record) {
             eprintln!("meshconf: fleet {}: {e}", s.key);
         }
-        let note = s.opts.fleet.as_ref().map(|f| f.note.as_str()).unwrap_or_default();
+        let note = s.note();
         match &record.dirty {
             Some(d) => eprintln!(
                 "meshconf: fleet {} is dirty ({d}): the next --reuse run recreates it",

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use meshconf::ExitStatus;
@@ -59,8 +60,8 @@ enum Command {
         /// its placeholders filled; exit 1 naming every difference.
         #[arg(long, value_name = "TRANSCRIPT")]
         against: Option<PathBuf>,
-        /// kind: the plan of `meshconf run --reuse`: the fleet of the scenario's topology reused when it is clean
-        /// and answers (else created), reset at the end (looked at, never changed).
+        /// kind and kwok: the plan of `meshconf run --reuse`: the fleet of the scenario's topology reused when it
+        /// is clean and answers (else created), reset at the end (looked at, never changed).
         #[arg(long, conflicts_with = "run_dir")]
         reuse: bool,
     },
@@ -92,8 +93,9 @@ enum Command {
         /// Run the steps of each stage one after another (they run at once by default): what parallelism saves.
         #[arg(long)]
         serial: bool,
-        /// kind: run on the fleet of the scenario's topology: created when missing (or dirty, or gone), kept after
-        /// the run, reset by it and proved clean; `meshconf fleet down` removes it.
+        /// kind and kwok: run on the fleet of the scenario's topology: created when missing (or dirty, or gone),
+        /// kept after the run, reset by it and proved clean; `meshconf fleet down` removes it. A rehearsal fleet
+        /// keeps its control planes on the ports of --port-base (a fleet per port base).
         #[arg(long, conflicts_with_all = ["keep", "run_dir"])]
         reuse: bool,
     },
@@ -117,7 +119,7 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         slowdown_floor: f64,
     },
-    /// Fleets: the kind clusters `run --reuse` keeps between runs.
+    /// Fleets: the kind clusters and rehearsal control planes `run --reuse` keeps between runs.
     Fleet {
         #[command(subcommand)]
         command: FleetCommand,
@@ -273,6 +275,7 @@ fn plan_provider(t: &Target, scenario: &scenario::Scenario, run_dir: PathBuf) ->
                     run_dir,
                     shim_exe: PathBuf::from("meshconf"),
                     keep: false,
+                    fleet: None,
                 },
             ))
         }
@@ -356,8 +359,9 @@ async fn fleet(command: FleetCommand) -> ExitStatus {
             for (dir, r) in fleets {
                 match r {
                     Ok(r) => println!(
-                        "{}  age {}  runs {}  {}  {}  (topology of {})",
+                        "{}  {}  age {}  runs {}  {}  {}  (topology of {})",
                         r.key,
+                        r.provider,
                         meshconf::fleet::age(r.created, now),
                         r.runs,
                         r.dirty
@@ -408,14 +412,12 @@ async fn fleet(command: FleetCommand) -> ExitStatus {
                         continue;
                     }
                 };
-                if dir.join("kind-state.json").is_file() {
-                    match KindProvider::down(&dir).await {
-                        Ok(lines) => lines.iter().for_each(|l| println!("fleet {name}: {l}")),
-                        Err(e) => {
-                            eprintln!("meshconf: fleet {name}: {e}");
-                            status = ExitStatus::Infrastructure;
-                            continue;
-                        }
+                match meshconf::lease::down(&dir).await {
+                    Ok(lines) => lines.iter().for_each(|l| println!("fleet {name}: {l}")),
+                    Err(e) => {
+                        eprintln!("meshconf: fleet {name}: {e}");
+                        status = ExitStatus::Infrastructure;
+                        continue;
                     }
                 }
                 let removed = std::fs::remove_dir_all(&dir);
@@ -532,22 +534,22 @@ fn main() -> ExitCode {
                     eprintln!("meshconf: {e}");
                     return ExitStatus::BadInput;
                 }
-                let provider: Box<dyn ClusterProvider> = if reuse {
-                    if target.provider != ProviderKind::Kind {
-                        eprintln!("meshconf: --reuse is for --provider kind");
+                let provider: Arc<dyn ClusterProvider> = if reuse {
+                    if target.provider == ProviderKind::Existing {
+                        eprintln!("meshconf: --reuse is for --provider kind or kwok");
                         return ExitStatus::BadInput;
                     }
                     let cfg = session_config(&target, PathBuf::new(), s.name.clone());
-                    let base = match session::kind_options(&cfg, PathBuf::new()) {
+                    let base = match session::fleet_base(&cfg) {
                         Ok(o) => o,
                         Err(e) => { eprintln!("meshconf: {e}"); return ExitStatus::Infrastructure; }
                     };
                     match meshconf::lease::survey(&base, &s).await {
-                        Ok(survey) => Box::new(KindProvider::new(survey.opts)),
+                        Ok(survey) => survey.provider(),
                         Err(e) => { eprintln!("meshconf: {e}"); return e.status(); }
                     }
                 } else {
-                    plan_provider(&target, &s, run_dir.unwrap_or_else(|| PathBuf::from("$MESHCONF_RUN")))
+                    Arc::from(plan_provider(&target, &s, run_dir.unwrap_or_else(|| PathBuf::from("$MESHCONF_RUN"))))
                 };
                 let (version, note) = plan_version(&target, provider.as_ref()).await;
                 let mut profile = provider.profile(&s);

@@ -168,6 +168,7 @@ pub fn build_provider(cfg: &SessionConfig, scenario: &Scenario) -> Result<Arc<dy
                     run_dir,
                     shim_exe,
                     keep: cfg.keep,
+                    fleet: None,
                 },
             ))
         }
@@ -466,20 +467,48 @@ pub async fn run(cfg: &SessionConfig, scenario: &Scenario) -> ExitStatus {
     }
 }
 
-/// `--reuse` on kind: the fleet for the scenario's topology ([`crate::lease`]), created when missing, recreated
-/// when dirty or gone, reused when it answers; its record updated after the run.
-pub async fn run_on_fleet(cfg: &SessionConfig, scenario: &Scenario) -> ExitStatus {
-    if cfg.provider != ProviderKind::Kind {
-        eprintln!(
-            "meshconf: --reuse is for --provider kind (the rehearsal's fleets come with the fleets issue's next step)"
-        );
-        return ExitStatus::BadInput;
+/// The provider side of the fleet a `--reuse` run of `cfg` uses: kind's options, or the rehearsal's tools and port
+/// base (existing clusters are the user's: no fleet).
+pub fn fleet_base(cfg: &SessionConfig) -> Result<crate::lease::FleetBase, String> {
+    match cfg.provider {
+        ProviderKind::Kind => Ok(crate::lease::FleetBase::Kind(kind_options(cfg, PathBuf::new())?)),
+        ProviderKind::Kwok => {
+            let tools = ToolsBin::locate().map_err(|e| e.to_string())?;
+            let shim_exe = std::env::current_exe()
+                .map_err(|e| format!("cannot find this executable for the curl stand-in: {e}"))?;
+            // The fleet's control planes come from the default build's tools; `--istio` picks istiod per run.
+            let tools_of_run = match &cfg.istio_build {
+                Some(name) => tools.clone().with_istio(name).map_err(|e| e.to_string())?,
+                None => tools,
+            };
+            Ok(crate::lease::FleetBase::Kwok {
+                tools: tools_of_run,
+                opts: KwokOptions {
+                    port_base: cfg.port_base,
+                    run_dir: PathBuf::new(),
+                    shim_exe,
+                    keep: false,
+                    fleet: None,
+                },
+            })
+        }
+        ProviderKind::Existing => Err(
+            "--reuse is for --provider kind or kwok (existing clusters are yours: nothing is made)".into(),
+        ),
     }
-    let base = match kind_options(cfg, PathBuf::new()) {
+}
+
+/// `--reuse`: the fleet for the scenario's topology ([`crate::lease`]), created when missing, recreated when dirty
+/// or gone, reused when it answers; its record updated after the run.
+pub async fn run_on_fleet(cfg: &SessionConfig, scenario: &Scenario) -> ExitStatus {
+    let base = match fleet_base(cfg) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("meshconf: {e}");
-            return ExitStatus::Infrastructure;
+            return match cfg.provider {
+                ProviderKind::Existing => ExitStatus::BadInput,
+                _ => ExitStatus::Infrastructure,
+            };
         }
     };
     let lease = match crate::lease::acquire(&base, scenario, crate::lease::DEFAULT_WAIT).await {

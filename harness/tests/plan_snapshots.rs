@@ -67,6 +67,7 @@ fn kwok() -> KwokProvider {
             run_dir: "$MESHCONF_RUN".into(),
             shim_exe: "meshconf".into(),
             keep: false,
+            fleet: None,
         },
     )
 }
@@ -423,7 +424,8 @@ fn help_lists_the_subcommands() {
 }
 
 /// `fleet down` takes a key as `fleet list` prints it and nothing else: a path would let it delete outside the
-/// fleets directory. `--reuse` is kind's (exit 2 elsewhere) and cannot be combined with `--keep`.
+/// fleets directory. `--reuse` is for kind and kwok (exit 2 on existing clusters, before anything is made) and
+/// cannot be combined with `--keep`.
 #[test]
 fn fleet_commands_refuse_what_is_not_a_fleet() {
     let (code, _, err) = meshconf(&["fleet", "down", "../../etc"], None);
@@ -434,12 +436,13 @@ fn fleet_commands_refuse_what_is_not_a_fleet() {
             "run",
             "../scenarios/multi-primary.yaml",
             "--provider",
-            "kwok",
+            "existing",
             "--reuse",
         ],
         None,
     );
     assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--provider existing"), "{err}");
     let (code, _, err) = meshconf(
         &["run", "../scenarios/multi-primary.yaml", "--reuse", "--keep"],
         None,

@@ -256,8 +256,30 @@ pub(crate) fn cluster_kubeconfig(
     }
 }
 
-pub(crate) fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+/// Runs `f` to its end from synchronous code inside a run: a reporter's `on_event` (a fault's injection), which the
+/// event bus calls under its lock. It runs on a thread and runtime of its own: on the run's runtime it could wait
+/// for workers that are themselves waiting on that lock to log (a kind run saw two traffic checks held 888 s by a
+/// reporter reading the clusters that way).
+pub(crate) fn block_on<T: Send>(f: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|s| {
+        let done = s
+            .spawn(
+                move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => Ok(rt.block_on(f)),
+                    Err(e) => Err((f, e)),
+                },
+            )
+            .join();
+        match done {
+            Ok(Ok(v)) => v,
+            // No runtime of its own (the machine is out of threads or descriptors): the run's, as before.
+            Ok(Err((f, e))) => {
+                eprintln!("meshconf suite: no runtime of its own for a call ({e}); using the run's");
+                tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 /// [`run`] with a chance to adjust the session configuration (e.g. shorter waits in failure tests).
@@ -282,10 +304,11 @@ pub fn run_with(
     cfg.run_dir = Some(session::fresh_run_dir(scenario));
     tweak(&mut cfg);
     // On kind every trial of a topology runs on one fleet: created by the first, reset and proved clean by each.
-    let lease = match kind == ProviderKind::Kind && suite_fleets() {
+    // A rehearsal trial asks for its fleet with `cfg.reuse` (as `meshconf run --provider kwok --reuse`).
+    let lease = match (kind == ProviderKind::Kind && suite_fleets()) || cfg.reuse {
         true => Some(
             rt.block_on(meshconf::lease::acquire(
-                &session::kind_options(&cfg, std::path::PathBuf::new())?,
+                &session::fleet_base(&cfg)?,
                 scenario,
                 meshconf::lease::DEFAULT_WAIT,
             ))
@@ -310,8 +333,10 @@ pub fn run_with(
             .map(|c| c.name.as_str().to_string())
             .collect(),
         found: Arc::new(std::sync::Mutex::new(Vec::new())),
+        pending: Arc::default(),
     };
     let secrets = harvest.found.clone();
+    let reads = harvest.pending.clone();
     let status = rt.block_on(async {
         // The rehearsal's processes can be killed by name, so fault trials keep a handle on its provider.
         let kwok = match (kind, fault) {
@@ -325,6 +350,7 @@ pub fn run_with(
                         run_dir: run_dir.clone(),
                         shim_exe: exe,
                         keep: false,
+                        fleet: None,
                     },
                 )))
             }
@@ -376,6 +402,7 @@ pub fn run_with(
         fault_verdict(f, got)?;
     }
     let events = events.lock().map(|v| v.clone()).unwrap_or_default();
+    SecretHarvest::join(&reads, &secrets);
     let secrets = secrets.lock().map(|v| v.clone()).unwrap_or_default();
     Ok(RunResult {
         status,
@@ -401,7 +428,7 @@ async fn plan_apart(
     fleet: Option<&meshconf::lease::Survey>,
 ) -> Result<String, String> {
     let provider: Arc<dyn ClusterProvider> = match fleet {
-        Some(s) => Arc::new(meshconf::provider::KindProvider::new(s.opts.clone())),
+        Some(s) => s.provider(),
         None => session::build_provider(cfg, scenario)?,
     };
     let istioctl = provider.istioctl().await.map_err(|e| e.to_string())?;

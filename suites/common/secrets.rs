@@ -13,7 +13,12 @@ pub(crate) struct SecretHarvest {
     pub(crate) prefix: String,
     pub(crate) clusters: Vec<String>,
     pub(crate) found: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// Reads under way, each on a thread of its own: joined into `found` by [`SecretHarvest::join`].
+    pub(crate) pending: Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<Vec<(String, String)>>>>>,
 }
+
+/// How long one harvest may read the clusters.
+const READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Values of `key:` lines in a kubeconfig text (client-key-data, token, …).
 fn kubeconfig_values(text: &str, key: &str) -> Vec<String> {
@@ -33,6 +38,27 @@ fn pem_body_lines(pem: &str) -> Vec<String> {
 }
 
 impl SecretHarvest {
+    /// Waits for the reads under way and adds what they found.
+    pub(crate) fn join(
+        pending: &std::sync::Mutex<Vec<std::thread::JoinHandle<Vec<(String, String)>>>>,
+        found: &std::sync::Mutex<Vec<(String, String)>>,
+    ) {
+        let handles: Vec<_> = pending
+            .lock()
+            .map(|mut p| p.drain(..).collect())
+            .unwrap_or_default();
+        for h in handles {
+            let values = h.join().unwrap_or_default();
+            if let Ok(mut f) = found.lock() {
+                for v in values {
+                    if !f.contains(&v) {
+                        f.push(v);
+                    }
+                }
+            }
+        }
+    }
+
     async fn read(&self) -> Vec<(String, String)> {
         use k8s_openapi::api::core::v1::Secret;
         use kube::api::{Api, ListParams};
@@ -93,14 +119,34 @@ impl Reporter for SecretHarvest {
             Event::Diagnostics { .. } => true,
             _ => false,
         };
+        // Never read here: the bus calls every reporter under its lock, so a reporter that waits on the clusters
+        // stops every step that logs meanwhile (a kind run saw two traffic checks held 888 s that way). The read
+        // runs on a thread and runtime of its own, while the clusters still stand (the reset comes after every
+        // check), and is joined after the run.
         if now {
-            let values = block_on(self.read());
-            if let Ok(mut f) = self.found.lock() {
-                for v in values {
-                    if !f.contains(&v) {
-                        f.push(v);
-                    }
-                }
+            let me = SecretHarvest {
+                kind: self.kind,
+                run_dir: self.run_dir.clone(),
+                prefix: self.prefix.clone(),
+                clusters: self.clusters.clone(),
+                found: Arc::default(),
+                pending: Arc::default(),
+            };
+            let read = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| {
+                        rt.block_on(async {
+                            tokio::time::timeout(READ_DEADLINE, me.read())
+                                .await
+                                .unwrap_or_default()
+                        })
+                    })
+                    .unwrap_or_default()
+            });
+            if let Ok(mut p) = self.pending.lock() {
+                p.push(read);
             }
         }
     }

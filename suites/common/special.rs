@@ -84,6 +84,7 @@ pub fn existing_provider_leaves_what_it_did_not_create() -> Result<(), Failed> {
                 run_dir: session::fresh_run_dir(&s),
                 shim_exe: std::env::current_exe().map_err(|e| e.to_string())?,
                 keep: false,
+                fleet: None,
             },
         );
         let result = async {
@@ -335,6 +336,73 @@ pub fn sigint_stops_the_suite_after_the_trial_in_flight() -> Result<(), Failed> 
     }
     if text.contains("test multi_primary::fails_without_remote_secret_into_cluster1") {
         return Err(format!("a second trial started after the interrupt:\n{text}").into());
+    }
+    Ok(())
+}
+
+/// Issue 14 on the rehearsal: two runs of multi-primary with `--reuse` on one port base. The first creates the
+/// fleet's control planes (its plan runs `kwokctl … create cluster`), the second connects to them (its plan says
+/// they were kept, and creates nothing); both pass, both resets prove the clusters hold only what they held before,
+/// and the fleet records two runs. `meshconf fleet down`'s removal follows whatever happened, and afterwards no API
+/// server of the fleet listens.
+pub fn rehearsal_fleet_is_reused_and_left_clean() -> Result<(), Failed> {
+    let s = scenario("multi-primary.yaml", |t| t)?;
+    let name = "multi_primary.kwok-fleet";
+    let base = port(name);
+    let reuse = |cfg: &mut SessionConfig| cfg.reuse = true;
+    let runs = (|| {
+        let first = run_with(name, &s, base, None, &reuse)?;
+        let second = run_with("multi_primary.kwok-fleet-reused", &s, base, None, &reuse)?;
+        Ok::<_, Failed>((first, second))
+    })();
+    // Whatever happened: the fleet goes, as `meshconf fleet down` removes it.
+    let mut cfg = SessionConfig::new(ProviderKind::Kwok, report_dir(), name.to_string());
+    cfg.port_base = base;
+    let down = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(async {
+            let survey = meshconf::lease::survey(&session::fleet_base(&cfg)?, &s)
+                .await
+                .map_err(|e| e.to_string())?;
+            let lines = meshconf::lease::down(&survey.dir).await?;
+            let _ = std::fs::remove_dir_all(&survey.dir);
+            Ok::<_, String>(lines)
+        });
+    let (first, second) = runs?;
+    let down = down.map_err(|e| format!("taking the fleet down: {e}"))?;
+    for r in [&first, &second] {
+        if r.status != ExitStatus::Passed {
+            return Err(format!("{}: {:?}: {}", r.name, r.status, r.failures()).into());
+        }
+        for c in ["cluster1", "cluster2"] {
+            match r.outcome(&format!("reset/{c}")) {
+                Some((Outcome::Passed, _)) => {}
+                other => return Err(format!("{}: reset/{c} {other:?}", r.name).into()),
+            }
+        }
+    }
+    let plan = |r: &RunResult| r.plan.clone().map_err(|e| format!("{}: plan: {e}", r.name));
+    let (p1, p2) = (plan(&first)?, plan(&second)?);
+    if !p1.contains("create cluster --runtime binary") || p1.contains("kept from an earlier run") {
+        return Err(format!("the first run did not create the fleet:\n{p1}").into());
+    }
+    if p2.contains("create cluster") || !p2.contains("kept from an earlier run (--reuse)") {
+        return Err(format!("the second run did not reuse the fleet:\n{p2}").into());
+    }
+    match &second.fleet {
+        Some(f) if f.runs == 2 && f.dirty.is_none() && f.provider == "kwok" => {}
+        other => return Err(format!("fleet record after two runs: {other:?}").into()),
+    }
+    if down.len() != 2 {
+        return Err(format!("fleet down removed {down:?}, not both clusters").into());
+    }
+    let apiserver = base;
+    if meshconf::rehearsal::procs::port_listening(apiserver) {
+        return Err(
+            format!("after fleet down, 127.0.0.1:{apiserver} (cluster1's API server) still listens").into(),
+        );
     }
     Ok(())
 }

@@ -85,6 +85,7 @@ pub const PORTS: &[(&str, u16)] = &[
     ("primary_remote.remote-restarted", 30200),
     ("multi_primary.multi-network-canary", 30100),
     ("multi_primary.gateway-left-behind", 30000),
+    ("multi_primary.kwok-fleet", 29800),
 ];
 
 /// The first port of trial `name` (from [`PORTS`]).

@@ -372,6 +372,19 @@ pub enum ProviderAction {
         /// The run directory (kwokctl's configs and kubeconfigs).
         run_dir: String,
     },
+    /// A kwokctl cluster of a rehearsal fleet, kept from an earlier run: connected to, its kwok node Ready.
+    KwokReuse {
+        /// The scenario cluster.
+        cluster: Cluster,
+        /// Index (ports and pools derive from it).
+        index: usize,
+        /// First and last port of its range on 127.0.0.1.
+        ports: (u16, u16),
+        /// The fleet's key.
+        fleet: String,
+        /// The fleet's directory (kwokctl's configs and kubeconfigs).
+        run_dir: String,
+    },
     /// MetalLB's manifest, its webhook removed, the real controller as a local process, and the pool.
     RehearsalMetalLb {
         /// Cluster.

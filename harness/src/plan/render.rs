@@ -725,6 +725,21 @@ fn provider_lines(o: &mut Vec<String>, p: &ProviderAction) {
                 ctx(n)
             ));
         }
+        ProviderAction::KwokReuse {
+            cluster,
+            ports,
+            fleet,
+            run_dir,
+            ..
+        } => {
+            let n = &cluster.name;
+            o.push(format!(
+                "# fleet {fleet}: kwok cluster {n} (etcd, API server, controllers, kwok on ports {}-{}), kept from an \
+                 earlier run (--reuse) in \"{run_dir}\"",
+                ports.0, ports.1
+            ));
+            o.push(format!("kubectl {} get node {n}-node-0   # Ready", ctx(n)));
+        }
         ProviderAction::RehearsalMetalLb {
             cluster,
             manifest,

@@ -9,9 +9,15 @@ mod metallb;
 
 pub use egress::{EgressCount, EgressRule, packets_of};
 pub use existing::ExistingProvider;
-pub use kind::{DEFAULT_KIND_SUBNET, KindFleet, KindOptions, KindProvider, KindState, kind_version};
+pub use kind::{
+    DEFAULT_KIND_SUBNET, KindFleet, KindOptions, KindProvider, KindState, STATE_FILE as KIND_STATE_FILE,
+    kind_version,
+};
 
-pub use kwok::{KwokOptions, KwokProvider, ToolsBin, check_port_base, ephemeral_range};
+pub use kwok::{
+    FLEET_STATE_FILE, KwokFleet, KwokFleetState, KwokOptions, KwokProvider, ToolsBin, check_port_base,
+    ephemeral_range, read_fleet_state,
+};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -177,12 +177,25 @@ impl Cmd {
             pids: pids.clone(),
             armed: true,
         };
-        let result = tokio::task::spawn_blocking(move || self.run_tracked(Some(pids)))
-            .await
-            .map_err(|e| ToolError::Io {
+        let (command, timeout) = (self.display(), self.timeout);
+        let blocking = tokio::task::spawn_blocking(move || self.run_tracked(Some(pids)));
+        // The blocking thread enforces the timeout itself; this outer deadline is the net under it. A kind run
+        // once saw two `istioctl proxy-config` calls (30 s timeout) return only when their step's 900 s deadline
+        // polled them: whatever held them, no call may outlive its own timeout by more than the grace. At the
+        // outer deadline the guard kills the process group and the call is a timeout.
+        let result = match tokio::time::timeout(timeout + OUTER_GRACE, blocking).await {
+            Ok(joined) => joined.map_err(|e| ToolError::Io {
                 command: "<join>".into(),
                 source: std::io::Error::other(e),
-            })?;
+            })?,
+            Err(_) => {
+                return Err(ToolError::Timeout {
+                    command,
+                    after: timeout + OUTER_GRACE,
+                    tail: "the command's own timeout did not end it; its process group was killed".into(),
+                });
+            }
+        };
         guard.armed = false;
         result
     }
@@ -269,6 +282,9 @@ impl Cmd {
         })
     }
 }
+
+/// How long past its timeout [`Cmd::run`] waits for a command's blocking thread before giving up on it.
+const OUTER_GRACE: Duration = Duration::from_secs(15);
 
 /// Kills the recorded process groups unless disarmed (the command finished normally).
 struct KillOnDrop {

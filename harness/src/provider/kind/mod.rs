@@ -102,7 +102,8 @@ pub struct KindProvider {
     phases: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
-const STATE_FILE: &str = "kind-state.json";
+/// The kind provider's state file in its run directory (a fleet's directory on a fleet).
+pub const STATE_FILE: &str = "kind-state.json";
 
 impl KindProvider {
     /// A kind provider.

@@ -136,7 +136,11 @@ status:
         let kubeconfig = self.opts.run_dir.join("kubeconfig");
         let kc = kubeconfig.display().to_string();
         let cfgs = cfg.display().to_string();
-        self.lock().created.push(c.name.to_string());
+        if self.opts.fleet.is_some() {
+            self.record_fleet_cluster(c.name.as_str(), i)?;
+        } else {
+            self.lock().created.push(c.name.to_string());
+        }
         self.kwokctl(&[
             "--name",
             c.name.as_str(),
@@ -163,6 +167,18 @@ status:
         std::fs::write(self.opts.run_dir.join(format!("{}-node.yaml", c.name)), &node)
             .map_err(|e| ProviderError::io("write node manifest", e))?;
         applier.apply_yaml(&node, None).await?;
+        self.adopt(c, i, kubeconfig, client)
+    }
+
+    /// Cluster `c` (index `i`) of this run, created or kept by a fleet: the rehearsal state and the stand-in get it,
+    /// and the run a client for it.
+    pub(super) fn adopt(
+        &self,
+        c: &Cluster,
+        i: usize,
+        kubeconfig: std::path::PathBuf,
+        client: kube::Client,
+    ) -> Result<ClusterAccess, ProviderError> {
         {
             let mut inner = self.lock();
             inner.state.clusters.insert(
@@ -182,9 +198,9 @@ status:
         Ok(ClusterAccess {
             name: c.name.clone(),
             kubeconfig,
-            context,
+            context: ctx_name(&c.name),
+            applier: Arc::new(Applier::new(client.clone())),
             client,
-            applier,
         })
     }
 
@@ -211,6 +227,12 @@ status:
                     "rehearsal tool {b} is missing from {}: run `make tools`",
                     self.tools.dir.display()
                 )));
+            }
+        }
+        if self.opts.fleet.is_some() {
+            let removed = self.clear_previous_run()?;
+            if !removed.is_empty() {
+                tracing::info!("fleet directory: removed the last run's {}", removed.join(", "));
             }
         }
         std::fs::create_dir_all(&self.opts.run_dir).map_err(|e| ProviderError::io("create run dir", e))?;

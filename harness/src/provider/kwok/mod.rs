@@ -4,11 +4,13 @@
 //! per primary and one MetalLB controller per cluster. All traffic stays on 127.0.0.1.
 
 mod cluster;
+mod fleet;
 mod istiod;
 mod metallb;
 mod ports;
 mod tools;
 
+pub use fleet::{KwokFleet, KwokFleetState, STATE_FILE as FLEET_STATE_FILE, read_state as read_fleet_state};
 pub use ports::{check_port_base, ephemeral_range};
 pub use tools::ToolsBin;
 
@@ -43,6 +45,9 @@ pub struct KwokOptions {
     pub shim_exe: PathBuf,
     /// Keep the clusters and processes after the run.
     pub keep: bool,
+    /// The fleet the run uses (`--reuse`): `run_dir` is then the fleet's directory and its control planes outlive
+    /// the run.
+    pub fleet: Option<KwokFleet>,
 }
 
 #[derive(Default)]
@@ -283,6 +288,22 @@ impl KwokProvider {
     pub fn all_ports(&self, n: usize) -> Vec<u16> {
         (0..n).flat_map(|i| self.ports(i).all()).collect()
     }
+
+    /// The ports of `n` clusters (`which` of each) still listening after up to 5 s.
+    async fn listening_after(&self, n: usize, which: impl Fn(&Ports) -> Vec<u16>) -> Vec<u16> {
+        let mut left = Vec::new();
+        for _ in 0..50 {
+            left = (0..n)
+                .flat_map(|i| which(&self.ports(i)))
+                .filter(|p| port_listening(*p))
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        left
+    }
 }
 
 /// The control-plane revisions `cluster` installs, in order, with the build each runs (`None`: the run's).
@@ -499,6 +520,34 @@ impl ClusterProvider for KwokProvider {
         p.delete_commands.push(format!(
             "kill istiod and metallb-controller processes (PIDs in \"{run_dir}/pids\")"
         ));
+        if let Some(f) = &self.opts.fleet {
+            p.outlives_run = true;
+            p.notes.push(f.note.clone());
+            p.delete_commands = vec![
+                format!("kill istiod and metallb-controller processes (PIDs in \"{run_dir}/pids\")"),
+                format!(
+                    "# the fleet's control planes stay for the next run: meshconf fleet down {} removes them",
+                    f.key
+                ),
+            ];
+            if f.warm {
+                // Created by the run that made the fleet: connect to them. Routes, MetalLB's controller and istiod
+                // are each run's own (local processes and the run's rehearsal state), so they stay in the plan.
+                for (i, c) in scenario.clusters.iter().enumerate() {
+                    let ports = self.ports(i);
+                    p.create.insert(
+                        c.name.clone(),
+                        vec![Action::Provider(ProviderAction::KwokReuse {
+                            cluster: c.clone(),
+                            index: i,
+                            ports: (ports.apiserver, ports.metallb_health),
+                            fleet: f.key.clone(),
+                            run_dir: run_dir.clone(),
+                        })],
+                    );
+                }
+            }
+        }
         // What kind's node routes are: pods of clusters on one network reach each other directly.
         for a in &scenario.clusters {
             for b in scenario
@@ -595,6 +644,36 @@ impl ClusterProvider for KwokProvider {
                     let access = self.create_one(c, *index).await?;
                     let line = format!(
                         "{}: context {} in {}",
+                        c.name,
+                        access.context,
+                        access.kubeconfig.display()
+                    );
+                    Ok(Performed::created(access, line))
+                }
+                ProviderAction::KwokReuse {
+                    cluster: c,
+                    index,
+                    ports,
+                    fleet,
+                    ..
+                } => {
+                    let p = self.ports(*index);
+                    let warm = self
+                        .opts
+                        .fleet
+                        .as_ref()
+                        .is_some_and(|f| f.warm && &f.key == fleet);
+                    if !warm || (p.apiserver, p.metallb_health) != *ports {
+                        return Err(ProviderError::Other(format!(
+                            "the plan reuses {} of fleet {fleet} on ports {ports:?}; this provider has no such warm \
+                             fleet: build the plan with this provider",
+                            c.name
+                        )));
+                    }
+                    self.prepare_once()?;
+                    let access = self.reuse_one(c, *index, fleet).await?;
+                    let line = format!(
+                        "{}: fleet {fleet}'s kwok control plane, node Ready; context {} in {}",
                         c.name,
                         access.context,
                         access.kubeconfig.display()
@@ -722,6 +801,25 @@ impl ClusterProvider for KwokProvider {
             if !stopped.is_empty() {
                 msgs.push(format!("stopped {}", stopped.join(", ")));
             }
+            if let Some(f) = &self.opts.fleet {
+                // The control planes stay; what this run opened must not keep listening.
+                let left = self.listening_after(n, |p| p.per_run()).await;
+                let clusters = fleet::read_state(&self.opts.run_dir)
+                    .map(|s| s.clusters.join(", "))
+                    .unwrap_or_default();
+                msgs.push(format!(
+                    "kept fleet {}: kwok clusters {clusters} (reset by the run; `meshconf fleet down {}` removes them)",
+                    f.key, f.key
+                ));
+                if !left.is_empty() {
+                    msgs.push(format!("ports still listening: {left:?}"));
+                }
+                return CleanupReport {
+                    complete: left.is_empty(),
+                    message: msgs.join("; "),
+                    properties: BTreeMap::new(),
+                };
+            }
             let kc = self.opts.run_dir.join("kubeconfig").display().to_string();
             let mut ok = true;
             for name in &created {
@@ -743,18 +841,7 @@ impl ClusterProvider for KwokProvider {
                 }
             }
             // Nothing the run started may keep listening.
-            let mut left = Vec::new();
-            for _ in 0..50 {
-                left = self
-                    .all_ports(n)
-                    .into_iter()
-                    .filter(|p| port_listening(*p))
-                    .collect();
-                if left.is_empty() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let left = self.listening_after(n, |p| p.all().to_vec()).await;
             if !left.is_empty() {
                 ok = false;
                 msgs.push(format!("ports still listening: {left:?}"));
@@ -851,6 +938,7 @@ mod tests {
                 run_dir: "/r".into(),
                 shim_exe: "/x".into(),
                 keep: false,
+                fleet: None,
             },
         );
         assert!(p.path_env().starts_with("/r/shimbin:/t:"));
@@ -883,6 +971,7 @@ mod tests {
                 run_dir: run.path().to_path_buf(),
                 shim_exe: "/x".into(),
                 keep: false,
+                fleet: None,
             },
         );
         let work = run.path().join("kwok/clusters/cluster2");

@@ -88,6 +88,25 @@ impl Ports {
         }
     }
 
+    /// The ports one run opens (both istiod slots, MetalLB): all but the control plane's (API server, etcd,
+    /// kwok, controller-manager, scheduler), which a fleet keeps.
+    pub(super) fn per_run(&self) -> Vec<u16> {
+        let plane = self.control_plane();
+        self.all().into_iter().filter(|p| !plane.contains(p)).collect()
+    }
+
+    /// The control plane's ports (API server, etcd, kwok, controller-manager, scheduler).
+    pub(super) fn control_plane(&self) -> [u16; 6] {
+        [
+            self.apiserver,
+            self.etcd,
+            self.etcd_peer,
+            self.kwok,
+            self.kcm,
+            self.scheduler,
+        ]
+    }
+
     pub(super) fn all(&self) -> [u16; 20] {
         let s = self.for_slot(1);
         [
