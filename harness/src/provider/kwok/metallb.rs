@@ -65,16 +65,52 @@ impl KwokProvider {
         )?;
         let range = metallb::range(pool, None)?;
         metallb::apply_pool(cluster, names, &range, 1).await?;
+        let mut log = vec![
+            "applied metallb-native.yaml; removed its webhook (nothing serves it in a rehearsal)".into(),
+            format!(
+                "started {name} (pid {pid}): real MetalLB controller for {} with pool {range}",
+                cluster.name
+            ),
+        ];
+        if self.opts.fleet.is_some() {
+            // The controller writes its ConfigurationState once it has loaded the pool; on a fleet the snapshot
+            // that follows must hold it, or a new fleet's first reset finds it "left over" (seen in a cold run).
+            let waited = configuration_state(&cluster.client, Duration::from_secs(30)).await?;
+            log.push(format!(
+                "MetalLB's controller reported its ConfigurationState after {:.1}s",
+                waited.as_secs_f64()
+            ));
+        }
         Ok(Performed {
             bound: vec![(Placeholder::metallb_pod(&cluster.name), pod)],
-            log: vec![
-                "applied metallb-native.yaml; removed its webhook (nothing serves it in a rehearsal)".into(),
-                format!(
-                    "started {name} (pid {pid}): real MetalLB controller for {} with pool {range}",
-                    cluster.name
-                ),
-            ],
+            log,
             ..Performed::default()
         })
+    }
+}
+
+/// Waits at most `deadline` for MetalLB's controller to write `ConfigurationState/metallb-system/controller`;
+/// returns how long that took.
+async fn configuration_state(client: &kube::Client, deadline: Duration) -> Result<Duration, ProviderError> {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+    let gvk = GroupVersionKind::gvk("metallb.io", "v1beta1", "ConfigurationState");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "configurationstates");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "metallb-system", &ar);
+    let started = std::time::Instant::now();
+    loop {
+        let last = match tokio::time::timeout(Duration::from_secs(5), api.get_opt("controller")).await {
+            Ok(Ok(Some(_))) => return Ok(started.elapsed()),
+            Ok(Ok(None)) => "not written yet".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the API server did not answer in 5 s".to_string(),
+        };
+        if started.elapsed() >= deadline {
+            return Err(ProviderError::Other(format!(
+                "MetalLB's controller wrote no ConfigurationState/metallb-system/controller in {} s ({last}): see \
+                 its log (controller.log in the run directory)",
+                deadline.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
