@@ -245,19 +245,20 @@ status:
         Ok(())
     }
 
-    /// Fails, naming them, when ports of cluster `i` are taken (another rehearsal may run).
+    /// Fails, naming them, when ports of cluster `i` are taken (another rehearsal may run); on a fleet only the
+    /// ports one run opens (istiod's two slots, MetalLB): the control plane's own are busy by design.
     pub(super) fn ports_free(&self, i: usize) -> Result<(), ProviderError> {
-        let busy: Vec<u16> = self
-            .ports(i)
-            .all()
-            .into_iter()
-            .filter(|p| !port_free(*p))
-            .collect();
+        let ports = match self.opts.fleet.as_ref().filter(|f| f.warm) {
+            Some(_) => self.ports(i).per_run(),
+            None => self.ports(i).all().to_vec(),
+        };
+        let busy: Vec<u16> = ports.into_iter().filter(|p| !port_free(*p)).collect();
         if busy.is_empty() {
             Ok(())
         } else {
             Err(ProviderError::Missing(format!(
-                "127.0.0.1 ports {busy:?} are in use; another rehearsal may be running, or pass --port-base"
+                "127.0.0.1 ports {busy:?} are in use; another rehearsal on this port base may be running, or pass \
+                 --port-base"
             )))
         }
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::super::{ClusterAccess, ProviderError};
 use super::{KwokProvider, ToolsBin, ctx_name};
 use crate::kube as k;
-use crate::rehearsal::procs::{port_free, port_listening};
+use crate::rehearsal::procs::port_listening;
 use crate::scenario::Cluster;
 
 /// The fleet a rehearsal runs on.
@@ -92,25 +92,6 @@ impl KwokProvider {
         Ok(removed)
     }
 
-    /// The ports one run opens for cluster `i` (istiod's two slots, MetalLB): on a fleet the control plane's
-    /// own ports are busy by design.
-    pub(super) fn run_ports_free(&self, i: usize) -> Result<(), ProviderError> {
-        let busy: Vec<u16> = self
-            .ports(i)
-            .per_run()
-            .into_iter()
-            .filter(|p| !port_free(*p))
-            .collect();
-        if busy.is_empty() {
-            Ok(())
-        } else {
-            Err(ProviderError::Missing(format!(
-                "127.0.0.1 ports {busy:?} are in use; another rehearsal on this port base may be running, or pass \
-                 --port-base"
-            )))
-        }
-    }
-
     /// Connects to fleet cluster `c` (index `i`): its API server answers and its kwok node is Ready (the kwok
     /// controller keeps the node's heartbeat), then the run's rehearsal state gets it as a created cluster would.
     pub(super) async fn reuse_one(
@@ -119,7 +100,7 @@ impl KwokProvider {
         i: usize,
         fleet: &str,
     ) -> Result<ClusterAccess, ProviderError> {
-        self.run_ports_free(i)?;
+        self.ports_free(i)?;
         let kubeconfig = self.opts.run_dir.join("kubeconfig");
         let context = ctx_name(&c.name);
         let client = k::client_for(&kubeconfig, &context).await?;
