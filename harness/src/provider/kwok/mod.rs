@@ -284,6 +284,33 @@ impl KwokProvider {
         }
     }
 
+    /// The plan's ports for cluster `index` are this provider's, and a reuse (`fleet`) is of this provider's warm
+    /// fleet: else the plan was built by another provider and must not run here.
+    fn plan_ports_match(
+        &self,
+        name: &ClusterName,
+        index: usize,
+        ports: (u16, u16),
+        fleet: Option<&String>,
+    ) -> Result<(), ProviderError> {
+        let p = self.ports(index);
+        let mine = (p.apiserver, p.metallb_health);
+        if let Some(key) = fleet
+            && !self.opts.fleet.as_ref().is_some_and(|f| f.warm && &f.key == key)
+        {
+            return Err(ProviderError::Other(format!(
+                "the plan reuses {name} of fleet {key}; this provider has no such warm fleet: build the plan with \
+                 this provider"
+            )));
+        }
+        if mine != ports {
+            return Err(ProviderError::Other(format!(
+                "the plan gives {name} the ports {ports:?}, this provider {mine:?}: build the plan with this provider"
+            )));
+        }
+        Ok(())
+    }
+
     /// Every 127.0.0.1 port this provider may open for `n` clusters.
     pub fn all_ports(&self, n: usize) -> Vec<u16> {
         (0..n).flat_map(|i| self.ports(i).all()).collect()
@@ -304,6 +331,16 @@ impl KwokProvider {
         }
         left
     }
+}
+
+/// What a create or reuse action reports: the cluster, `what` it is, its context and kubeconfig.
+fn created(name: &ClusterName, access: ClusterAccess, what: &str) -> Performed {
+    let line = format!(
+        "{name}: {what}context {} in {}",
+        access.context,
+        access.kubeconfig.display()
+    );
+    Performed::created(access, line)
 }
 
 /// The control-plane revisions `cluster` installs, in order, with the build each runs (`None`: the run's).
@@ -631,24 +668,11 @@ impl ClusterProvider for KwokProvider {
                     ports,
                     ..
                 } => {
-                    let p = self.ports(*index);
-                    if (p.apiserver, p.metallb_health) != *ports {
-                        return Err(ProviderError::Other(format!(
-                            "the plan gives {} the ports {ports:?}, this provider {:?}: build the plan with this provider",
-                            c.name,
-                            (p.apiserver, p.metallb_health)
-                        )));
-                    }
+                    self.plan_ports_match(&c.name, *index, *ports, None)?;
                     self.prepare_once()?;
                     self.ports_free(*index)?;
                     let access = self.create_one(c, *index).await?;
-                    let line = format!(
-                        "{}: context {} in {}",
-                        c.name,
-                        access.context,
-                        access.kubeconfig.display()
-                    );
-                    Ok(Performed::created(access, line))
+                    Ok(created(&c.name, access, ""))
                 }
                 ProviderAction::KwokReuse {
                     cluster: c,
@@ -657,28 +681,14 @@ impl ClusterProvider for KwokProvider {
                     fleet,
                     ..
                 } => {
-                    let p = self.ports(*index);
-                    let warm = self
-                        .opts
-                        .fleet
-                        .as_ref()
-                        .is_some_and(|f| f.warm && &f.key == fleet);
-                    if !warm || (p.apiserver, p.metallb_health) != *ports {
-                        return Err(ProviderError::Other(format!(
-                            "the plan reuses {} of fleet {fleet} on ports {ports:?}; this provider has no such warm \
-                             fleet: build the plan with this provider",
-                            c.name
-                        )));
-                    }
+                    self.plan_ports_match(&c.name, *index, *ports, Some(fleet))?;
                     self.prepare_once()?;
                     let access = self.reuse_one(c, *index, fleet).await?;
-                    let line = format!(
-                        "{}: fleet {fleet}'s kwok control plane, node Ready; context {} in {}",
-                        c.name,
-                        access.context,
-                        access.kubeconfig.display()
-                    );
-                    Ok(Performed::created(access, line))
+                    Ok(created(
+                        &c.name,
+                        access,
+                        &format!("fleet {fleet}'s kwok control plane, node Ready; "),
+                    ))
                 }
                 ProviderAction::RehearsalMetalLb {
                     cluster: name,
