@@ -2,8 +2,9 @@
 //! `loadgen phase|stop|report`, exec'd in the generator's pod, reaches this instead. The first `phase` starts a
 //! daemon that sends the generator's requests at its pod's `-rate`, each answered as the curl stand-in answers
 //! (the endpoints the real istiod serves the generator pod's sidecar, the serving pod found through the real API),
-//! and counts them per phase in the generator's own report format. It keeps the last endpoints istiod sent while
-//! istiod cannot be reached (Envoy keeps its configuration), and a pod asked to stop answers for its `preStop`
+//! and counts them per phase in the generator's own report format. Its proxies' views come from standing ADS
+//! subscriptions ([`super::watch`]), so no request waits for istiod and the last view outlives it as Envoy's
+//! configuration does, and a pod asked to stop answers for its `preStop`
 //! sleep ([`super::departures`]). Long-lived connections are not modelled: every request is a new connection.
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use super::departures::Departures;
-use super::shim::{Sidecar, answer, client_from, state_and_client};
+use super::shim::{Sidecar, Watches, answer, client_from, state_and_client};
 use super::state::RehearsalState;
 use crate::apps::{LOADGEN, ServiceTarget};
 use crate::verify::{KindCounts, LoadReport, PhaseCounts};
@@ -263,9 +264,9 @@ async fn daemon_inner() -> Result<(), String> {
         ServiceTarget::parse(&url).ok_or_else(|| format!("cannot parse the generator's URL {url}"))?;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let mut sidecar = Sidecar {
-        eds: Some(BTreeMap::new()),
-        gateways: Some(BTreeMap::new()),
+        watches: Some(Watches::new(&state_path)),
         departures: Some(Departures::default()),
+        ..Default::default()
     };
     // Every cluster's pods, listed at most every 250 ms, tell which pods are leaving (kwok removes them at once).
     let mut clients = Vec::new();

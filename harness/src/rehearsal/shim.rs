@@ -18,6 +18,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use super::state::RehearsalState;
+use super::watch::Watch;
 use super::xds::{self, ProxyIdentity, SeenEndpoint};
 use crate::apps::ServiceTarget;
 use crate::mesh::GATEWAY_PORT;
@@ -164,28 +165,96 @@ pub(super) async fn state_and_client(
     Ok((state, client))
 }
 
-/// How long a stand-in that keeps configuration waits for istiod before it answers from what it has: Envoy
-/// never holds a request for its control plane, and a slow istiod (one starting under load) is no failure.
-const CACHED_XDS_WAIT: Duration = Duration::from_secs(2);
-/// How long a one-off request (curl, nothing kept) waits for istiod.
+/// How long a request waits for istiod: a one-off request (curl) for its answer, a standing subscription for its
+/// first configuration (a proxy that has none is not ready); after that no request waits for istiod.
 const XDS_WAIT: Duration = Duration::from_secs(10);
 
-/// A network gateway's view of one Envoy cluster: the SNI names its 15443 listeners match, and the endpoints.
-#[derive(Debug, Clone)]
-pub(super) struct GatewayView {
-    names: Vec<String>,
-    endpoints: Vec<SeenEndpoint>,
+/// Kubernetes clients per kubeconfig, made once per stand-in process (every request reads several clusters).
+#[derive(Default)]
+pub(super) struct Clients(BTreeMap<PathBuf, Client>);
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl Clients {
+    /// The client for `kubeconfig`, made on first use.
+    pub(super) async fn get(&mut self, kubeconfig: &Path) -> Result<Client, String> {
+        if let Some(c) = self.0.get(kubeconfig) {
+            return Ok(c.clone());
+        }
+        let c = client_from(kubeconfig).await?;
+        self.0.insert(kubeconfig.to_path_buf(), c.clone());
+        Ok(c)
+    }
+
+    /// The client for rehearsal cluster `name`.
+    async fn of(&mut self, state: &RehearsalState, name: &str) -> Result<Client, String> {
+        let c = state
+            .clusters
+            .get(name)
+            .ok_or_else(|| format!("unknown rehearsal cluster {name}"))?;
+        self.get(&c.kubeconfig).await
+    }
+}
+
+/// The standing subscriptions of a long-lived stand-in (the traffic generator's): its sidecar's per Envoy
+/// cluster, and each network gateway pod's per Envoy cluster, as their Envoys hold them.
+#[derive(Debug)]
+pub(super) struct Watches {
+    /// The rehearsal state, re-read whenever a subscription looks for its istiod again.
+    state_path: PathBuf,
+    sidecar: BTreeMap<String, Watch>,
+    gateways: BTreeMap<String, Watch>,
+}
+
+impl Watches {
+    pub(super) fn new(state_path: &Path) -> Self {
+        Watches {
+            state_path: state_path.to_path_buf(),
+            sidecar: BTreeMap::new(),
+            gateways: BTreeMap::new(),
+        }
+    }
+
+    /// A subscription as `pod`'s proxy in `cluster`, to whichever istiod serves that pod each time it subscribes.
+    fn start(
+        &self,
+        cluster: &str,
+        client: &Client,
+        pod: &Pod,
+        proxy: ProxyIdentity,
+        envoy_cluster: &str,
+        lds_port: Option<u32>,
+    ) -> Watch {
+        let (state_path, cluster, client, pod) = (
+            self.state_path.clone(),
+            cluster.to_string(),
+            client.clone(),
+            pod.clone(),
+        );
+        let resolve = move || {
+            let (state_path, cluster, client, pod) =
+                (state_path.clone(), cluster.clone(), client.clone(), pod.clone());
+            async move {
+                let state = RehearsalState::read(&state_path)?;
+                istiod_for(&state, &cluster, &client, &pod).await
+            }
+        };
+        Watch::start(resolve, proxy, envoy_cluster.to_string(), lds_port)
+    }
 }
 
 /// What a stand-in sidecar carries from one request to the next.
 #[derive(Debug, Default)]
 pub(super) struct Sidecar {
-    /// The endpoints istiod last sent per Envoy cluster: used while istiod cannot be reached, as Envoy keeps the
-    /// configuration it has. `None`: every request asks istiod afresh and fails without it (curl, one request).
-    pub eds: Option<BTreeMap<String, Vec<SeenEndpoint>>>,
-    /// What each network gateway last had from its istiod, per gateway pod and Envoy cluster: its 15443 SNI
-    /// names and its endpoints. Kept and used as `eds` is (a gateway's Envoy keeps its configuration too).
-    pub gateways: Option<BTreeMap<String, GatewayView>>,
+    /// Standing subscriptions, whose views are used while istiod cannot be reached (Envoy keeps the configuration
+    /// it has). `None`: every request asks istiod afresh and fails without it (curl, one request).
+    pub watches: Option<Watches>,
+    /// Clients of the clusters' API servers.
+    pub clients: Clients,
     /// Pods on their way out, kept answering for their `preStop` (live traffic during a restart); `None` for the
     /// steady-state checks, which meet none: only a running pod answers.
     pub departures: Option<super::departures::Departures>,
@@ -214,9 +283,14 @@ fn ip_host(url: &str) -> Option<std::net::Ipv4Addr> {
 
 /// A request to a pod address (the isolation probe): the sidecar passes it through to the address itself, which
 /// answers only if the source's pods have a route to it.
-async fn direct(state: &RehearsalState, cluster: &str, ip: &str) -> Result<String, Failure> {
+async fn direct(
+    state: &RehearsalState,
+    clients: &mut Clients,
+    cluster: &str,
+    ip: &str,
+) -> Result<String, Failure> {
     for (name, c) in &state.clusters {
-        let client = client_from(&c.kubeconfig).await?;
+        let client = clients.get(&c.kubeconfig).await?;
         if let Some(pod) = pod_by_ip(&client, ip).await? {
             if !state.routed(cluster, name) {
                 break;
@@ -249,13 +323,14 @@ async fn run(cluster: &str, state_path: &Path, urls: &[String]) -> Result<Vec<St
         .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
         .ok_or_else(|| format!("no running curl pod in {cluster}"))?;
     let mut out = Vec::new();
+    let mut sc = Sidecar::default();
     for url in urls {
         if let Some(ip) = ip_host(url) {
-            out.push(direct(&state, cluster, &ip.to_string()).await?);
+            out.push(direct(&state, &mut sc.clients, cluster, &ip.to_string()).await?);
             continue;
         }
         let t = ServiceTarget::parse(url).ok_or_else(|| format!("cannot parse URL {url}"))?;
-        out.push(answer(&state, cluster, &client, &source, &t, &mut Sidecar::default()).await?);
+        out.push(answer(&state, cluster, &client, &source, &t, &mut sc).await?);
     }
     Ok(out)
 }
@@ -457,23 +532,21 @@ pub(super) async fn answer(
     let chosen: (String, Option<String>) = match proxy_identity(source, cluster) {
         Some(proxy) => {
             let name = t.envoy_cluster();
-            let wait = if sc.eds.is_some() {
-                CACHED_XDS_WAIT
-            } else {
-                XDS_WAIT
-            };
-            let fresh = match istiod_for(state, cluster, client, source).await {
-                Ok(xds_addr) => xds::endpoints(&xds_addr, &proxy, &name, wait).await,
-                Err(e) => Err(e),
-            };
-            let all = match (fresh, sc.eds.as_mut()) {
-                (Ok(e), Some(cache)) => {
-                    cache.insert(name.clone(), e.clone());
-                    e
+            let all = match sc.watches.as_mut() {
+                None => {
+                    let xds_addr = istiod_for(state, cluster, client, source).await?;
+                    xds::endpoints(&xds_addr, &proxy, &name, XDS_WAIT).await?
                 }
-                (Ok(e), None) => e,
-                (Err(e), Some(cache)) => cache.get(&name).cloned().ok_or(e)?,
-                (Err(e), None) => return Err(e),
+                Some(w) => {
+                    if !w.sidecar.contains_key(&name) {
+                        let watch = w.start(cluster, client, source, proxy, &name, None);
+                        w.sidecar.insert(name.clone(), watch);
+                    }
+                    match w.sidecar.get(&name) {
+                        Some(watch) => watch.first_view(XDS_WAIT).await?.endpoints.unwrap_or_default(),
+                        None => return Err(format!("no subscription for {name}")),
+                    }
+                }
             };
             let seen: Vec<SeenEndpoint> = xds::eligible(&all);
             if seen.is_empty() {
@@ -512,7 +585,7 @@ pub(super) async fn answer(
         }
     };
     let (ip, cluster_id) = chosen;
-    if let Some(gw) = gateway_at(state, &ip).await? {
+    if let Some(gw) = gateway_at(state, &mut sc.clients, &ip).await? {
         return through_gateway(state, cluster, client, source, t, &gw, sc).await;
     }
     let dest_cluster = cluster_id.unwrap_or_else(|| cluster.to_string());
@@ -520,30 +593,25 @@ pub(super) async fn answer(
     if !state.routed(cluster, &dest_cluster) {
         return Ok(CONNECT_TIMEOUT_BODY.to_string());
     }
-    reply_from(
-        state,
-        cluster,
-        client,
-        source,
-        &dest_cluster,
-        &ip,
-        sc.departures.as_ref(),
-    )
-    .await
+    reply_from(state, sc, cluster, client, source, &dest_cluster, &ip).await
 }
 
-/// A network gateway found at an endpoint's address: its cluster and its pod.
+/// A network gateway found at an endpoint's address: its cluster and its running pods.
 struct Gateway {
     cluster: String,
-    pod: Pod,
+    pods: Vec<Pod>,
 }
 
 /// The network gateway whose LoadBalancer address is `ip` (a Service labelled `topology.istio.io/network` with
-/// port 15443, as istiod finds them), with one of its running pods; `None` when `ip` is no gateway's.
-async fn gateway_at(state: &RehearsalState, ip: &str) -> Result<Option<Gateway>, String> {
+/// port 15443, as istiod finds them), with its running pods; `None` when `ip` is no gateway's.
+async fn gateway_at(
+    state: &RehearsalState,
+    clients: &mut Clients,
+    ip: &str,
+) -> Result<Option<Gateway>, String> {
     use k8s_openapi::api::core::v1::Service;
     for (name, c) in &state.clusters {
-        let client = client_from(&c.kubeconfig).await?;
+        let client = clients.get(&c.kubeconfig).await?;
         let svcs: Api<Service> = Api::all(client.clone());
         let l = svcs
             .list(&ListParams::default().labels("topology.istio.io/network"))
@@ -574,20 +642,25 @@ async fn gateway_at(state: &RehearsalState, ip: &str) -> Result<Option<Gateway>,
                 .collect::<Vec<_>>()
                 .join(",");
             let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            let pod = pods
+            let running: Vec<Pod> = pods
                 .list(&ListParams::default().labels(&selector))
                 .await
                 .map_err(|e| format!("list gateway pods in {name}: {e}"))?
                 .items
                 .into_iter()
-                .find(|p| {
+                .filter(|p| {
                     p.metadata.deletion_timestamp.is_none()
                         && p.status.as_ref().and_then(|s| s.pod_ip.clone()).is_some()
                 })
-                .ok_or_else(|| format!("the network gateway at {ip} in {name} has no running pod"))?;
+                .collect();
+            if running.is_empty() {
+                return Err(format!(
+                    "the network gateway at {ip} in {name} has no running pod"
+                ));
+            }
             return Ok(Some(Gateway {
                 cluster: name.clone(),
-                pod,
+                pods: running,
             }));
         }
     }
@@ -595,7 +668,8 @@ async fn gateway_at(state: &RehearsalState, ip: &str) -> Result<Option<Gateway>,
 }
 
 /// The request as the gateway passes it on: only when its listeners on 15443 accept the service's SNI, to an
-/// endpoint its own istiod gives it in its network's view.
+/// endpoint its own istiod gives it in its network's view. With standing subscriptions, a gateway pod that has
+/// its configuration takes the request (a gateway is ready only then); one-off requests ask the first pod's istiod.
 async fn through_gateway(
     state: &RehearsalState,
     cluster: &str,
@@ -606,45 +680,57 @@ async fn through_gateway(
     sc: &mut Sidecar,
 ) -> Result<String, String> {
     let g = &gw.cluster;
-    let g_client = client_from(
-        &state
-            .clusters
-            .get(g)
-            .ok_or_else(|| format!("unknown rehearsal cluster {g}"))?
-            .kubeconfig,
-    )
-    .await?;
-    let proxy =
-        proxy_identity(&gw.pod, g).ok_or_else(|| format!("the gateway pod in {g} has no istio-proxy"))?;
+    let g_client = sc.clients.of(state, g).await?;
     let name = t.envoy_cluster();
     let sni = xds::gateway_sni(&name).ok_or_else(|| format!("no SNI for {name}"))?;
-    let wait = if sc.gateways.is_some() {
-        CACHED_XDS_WAIT
-    } else {
-        XDS_WAIT
+    let identity = |pod: &Pod| {
+        proxy_identity(pod, g).ok_or_else(|| format!("the gateway pod in {g} has no istio-proxy"))
     };
-    let fresh = async {
-        let xds_addr = istiod_for(state, g, &g_client, &gw.pod).await?;
-        Ok::<_, String>(GatewayView {
-            names: xds::listener_server_names(&xds_addr, &proxy, GATEWAY_PORT, wait).await?,
-            endpoints: xds::endpoints(&xds_addr, &proxy, &name, wait).await?,
-        })
-    }
-    .await;
-    let key = format!("{g}/{}/{name}", gw.pod.metadata.name.clone().unwrap_or_default());
-    let view = match (fresh, sc.gateways.as_mut()) {
-        (Ok(v), Some(cache)) => {
-            cache.insert(key, v.clone());
-            v
+    let (names, endpoints) = match sc.watches.as_mut() {
+        None => {
+            let pod = gw
+                .pods
+                .first()
+                .ok_or_else(|| format!("the network gateway in {g} has no running pod"))?;
+            let proxy = identity(pod)?;
+            let xds_addr = istiod_for(state, g, &g_client, pod).await?;
+            (
+                xds::listener_server_names(&xds_addr, &proxy, GATEWAY_PORT, XDS_WAIT).await?,
+                xds::endpoints(&xds_addr, &proxy, &name, XDS_WAIT).await?,
+            )
         }
-        (Ok(v), None) => v,
-        (Err(e), Some(cache)) => cache.get(&key).cloned().ok_or(e)?,
-        (Err(e), None) => return Err(e),
+        Some(w) => {
+            let mut keys = Vec::new();
+            for pod in &gw.pods {
+                let key = format!("{g}/{}/{name}", pod.metadata.name.clone().unwrap_or_default());
+                if !w.gateways.contains_key(&key) {
+                    let watch = w.start(g, &g_client, pod, identity(pod)?, &name, Some(GATEWAY_PORT));
+                    w.gateways.insert(key.clone(), watch);
+                }
+                keys.push(key);
+            }
+            let ready = keys
+                .iter()
+                .filter_map(|k| w.gateways.get(k))
+                .find(|watch| watch.warmed());
+            let watch = match ready {
+                Some(watch) => watch,
+                None => keys
+                    .first()
+                    .and_then(|k| w.gateways.get(k))
+                    .ok_or_else(|| format!("the network gateway in {g} has no running pod"))?,
+            };
+            let view = watch.first_view(XDS_WAIT).await?;
+            (
+                view.server_names.unwrap_or_default(),
+                view.endpoints.unwrap_or_default(),
+            )
+        }
     };
-    if !view.names.contains(&sni) {
+    if !names.contains(&sni) {
         return Ok(GATEWAY_RESET_BODY.to_string());
     }
-    let seen = xds::eligible(&view.endpoints);
+    let seen = xds::eligible(&endpoints);
     if seen.is_empty() {
         return Ok("no healthy upstream".into());
     }
@@ -653,28 +739,19 @@ async fn through_gateway(
     if !state.routed(g, &dest) {
         return Ok(CONNECT_TIMEOUT_BODY.to_string());
     }
-    reply_from(
-        state,
-        cluster,
-        client,
-        source,
-        &dest,
-        &e.address,
-        sc.departures.as_ref(),
-    )
-    .await
+    reply_from(state, sc, cluster, client, source, &dest, &e.address).await
 }
 
 /// The reply of the pod at `ip` in `dest_cluster` to a request from `source` in `cluster`: its version, or the
 /// TLS failure when the two clusters' roots differ.
 async fn reply_from(
     state: &RehearsalState,
+    sc: &mut Sidecar,
     cluster: &str,
     client: &Client,
     source: &Pod,
     dest_cluster: &str,
     ip: &str,
-    departures: Option<&super::departures::Departures>,
 ) -> Result<String, String> {
     let src_ns = source.metadata.namespace.clone().unwrap_or_default();
     let dest_cluster = dest_cluster.to_string();
@@ -685,11 +762,14 @@ async fn reply_from(
     let dest_client = if dest_cluster == cluster {
         client.clone()
     } else {
-        client_from(&dest_state.kubeconfig).await?
+        sc.clients.get(&dest_state.kubeconfig).await?
     };
     let running = pod_by_ip(&dest_client, ip).await?;
-    let leaving =
-        || departures.and_then(|d| d.serving(&dest_cluster, ip, std::time::Instant::now()).cloned());
+    let leaving = || {
+        sc.departures
+            .as_ref()
+            .and_then(|d| d.serving(&dest_cluster, ip, std::time::Instant::now()).cloned())
+    };
     let Some(pod) = running.or_else(leaving) else {
         // The endpoint istiod (or the sidecar's last view of it) named is gone: what Envoy answers when the
         // connection is refused.

@@ -1,5 +1,5 @@
-//! A one-shot ADS client: asks istiod, on its plaintext port, for the endpoints a given proxy would get, and for
-//! the SNI names a gateway's listeners on a port accept.
+//! An ADS client of istiod's plaintext port: one-shot questions (the endpoints a given proxy would get, the SNI
+//! names a gateway's listeners on a port accept) and a standing subscription that ACKs and follows istiod's pushes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_end
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::google::protobuf::{Struct, Value, value};
+use envoy_types::pb::google::protobuf::{Any, Struct, Value, value};
 use prost::Message;
 
 /// EDS type URL.
@@ -93,7 +93,7 @@ async fn ask(
     proxy: &ProxyIdentity,
     type_url: &str,
     names: Vec<String>,
-) -> Result<Vec<envoy_types::pb::google::protobuf::Any>, String> {
+) -> Result<Vec<Any>, String> {
     let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds_addr}"))
         .await
         .map_err(|e| format!("cannot connect to istiod xDS at {xds_addr}: {e}"))?;
@@ -127,27 +127,30 @@ pub async fn listener_server_names(
     port: u32,
     timeout: Duration,
 ) -> Result<Vec<String>, String> {
-    let fut = async {
-        let mut out = Vec::new();
-        for any in ask(xds_addr, proxy, LDS_TYPE, Vec::new()).await? {
-            let l = Listener::decode(any.value.as_slice()).map_err(|e| format!("bad LDS payload: {e}"))?;
-            let on_port = l.address.and_then(|a| a.address).is_some_and(|a| match a {
-                address::Address::SocketAddress(sa) => {
-                    sa.port_specifier == Some(socket_address::PortSpecifier::PortValue(port))
-                }
-                _ => false,
-            });
-            if on_port {
-                for fc in l.filter_chains {
-                    out.extend(fc.filter_chain_match.into_iter().flat_map(|m| m.server_names));
-                }
-            }
-        }
-        Ok(out)
-    };
+    let fut = async { decode_server_names(&ask(xds_addr, proxy, LDS_TYPE, Vec::new()).await?, port) };
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| format!("istiod at {xds_addr} did not answer LDS within {timeout:?}"))?
+}
+
+/// The SNI names of the filter chains of the listeners on `port` among `resources` (an LDS response).
+fn decode_server_names(resources: &[Any], port: u32) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for any in resources {
+        let l = Listener::decode(any.value.as_slice()).map_err(|e| format!("bad LDS payload: {e}"))?;
+        let on_port = l.address.and_then(|a| a.address).is_some_and(|a| match a {
+            address::Address::SocketAddress(sa) => {
+                sa.port_specifier == Some(socket_address::PortSpecifier::PortValue(port))
+            }
+            _ => false,
+        });
+        if on_port {
+            for fc in l.filter_chains {
+                out.extend(fc.filter_chain_match.into_iter().flat_map(|m| m.server_names));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The SNI a client's proxy sends to a network gateway for an Envoy cluster `outbound|port|subset|host`.
@@ -165,49 +168,140 @@ pub async fn endpoints(
     timeout: Duration,
 ) -> Result<Vec<SeenEndpoint>, String> {
     let fut = async {
-        let mut out = Vec::new();
-        for any in ask(xds_addr, proxy, EDS_TYPE, vec![cluster_name.to_string()]).await? {
-            let cla = ClusterLoadAssignment::decode(any.value.as_slice())
-                .map_err(|e| format!("bad EDS payload: {e}"))?;
-            if cla.cluster_name != cluster_name {
-                continue;
-            }
-            for locality in cla.endpoints {
-                for lb in locality.lb_endpoints {
-                    let cluster_id = lb
-                        .metadata
-                        .as_ref()
-                        .and_then(|m| m.filter_metadata.get("istio"))
-                        .and_then(|s| s.fields.get("workload"))
-                        .and_then(|v| match &v.kind {
-                            Some(value::Kind::StringValue(w)) => w.split(';').nth(4).map(str::to_string),
-                            _ => None,
-                        });
-                    let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = lb.host_identifier else {
-                        continue;
-                    };
-                    let Some(address::Address::SocketAddress(sa)) = ep.address.and_then(|a| a.address) else {
-                        continue;
-                    };
-                    let port = match sa.port_specifier {
-                        Some(socket_address::PortSpecifier::PortValue(p)) => p,
-                        _ => 0,
-                    };
-                    out.push(SeenEndpoint {
-                        address: sa.address,
-                        port,
-                        cluster_id,
-                        priority: locality.priority,
-                        health: lb.health_status,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        let resources = ask(xds_addr, proxy, EDS_TYPE, vec![cluster_name.to_string()]).await?;
+        decode_endpoints(&resources, cluster_name)
     };
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| format!("istiod at {xds_addr} did not answer EDS within {timeout:?}"))?
+}
+
+/// The endpoints of `cluster_name` among `resources` (an EDS response).
+fn decode_endpoints(resources: &[Any], cluster_name: &str) -> Result<Vec<SeenEndpoint>, String> {
+    let mut out = Vec::new();
+    for any in resources {
+        let cla = ClusterLoadAssignment::decode(any.value.as_slice())
+            .map_err(|e| format!("bad EDS payload: {e}"))?;
+        if cla.cluster_name != cluster_name {
+            continue;
+        }
+        for locality in cla.endpoints {
+            for lb in locality.lb_endpoints {
+                let cluster_id = lb
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.filter_metadata.get("istio"))
+                    .and_then(|s| s.fields.get("workload"))
+                    .and_then(|v| match &v.kind {
+                        Some(value::Kind::StringValue(w)) => w.split(';').nth(4).map(str::to_string),
+                        _ => None,
+                    });
+                let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = lb.host_identifier else {
+                    continue;
+                };
+                let Some(address::Address::SocketAddress(sa)) = ep.address.and_then(|a| a.address) else {
+                    continue;
+                };
+                let port = match sa.port_specifier {
+                    Some(socket_address::PortSpecifier::PortValue(p)) => p,
+                    _ => 0,
+                };
+                out.push(SeenEndpoint {
+                    address: sa.address,
+                    port,
+                    cluster_id,
+                    priority: locality.priority,
+                    health: lb.health_status,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One update of a standing subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// istiod's current endpoints of the subscribed Envoy cluster.
+    Endpoints(Vec<SeenEndpoint>),
+    /// istiod's current SNI names of the listeners on the subscribed port.
+    ServerNames(Vec<String>),
+}
+
+/// How long connecting to istiod may take before a subscription gives up (and its owner tries again).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Subscribes as `proxy` to the endpoints of `cluster_name` (and, with `lds_port`, to every listener, for the SNI
+/// names on that port), ACKs each response as Envoy does and hands each one to `on`, until istiod closes the
+/// stream (`Ok`) or it fails (`Err`). Every push istiod makes reaches `on`: the view an Envoy holds.
+pub async fn subscribe(
+    xds_addr: &str,
+    proxy: &ProxyIdentity,
+    cluster_name: &str,
+    lds_port: Option<u32>,
+    mut on: impl FnMut(Pushed),
+) -> Result<(), String> {
+    let mut client = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        AggregatedDiscoveryServiceClient::connect(format!("http://{xds_addr}")),
+    )
+    .await
+    .map_err(|_| format!("istiod xDS at {xds_addr} did not accept a connection within {CONNECT_TIMEOUT:?}"))?
+    .map_err(|e| format!("cannot connect to istiod xDS at {xds_addr}: {e}"))?;
+    let eds_names = vec![cluster_name.to_string()];
+    let mut first = vec![DiscoveryRequest {
+        node: Some(node(proxy)),
+        type_url: EDS_TYPE.into(),
+        resource_names: eds_names.clone(),
+        ..Default::default()
+    }];
+    if lds_port.is_some() {
+        first.push(DiscoveryRequest {
+            type_url: LDS_TYPE.into(),
+            ..Default::default()
+        });
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    for req in first {
+        tx.send(req).await.map_err(|e| e.to_string())?;
+    }
+    let mut stream = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        client.stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+    .await
+    .map_err(|_| format!("istiod at {xds_addr} did not open an ADS stream within {CONNECT_TIMEOUT:?}"))?
+    .map_err(|e| format!("ADS stream refused by istiod at {xds_addr}: {}", e.message()))?
+    .into_inner();
+    loop {
+        let resp = match stream.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(format!("ADS error from istiod at {xds_addr}: {}", e.message())),
+        };
+        let (pushed, names) = match (resp.type_url.as_str(), lds_port) {
+            (EDS_TYPE, _) => (
+                Pushed::Endpoints(decode_endpoints(&resp.resources, cluster_name)?),
+                eds_names.clone(),
+            ),
+            (LDS_TYPE, Some(port)) => (
+                Pushed::ServerNames(decode_server_names(&resp.resources, port)?),
+                Vec::new(),
+            ),
+            _ => continue,
+        };
+        on(pushed);
+        let ack = DiscoveryRequest {
+            type_url: resp.type_url,
+            version_info: resp.version_info,
+            response_nonce: resp.nonce,
+            resource_names: names,
+            ..Default::default()
+        };
+        if tx.send(ack).await.is_err() {
+            return Ok(());
+        }
+    }
 }
 
 /// Envoy's name for a health status code (`envoy.config.core.v3.HealthStatus`).
@@ -235,6 +329,135 @@ pub fn eligible(endpoints: &[SeenEndpoint]) -> Vec<SeenEndpoint> {
     let mut v: Vec<SeenEndpoint> = ok.into_iter().filter(|e| e.priority == min).cloned().collect();
     v.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
     v
+}
+
+/// A stand-in istiod for tests: an ADS server that answers the first EDS request with each of `pushes` in turn,
+/// sending the next only after the ACK of the one before, records every request it gets, then closes the stream.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::sync::{Arc, Mutex};
+
+    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
+    use envoy_types::pb::envoy::config::endpoint::v3::{
+        ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+    };
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+    };
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    };
+    use envoy_types::pb::google::protobuf::Any;
+    use prost::Message;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    use super::{EDS_TYPE, address, socket_address};
+
+    /// The EDS payload naming `addrs` (port 5000) for `cluster`.
+    pub fn cla(cluster: &str, addrs: &[&str]) -> Any {
+        let lb_endpoints = addrs
+            .iter()
+            .map(|a| LbEndpoint {
+                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                    address: Some(Address {
+                        address: Some(address::Address::SocketAddress(SocketAddress {
+                            address: a.to_string(),
+                            port_specifier: Some(socket_address::PortSpecifier::PortValue(5000)),
+                            ..Default::default()
+                        })),
+                    }),
+                    ..Default::default()
+                })),
+                health_status: 1,
+                ..Default::default()
+            })
+            .collect();
+        let c = ClusterLoadAssignment {
+            cluster_name: cluster.into(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        Any {
+            type_url: EDS_TYPE.into(),
+            value: c.encode_to_vec(),
+        }
+    }
+
+    #[derive(Clone)]
+    struct Istiod {
+        pushes: Vec<Any>,
+        seen: Arc<Mutex<Vec<DiscoveryRequest>>>,
+    }
+
+    #[tonic::async_trait]
+    impl AggregatedDiscoveryService for Istiod {
+        type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, tonic::Status>>;
+        type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, tonic::Status>>;
+
+        async fn stream_aggregated_resources(
+            &self,
+            request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+        ) -> Result<tonic::Response<Self::StreamAggregatedResourcesStream>, tonic::Status> {
+            let mut incoming = request.into_inner();
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut next = 0;
+                while let Ok(Some(req)) = incoming.message().await {
+                    let eds = req.type_url == EDS_TYPE;
+                    if let Ok(mut s) = me.seen.lock() {
+                        s.push(req);
+                    }
+                    if !eds {
+                        continue;
+                    }
+                    let Some(p) = me.pushes.get(next) else {
+                        return; // every push ACKed: istiod goes away
+                    };
+                    next += 1;
+                    let resp = DiscoveryResponse {
+                        type_url: EDS_TYPE.into(),
+                        version_info: format!("v{next}"),
+                        nonce: format!("n{next}"),
+                        resources: vec![p.clone()],
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(resp)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        }
+
+        async fn delta_aggregated_resources(
+            &self,
+            _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+        ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("delta xDS"))
+        }
+    }
+
+    /// Serves `pushes` on a loopback port; the address and the requests it records.
+    pub async fn serve(pushes: Vec<Any>) -> (String, Arc<Mutex<Vec<DiscoveryRequest>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("loopback port");
+        let addr = listener.local_addr().expect("address").to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let svc = AggregatedDiscoveryServiceServer::new(Istiod {
+            pushes,
+            seen: Arc::clone(&seen),
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .serve_with_incoming(svc, tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (addr, seen)
+    }
 }
 
 #[cfg(test)]
@@ -285,5 +508,57 @@ mod tests {
         let n = node(&p);
         assert_eq!(n.id, "sidecar~10.10.1.5~curl-abc.sample~sample.svc.cluster.local");
         assert_eq!(n.cluster, "curl.sample");
+    }
+
+    fn sidecar() -> ProxyIdentity {
+        ProxyIdentity {
+            node_type: "sidecar",
+            ip: "10.10.1.5".into(),
+            pod: "loadgen-abc".into(),
+            namespace: "sample".into(),
+            metadata: BTreeMap::new(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// Every push reaches the subscriber in order, each is ACKed with its version and nonce (istiod sends the
+    /// next only then), and a stream istiod closes ends the subscription without an error.
+    #[tokio::test]
+    async fn a_subscription_follows_pushes_and_acks_each() {
+        let name = "outbound|5000||helloworld.sample.svc.cluster.local";
+        let (addr, seen) = fake::serve(vec![
+            fake::cla(name, &["10.10.1.7"]),
+            fake::cla(name, &["10.10.1.7", "10.10.1.9"]),
+        ])
+        .await;
+        let mut got = Vec::new();
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            subscribe(&addr, &sidecar(), name, None, |p| got.push(p)),
+        )
+        .await
+        .expect("the fake closes the stream after the last ACK");
+        assert_eq!(r, Ok(()));
+        let addrs: Vec<Vec<String>> = got
+            .iter()
+            .map(|p| match p {
+                Pushed::Endpoints(e) => e.iter().map(|e| e.address.clone()).collect(),
+                Pushed::ServerNames(n) => n.clone(),
+            })
+            .collect();
+        assert_eq!(addrs, [vec!["10.10.1.7"], vec!["10.10.1.7", "10.10.1.9"]]);
+        let seen = seen.lock().expect("requests").clone();
+        let acks: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|r| (r.version_info.as_str(), r.response_nonce.as_str()))
+            .collect();
+        assert_eq!(acks, [("", ""), ("v1", "n1"), ("v2", "n2")]);
+        assert!(
+            seen[0]
+                .node
+                .as_ref()
+                .is_some_and(|n| n.id.starts_with("sidecar~10.10.1.5~"))
+        );
+        assert!(seen.iter().all(|r| r.resource_names == [name]));
     }
 }

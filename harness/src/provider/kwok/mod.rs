@@ -412,8 +412,8 @@ impl ClusterProvider for KwokProvider {
         {
             p.notes.push(
                 "live traffic: `loadgen` in the generator pod is meshconf's stand-in, sending at the pod's -rate; \
-                 each request is answered from the endpoints istiod serves that pod's sidecar (the last ones kept \
-                 while istiod cannot be reached, as Envoy keeps its configuration), a pod asked to stop answers for \
+                 each request is answered from what istiod pushes that pod's sidecar and the gateways over standing \
+                 ADS subscriptions (kept when istiod goes, as Envoy keeps its configuration), a pod asked to stop answers for \
                  its preStop sleep (none without one, kwok removes it at once); every request is a new connection (keep-alive not modelled) and its latency is the \
                  time to compute the answer (data plane computed)"
                     .into(),
