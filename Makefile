@@ -12,15 +12,16 @@ SCENARIOS := scenarios/multi-primary.yaml scenarios/primary-remote.yaml
 TOOLS_BIN = $(shell bash tools/build.sh)
 # --workspace: the same feature set as `cargo test --workspace` (dev-dependencies included), so the suites reuse
 # its build instead of compiling ~50 crates again with other features (111 s cold, measured).
+# The suites write their reports under $(REPORTS)/<provider>, where the readers look (`make test REPORTS=DIR`).
 # The kind suites run their trials on fleets kept apart from a user's (one per topology, made by the first trial,
 # reset and proved clean by each); KIND_FLEETS_DOWN removes them afterwards, whatever happened.
 SUITE_FLEETS = $$(source tools/lib/cache.sh && echo "$$meshconf_cache/suite-fleets")
-KIND_SUITES = MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)" MESHCONF_PROVIDER=kind $(CARGO) test --workspace --test multi_primary --test primary_remote
+KIND_SUITES = MESHCONF_SUITE_REPORTS="$(abspath $(REPORTS))/kind" MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)" MESHCONF_PROVIDER=kind $(CARGO) test --workspace --test multi_primary --test primary_remote
 KIND_FLEETS_DOWN = MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)" timeout --kill-after=10 600 \
   "$$($(CARGO) metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/meshconf" fleet down --all
 # The rehearsal's fleet trial keeps its fleet apart too (kind's fleet down never waits on it) and takes it down
 # itself; KWOK_FLEETS_DOWN is the net under an interrupted one.
-KWOK_SUITES = MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)-kwok" MESHCONF_TOOLS_BIN="$$(bash tools/build.sh)" MESHCONF_PROVIDER=kwok $(CARGO) test --workspace --test multi_primary --test primary_remote
+KWOK_SUITES = MESHCONF_SUITE_REPORTS="$(abspath $(REPORTS))/kwok" MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)-kwok" MESHCONF_TOOLS_BIN="$$(bash tools/build.sh)" MESHCONF_PROVIDER=kwok $(CARGO) test --workspace --test multi_primary --test primary_remote
 KWOK_FLEETS_DOWN = MESHCONF_FLEETS_DIR="$(SUITE_FLEETS)-kwok" timeout --kill-after=10 300 \
   "$$($(CARGO) metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/meshconf" fleet down --all
 
