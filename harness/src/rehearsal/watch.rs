@@ -117,18 +117,7 @@ impl Drop for Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    fn proxy() -> ProxyIdentity {
-        ProxyIdentity {
-            node_type: "sidecar",
-            ip: "10.10.1.5".into(),
-            pod: "loadgen-abc".into(),
-            namespace: "sample".into(),
-            metadata: BTreeMap::new(),
-            labels: BTreeMap::new(),
-        }
-    }
+    use xds::fake::sidecar as proxy;
 
     /// With no istiod to reach, the proxy never warms and says why, instead of answering from an empty view.
     #[tokio::test]

@@ -353,6 +353,18 @@ pub(crate) mod fake {
 
     use super::{EDS_TYPE, address, socket_address};
 
+    /// A generator pod's sidecar, as the stand-in presents it.
+    pub fn sidecar() -> super::ProxyIdentity {
+        super::ProxyIdentity {
+            node_type: "sidecar",
+            ip: "10.10.1.5".into(),
+            pod: "loadgen-abc".into(),
+            namespace: "sample".into(),
+            metadata: Default::default(),
+            labels: Default::default(),
+        }
+    }
+
     /// The EDS payload naming `addrs` (port 5000) for `cluster`.
     pub fn cla(cluster: &str, addrs: &[&str]) -> Any {
         let lb_endpoints = addrs
@@ -510,17 +522,6 @@ mod tests {
         assert_eq!(n.cluster, "curl.sample");
     }
 
-    fn sidecar() -> ProxyIdentity {
-        ProxyIdentity {
-            node_type: "sidecar",
-            ip: "10.10.1.5".into(),
-            pod: "loadgen-abc".into(),
-            namespace: "sample".into(),
-            metadata: BTreeMap::new(),
-            labels: BTreeMap::new(),
-        }
-    }
-
     /// Every push reaches the subscriber in order, each is ACKed with its version and nonce (istiod sends the
     /// next only then), and a stream istiod closes ends the subscription without an error.
     #[tokio::test]
@@ -534,7 +535,7 @@ mod tests {
         let mut got = Vec::new();
         let r = tokio::time::timeout(
             Duration::from_secs(10),
-            subscribe(&addr, &sidecar(), name, None, |p| got.push(p)),
+            subscribe(&addr, &fake::sidecar(), name, None, |p| got.push(p)),
         )
         .await
         .expect("the fake closes the stream after the last ACK");
