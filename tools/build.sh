@@ -27,20 +27,25 @@ dest="$cache_root/$key"
 bin="$dest/bin"
 
 profile=${1:-rehearsal}
+# Longest first (cold, 2 cores: k8s ~450 s, each Istio build ~240 s, MetalLB 200, kwok 180, etcd 130, helm 100,
+# CoreDNS 95, the rest under 30), so the two builds that run at a time (below) end close together.
 case "$profile" in
-  rehearsal) steps="etcd kwok metallb k8s istio helm charts" ;;
-  kind) steps="etcd kwok metallb k8s istio helm charts kind crictl etcdnode coredns" ;;
+  rehearsal) first="k8s istio" rest="metallb kwok etcd helm charts" ;;
+  kind) first="k8s istio" rest="metallb kwok etcd helm coredns crictl etcdnode kind charts" ;;
   *) echo "usage: $0 [rehearsal|kind]" >&2; exit 2 ;;
 esac
 # Each extra Istio build is a step of its own (istio@<name>); MESHCONF_ISTIO_BUILDS narrows them ("" for none).
 extra_builds=${MESHCONF_ISTIO_BUILDS-$ISTIO_EXTRA_BUILDS}
+steps=$first
 for b in $extra_builds; do
   [[ " $ISTIO_EXTRA_BUILDS " == *" $b "* ]] || { echo "meshconf tools: no Istio build '$b' in tools/istio-builds.env (known: $ISTIO_EXTRA_BUILDS)" >&2; exit 2; }
   steps="$steps istio@$b"
 done
+steps="$steps $rest"
 
-# Never let a newer go directive trigger a toolchain download.
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath"
+# Never let a newer go directive trigger a toolchain download. `-s -w` strips the DWARF the compiler would make for
+# every package, so it is not made (-dwarf=false): binaries of the same size, 14 % less compile time (helm, cold cache).
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath -gcflags=all=-dwarf=false"
 start=$(date +%s)
 log() { echo "meshconf tools: [$(( $(date +%s) - start ))s] $*" >&2; }
 
@@ -265,18 +270,19 @@ todo=()
 for step in $steps; do built "$step" || todo+=("$step"); done
 mkdir -p "$bin" "$dest/src"
 [[ ${#todo[@]} -gt 0 ]] && rm -f "$bin/.complete-"*  # complete again only once each of its steps is
-for step in "${todo[@]}"; do
-  log "building $step (go output: $dest/build-$step.log)"
-  start_recipe build_step "$dest/build-$step.log" "$step"
-  if ! wait $!; then
-    echo "meshconf tools: building $step failed; last lines of $dest/build-$step.log:" >&2
-    tail -n 30 "$dest/build-$step.log" >&2
-    exit 1
-  fi
-  rm -f "$(prefix "$step" "$profile")"*
-  touch "$(marker "$step" "$profile")"
-  log "built $step"
-done
+# Two steps at a time: while one resolves and downloads its modules (the network), the other compiles. One at a
+# time left both CPUs idle 10-25 s at each step's start (measured cold); the Go build and module caches are safe
+# to share between concurrent builds, and each step writes only its own files.
+parallel=${MESHCONF_GO_STEPS:-2}
+[[ "$parallel" =~ ^[1-9][0-9]*$ ]] || { echo "meshconf tools: MESHCONF_GO_STEPS must be a positive integer, not '$parallel'" >&2; exit 2; }
+step_started() { log "building $1 (go output: $dest/build-$1.log)"; }
+step_built() {
+  rm -f "$(prefix "$1" "$profile")"*
+  touch "$(marker "$1" "$profile")"
+  log "built $1"
+}
+# A plain command (errexit ends the script with its status 1): see tools/lib/recipe.sh.
+run_recipes "$parallel" build_step "$dest" step_started step_built "${todo[@]}"
 
 cat > "$bin/VERSIONS" <<V
 k8s=$K8S_VERSION

@@ -49,7 +49,12 @@ if wait $!; then touch marker; echo counted-as-built; else echo failed-$?; fi"#,
 fn build_sh_runs_every_recipe_through_start_recipe() {
     let text = std::fs::read_to_string(tools().join("build.sh")).expect("build.sh");
     assert!(text.contains("source \"$here/lib/recipe.sh\""));
-    assert!(text.contains("start_recipe build_step \"$dest/build-$step.log\" \"$step\""));
+    // A plain command: under `|| exit` the recipes it starts would ignore errexit.
+    assert!(text.contains(
+        "\nrun_recipes \"$parallel\" build_step \"$dest\" step_started step_built \"${todo[@]}\"\n"
+    ));
+    let lib = std::fs::read_to_string(tools().join("lib/recipe.sh")).expect("recipe.sh");
+    assert!(lib.contains("start_recipe \"$recipe\" \"$logdir/build-$step.log\" \"$step\""));
     assert!(
         !text.contains("( \"build_$step\" )"),
         "a recipe run as a condition ignores errexit"
@@ -226,4 +231,97 @@ start=$(date +%s); DOCKER_TIMEOUT=1 docker sleep; echo "hang-rc=$? after $(( $(d
     assert!(calls.starts_with("info --format x"), "{calls}");
     let images = std::fs::read_to_string(tools().join("images.sh")).expect("images.sh");
     assert!(images.contains("source \"$here/lib/docker.sh\""));
+}
+
+/// Runs `run_recipes` of `tools/lib/recipe.sh` with the given recipe definitions and arguments in a temporary
+/// directory; returns (exit code, stdout, stderr).
+fn run_recipes(dir: &std::path::Path, recipes: &str, args: &str) -> (i32, String, String) {
+    bash(&format!(
+        r#"set -euo pipefail
+source "$TOOLS/lib/recipe.sh"
+cd '{d}'
+{recipes}
+started() {{ echo "started $1"; }}
+built() {{ echo "built $1"; }}
+run_recipes {args}"#,
+        d = dir.display()
+    ))
+}
+
+#[test]
+fn two_recipes_run_at_once_and_each_is_marked_built() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // a waits (up to 20 s) for what b makes: one at a time, a would give up and fail.
+    let recipes = r#"r() { case "$1" in
+  a) for _ in $(seq 200); do [[ -f b.done ]] && exit 0; sleep 0.1; done; exit 7 ;;
+  b) touch b.done ;;
+  c) true ;;
+esac; }"#;
+    let (code, out, err) = run_recipes(
+        dir.path(),
+        recipes,
+        &format!("2 r '{}' started built a b c", dir.path().display()),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..2], ["started a", "started b"], "{out}");
+    for s in ["built a", "built b", "built c"] {
+        assert!(lines.contains(&s), "{s} missing: {out}");
+    }
+}
+
+#[test]
+fn after_a_failure_no_step_starts_the_running_one_ends_and_the_failure_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // a fails at once, then goes on past its failure unless errexit holds; b is under way and ends well; c never
+    // starts.
+    let recipes = r#"r() { case "$1" in
+  a) false; touch a.went-on ;;
+  b) sleep 1 ;;
+  c) touch c.ran ;;
+esac; }"#;
+    let (code, out, err) = run_recipes(
+        dir.path(),
+        recipes,
+        &format!("2 r '{}' started built a b c", dir.path().display()),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("built b"), "{out}");
+    assert!(!out.contains("built a") && !out.contains("started c"), "{out}");
+    assert!(
+        err.contains("building a failed (exit 1)") && err.contains("failed: a"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("a.went-on").exists(),
+        "the recipe went on past its failure"
+    );
+    assert!(!dir.path().join("c.ran").exists());
+}
+
+#[test]
+fn a_recipe_past_its_deadline_is_stopped_with_what_it_started_and_fails_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `sleep` stands for a hung `go build`: a child of the recipe that must end with it.
+    let recipes = r#"r() { sleep 30 & echo $! > sleep.pid; wait; }"#;
+    let started = std::time::Instant::now();
+    let (code, out, err) = run_recipes(
+        dir.path(),
+        &format!("export MESHCONF_GO_STEP_DEADLINE=1\n{recipes}"),
+        &format!("1 r '{}' started built hung", dir.path().display()),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "waited for the hung recipe"
+    );
+    assert!(err.contains("hung did not finish within 1s"), "{err}");
+    assert!(err.contains("failed: hung"), "{err}");
+    let pid = std::fs::read_to_string(dir.path().join("sleep.pid")).expect("sleep.pid");
+    // Ended: gone, or a zombie its new parent has not reaped yet (state Z in /proc/PID/stat).
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let alive = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| !rest.starts_with('Z'));
+    assert!(!alive, "the recipe's child outlived its deadline");
 }
