@@ -11,6 +11,13 @@ start_recipe() {
   ( set -euo pipefail; "$name" "$@" ) >"$log" 2>&1 &
 }
 
+# _run_recipes_kill_tree PID: TERM to PID's descendants (children listed before their own children), then PID.
+_run_recipes_kill_tree() {
+  local c
+  for c in $(pgrep -P "$1" || true); do _run_recipes_kill_tree "$c"; done
+  kill -TERM "$1" 2>/dev/null || true
+}
+
 # run_recipes PARALLEL RECIPE LOGDIR STARTED BUILT STEP...: runs `RECIPE STEP` for each STEP in order, at most
 # PARALLEL at a time, each through start_recipe with its output in LOGDIR/build-STEP.log; calls `STARTED STEP` as
 # one starts and `BUILT STEP` after each that succeeded. After a failure it starts no further step, lets those under
@@ -18,12 +25,6 @@ start_recipe() {
 # Call it as a plain command (see start_recipe): under `|| exit` its recipes would ignore errexit.
 # Each step's wrapper writes its status to a file that is polled: bash 5.2's `wait -n` loses a job that ended while
 # it waited for another ("no such job", seen in the tests), and `wait PID` alone cannot wait for any of several.
-# _run_recipes_kill_tree PID: TERM to PID's descendants (children listed before their own children), then PID.
-_run_recipes_kill_tree() {
-  local c
-  for c in $(pgrep -P "$1" || true); do _run_recipes_kill_tree "$c"; done
-  kill -TERM "$1" 2>/dev/null || true
-}
 run_recipes() {
   local parallel=$1 recipe=$2 logdir=$3 started=$4 built=$5
   shift 5
