@@ -118,40 +118,9 @@ fn main() -> std::process::ExitCode {
                 assert_diagnosis(&r, "namespace sample in cluster1 lacks the istio-injection label")
             },
         ),
-        // The different-networks guide: a conformance run, but it needs clusters meshconf puts on two networks.
-        Trial::test("multi_primary::different_networks", || {
-            common::guide_conformance(
-                "multi-primary-multi-network.yaml",
-                "multi_primary.multi-network",
-                common::Tab::Istioctl,
-            )
-        }),
-        // Istio's CI layout: two clusters on network1, one on network2; every cluster reaches every other.
-        Trial::test("multi_primary::three_clusters", || {
-            let s = scenario("multi-primary-three-clusters.yaml", |t| t)?;
-            let r = run(
-                "multi_primary.three-clusters",
-                &s,
-                common::port("multi_primary.three-clusters"),
-                None,
-            )?;
-            common::assert_conformance_of(
-                &r,
-                &["cluster1", "cluster2", "cluster3"],
-                &[("v1", "cluster1"), ("v2", "cluster2"), ("v2", "cluster3")],
-            )?;
-            common::assert_gateway_path(&r, &["cluster1", "cluster2", "cluster3"])
-        }),
         // The Helm tab of both Multi-Primary guides.
         Trial::test("multi_primary::helm", || {
             common::guide_conformance("multi-primary.yaml", "multi_primary.helm", common::Tab::Helm)
-        }),
-        Trial::test("multi_primary::different_networks_helm", || {
-            common::guide_conformance(
-                "multi-primary-multi-network.yaml",
-                "multi_primary.multi-network-helm",
-                common::Tab::Helm,
-            )
         }),
         Trial::test(
             "multi_primary::istiod_killed_mid_run_is_an_infrastructure_error",
@@ -241,6 +210,37 @@ fn main() -> std::process::ExitCode {
                 "multi-primary-inplace-upgrade.yaml",
                 "multi_primary.inplace-upgrade",
                 &["baseline", "upgrade-istio", "restart-workloads", "after"],
+            )
+        }),
+        // Istio's CI layout: two clusters on network1, one on network2; every cluster reaches every other.
+        Trial::test("multi_primary::three_clusters", || {
+            let s = scenario("multi-primary-three-clusters.yaml", |t| t)?;
+            let r = run(
+                "multi_primary.three-clusters",
+                &s,
+                common::port("multi_primary.three-clusters"),
+                None,
+            )?;
+            common::assert_conformance_of(
+                &r,
+                &["cluster1", "cluster2", "cluster3"],
+                &[("v1", "cluster1"), ("v2", "cluster2"), ("v2", "cluster3")],
+            )?;
+            common::assert_gateway_path(&r, &["cluster1", "cluster2", "cluster3"])
+        }),
+        // The different-networks guide: a conformance run, but it needs clusters meshconf puts on two networks.
+        Trial::test("multi_primary::different_networks", || {
+            common::guide_conformance(
+                "multi-primary-multi-network.yaml",
+                "multi_primary.multi-network",
+                common::Tab::Istioctl,
+            )
+        }),
+        Trial::test("multi_primary::different_networks_helm", || {
+            common::guide_conformance(
+                "multi-primary-multi-network.yaml",
+                "multi_primary.multi-network-helm",
+                common::Tab::Helm,
             )
         }),
         // The canary upgrade on different networks, east-west gateways included: each gateway starts on the old

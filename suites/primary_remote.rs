@@ -15,24 +15,37 @@ fn main() -> std::process::ExitCode {
         assert_conformance(&r, &["cluster1", "cluster2"])
     });
     let faults = vec![
-        // The different-networks guide: a conformance run on clusters meshconf puts on two networks.
-        Trial::test("primary_remote::different_networks", || {
-            common::guide_conformance(
-                "primary-remote-multi-network.yaml",
-                "primary_remote.multi-network",
-                common::Tab::Istioctl,
-            )
-        }),
         // The Helm tab of both Primary-Remote guides.
         Trial::test("primary_remote::helm", || {
             common::guide_conformance("primary-remote.yaml", "primary_remote.helm", common::Tab::Helm)
         }),
-        Trial::test("primary_remote::different_networks_helm", || {
-            common::guide_conformance(
-                "primary-remote-multi-network.yaml",
-                "primary_remote.multi-network-helm",
-                common::Tab::Helm,
-            )
+        // The remote's proxies one minor behind its primary (the primary upgraded in place, only its own
+        // workloads restarted): check-proxies reads every sidecar's build from the pods, then both clusters' curls
+        // reach both versions through the newer istiod.
+        Trial::test("primary_remote::remote_proxies_one_minor_behind", || {
+            let s = scenario("primary-remote-mixed-versions.yaml", |t| t)?;
+            let r = run(
+                "primary_remote.mixed-versions",
+                &s,
+                common::port("primary_remote.mixed-versions"),
+                None,
+            )?;
+            assert_conformance(&r, &["cluster1", "cluster2"])?;
+            for (cluster, build) in [("cluster1", "1.32-dev."), ("cluster2", common::OLDER_ISTIO)] {
+                let id = format!("check-proxies/{cluster}");
+                let (outcome, _) = r.outcome(&id).ok_or(format!("no {id}"))?;
+                let proxies = r.proxy_images(&id);
+                if outcome != meshconf::report::Outcome::Passed
+                    || proxies.is_empty()
+                    || !proxies.iter().all(|i| i.contains(&format!(":{build}")))
+                {
+                    return Err(format!(
+                        "{cluster}'s sidecars should all be {build}*: {outcome:?}, {proxies:?}"
+                    )
+                    .into());
+                }
+            }
+            Ok(())
         }),
         Trial::test("primary_remote::eastwest_gateway_without_address_fails", || {
             // Break the east-west gateway's address: the MetalLB pool is taken away when the gateway step starts.
@@ -76,33 +89,20 @@ fn main() -> std::process::ExitCode {
                 },
             }
         }),
-        // The remote's proxies one minor behind its primary (the primary upgraded in place, only its own
-        // workloads restarted): check-proxies reads every sidecar's build from the pods, then both clusters' curls
-        // reach both versions through the newer istiod.
-        Trial::test("primary_remote::remote_proxies_one_minor_behind", || {
-            let s = scenario("primary-remote-mixed-versions.yaml", |t| t)?;
-            let r = run(
-                "primary_remote.mixed-versions",
-                &s,
-                common::port("primary_remote.mixed-versions"),
-                None,
-            )?;
-            assert_conformance(&r, &["cluster1", "cluster2"])?;
-            for (cluster, build) in [("cluster1", "1.32-dev."), ("cluster2", common::OLDER_ISTIO)] {
-                let id = format!("check-proxies/{cluster}");
-                let (outcome, _) = r.outcome(&id).ok_or(format!("no {id}"))?;
-                let proxies = r.proxy_images(&id);
-                if outcome != meshconf::report::Outcome::Passed
-                    || proxies.is_empty()
-                    || !proxies.iter().all(|i| i.contains(&format!(":{build}")))
-                {
-                    return Err(format!(
-                        "{cluster}'s sidecars should all be {build}*: {outcome:?}, {proxies:?}"
-                    )
-                    .into());
-                }
-            }
-            Ok(())
+        // The different-networks guide: a conformance run on clusters meshconf puts on two networks.
+        Trial::test("primary_remote::different_networks", || {
+            common::guide_conformance(
+                "primary-remote-multi-network.yaml",
+                "primary_remote.multi-network",
+                common::Tab::Istioctl,
+            )
+        }),
+        Trial::test("primary_remote::different_networks_helm", || {
+            common::guide_conformance(
+                "primary-remote-multi-network.yaml",
+                "primary_remote.multi-network-helm",
+                common::Tab::Helm,
+            )
         }),
     ];
     let kwok_only = vec![

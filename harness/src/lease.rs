@@ -26,6 +26,9 @@ pub enum LeaseError {
     /// The fleet or the host failed (exit 3).
     #[error("{0}")]
     Infrastructure(String),
+    /// Another run holds the fleet's lock (exit 3 for a run that needed it; a fleet to leave alone otherwise).
+    #[error("{0}")]
+    Held(String),
 }
 
 impl LeaseError {
@@ -33,7 +36,7 @@ impl LeaseError {
     pub fn status(&self) -> ExitStatus {
         match self {
             LeaseError::BadInput(_) => ExitStatus::BadInput,
-            LeaseError::Infrastructure(_) => ExitStatus::Infrastructure,
+            LeaseError::Infrastructure(_) | LeaseError::Held(_) => ExitStatus::Infrastructure,
         }
     }
 }
@@ -106,6 +109,46 @@ pub async fn down(dir: &std::path::Path) -> Result<Vec<String>, String> {
     }
 }
 
+/// Takes the fleet in `dir` down as `meshconf fleet down` does, never from under a run: its lock taken without
+/// waiting (a held one is an error naming the fleet), what is left of its clusters removed, then its directory.
+/// Returns what was removed, one line each.
+pub async fn take_down(dir: &std::path::Path) -> Result<Vec<String>, LeaseError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let held = lock_at(
+        &dir.with_file_name(format!("{name}.lock")),
+        &FleetKey(name),
+        Duration::ZERO,
+    )?;
+    let lines = down(dir).await.map_err(LeaseError::Infrastructure)?;
+    let removed = std::fs::remove_dir_all(dir);
+    drop(held);
+    removed.map_err(|e| LeaseError::Infrastructure(format!("{}: {e}", dir.display())))?;
+    Ok(lines)
+}
+
+/// Takes down every fleet under `root` but `keep` that no run holds, each as [`take_down`]: the kind suites keep
+/// one fleet up at a time, since an idle kind node still costs about a tenth of a CPU that the running trial
+/// needs. Returns each fleet's key with what happened to it.
+pub async fn take_down_all_but(
+    root: &std::path::Path,
+    keep: &FleetKey,
+) -> Vec<(String, Result<Vec<String>, LeaseError>)> {
+    let mut out = Vec::new();
+    for (dir, _) in fleet::list(root) {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if name != keep.0 {
+            out.push((name, take_down(&dir).await));
+        }
+    }
+    out
+}
+
 /// What a run on the fleet of a scenario's topology would use, found without changing anything.
 #[derive(Debug, Clone)]
 pub struct Survey {
@@ -153,6 +196,11 @@ impl Survey {
     pub fn provider(&self) -> Arc<dyn ClusterProvider> {
         self.opts.provider()
     }
+}
+
+/// The key of the fleet for `scenario`'s topology, found from the inputs alone (nothing is read or asked).
+pub fn key_for(base: &FleetBase, scenario: &Scenario) -> Result<FleetKey, LeaseError> {
+    locate(base, scenario).map(|(key, ..)| key)
 }
 
 /// The key, directory and provider options of the fleet for `scenario` (no fleet state read yet), from the options
@@ -327,7 +375,7 @@ fn lock_at(path: &std::path::Path, key: &FleetKey, wait: Duration) -> Result<std
             Ok(()) => return Ok(file),
             Err(std::fs::TryLockError::WouldBlock) => {
                 if Instant::now() >= deadline {
-                    return Err(LeaseError::Infrastructure(format!(
+                    return Err(LeaseError::Held(format!(
                         "fleet {key} is still in use by another run after {} s (lock {})",
                         wait.as_secs(),
                         path.display()
@@ -488,6 +536,29 @@ mod tests {
         drop(held);
         assert!(lock_at(&path, &key, Duration::from_millis(100)).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn every_other_fleet_goes_but_the_one_a_run_holds() {
+        let root = std::env::temp_dir().join(format!("meshconf-takedown-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for k in ["a", "b", "keep"] {
+            std::fs::create_dir_all(root.join(k)).unwrap();
+        }
+        let held = lock_at(&root.join("b.lock"), &FleetKey("b".into()), Duration::ZERO).unwrap();
+        let got = take_down_all_but(&root, &FleetKey("keep".into())).await;
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(got[0].1.is_ok(), "{:?}", got[0].1);
+        assert!(matches!(&got[1].1, Err(LeaseError::Held(m)) if m.contains("fleet b is still in use")));
+        assert!(!root.join("a").exists(), "an idle fleet was left up");
+        assert!(
+            root.join("b").exists(),
+            "a held fleet was taken from under its run"
+        );
+        assert!(root.join("keep").exists(), "the fleet to keep was taken down");
+        drop(held);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

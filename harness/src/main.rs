@@ -401,31 +401,17 @@ async fn fleet(command: FleetCommand) -> ExitStatus {
                     continue;
                 }
                 // Never from under a run that holds it.
-                let held = match meshconf::lease::lock(
-                    &meshconf::fleet::FleetKey(name.clone()),
-                    std::time::Duration::ZERO,
-                ) {
-                    Ok(f) => f,
-                    Err(e) => {
+                match meshconf::lease::take_down(&dir).await {
+                    Ok(lines) => {
+                        lines.iter().for_each(|l| println!("fleet {name}: {l}"));
+                        println!("fleet {name}: removed");
+                    }
+                    Err(e @ meshconf::lease::LeaseError::Held(_)) => {
                         eprintln!("meshconf: {e}; try again once that run has ended");
                         status = ExitStatus::Infrastructure;
-                        continue;
                     }
-                };
-                match meshconf::lease::down(&dir).await {
-                    Ok(lines) => lines.iter().for_each(|l| println!("fleet {name}: {l}")),
                     Err(e) => {
                         eprintln!("meshconf: fleet {name}: {e}");
-                        status = ExitStatus::Infrastructure;
-                        continue;
-                    }
-                }
-                let removed = std::fs::remove_dir_all(&dir);
-                drop(held);
-                match removed {
-                    Ok(()) => println!("fleet {name}: removed"),
-                    Err(e) => {
-                        eprintln!("meshconf: {}: {e}", dir.display());
                         status = ExitStatus::Infrastructure;
                     }
                 }

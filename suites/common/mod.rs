@@ -305,15 +305,22 @@ pub fn run_with(
     tweak(&mut cfg);
     // On kind every trial of a topology runs on one fleet: created by the first, reset and proved clean by each.
     // A rehearsal trial asks for its fleet with `cfg.reuse` (as `meshconf run --provider kwok --reuse`).
-    let lease = match (kind == ProviderKind::Kind && suite_fleets()) || cfg.reuse {
-        true => Some(
-            rt.block_on(meshconf::lease::acquire(
-                &session::fleet_base(&cfg)?,
-                scenario,
-                meshconf::lease::DEFAULT_WAIT,
-            ))
-            .map_err(|e| format!("fleet for {name}: {e}"))?,
-        ),
+    let on_suite_fleet = kind == ProviderKind::Kind && suite_fleets();
+    let lease = match on_suite_fleet || cfg.reuse {
+        true => {
+            let base = session::fleet_base(&cfg)?;
+            if on_suite_fleet {
+                rt.block_on(retire_other_suite_fleets(&base, scenario))?;
+            }
+            Some(
+                rt.block_on(meshconf::lease::acquire(
+                    &base,
+                    scenario,
+                    meshconf::lease::DEFAULT_WAIT,
+                ))
+                .map_err(|e| format!("fleet for {name}: {e}"))?,
+            )
+        }
         false => None,
     };
     let (run_dir, prefix) = match &lease {
@@ -412,6 +419,29 @@ pub fn run_with(
         plan,
         fleet,
     })
+}
+
+/// The kind suites keep one fleet up at a time: before a trial takes its fleet, every other fleet of the suites'
+/// own directory (`MESHCONF_FLEETS_DIR`, as the Makefile sets it) that no run holds is taken down, since an idle
+/// kind node still costs about a tenth of a CPU the running trial needs (the trials are ordered by topology, so
+/// each fleet is made about once). Under the default directory, where `meshconf run --reuse` keeps a user's
+/// fleets, nothing else is touched. A fleet that cannot be taken down is named and left to `fleet down --all`.
+async fn retire_other_suite_fleets(
+    base: &meshconf::lease::FleetBase,
+    scenario: &Scenario,
+) -> Result<(), Failed> {
+    if std::env::var_os("MESHCONF_FLEETS_DIR").is_none_or(|d| d.is_empty()) {
+        return Ok(());
+    }
+    let keep = meshconf::lease::key_for(base, scenario).map_err(|e| e.to_string())?;
+    for (key, r) in meshconf::lease::take_down_all_but(&meshconf::fleet::fleets_dir(), &keep).await {
+        match r {
+            Ok(_) => eprintln!("suite: fleet {key} taken down: the next trials run on fleet {keep}"),
+            Err(meshconf::lease::LeaseError::Held(_)) => {}
+            Err(e) => eprintln!("suite: fleet {key} left up: {e}"),
+        }
+    }
+    Ok(())
 }
 
 /// Whether the kind suites run their trials on fleets (`MESHCONF_SUITE_FLEETS=0`: each trial makes its own

@@ -366,9 +366,9 @@ pub fn rehearsal_fleet_is_reused_and_left_clean() -> Result<(), Failed> {
             let survey = meshconf::lease::survey(&session::fleet_base(&cfg)?, &s)
                 .await
                 .map_err(|e| e.to_string())?;
-            let lines = meshconf::lease::down(&survey.dir).await?;
-            let _ = std::fs::remove_dir_all(&survey.dir);
-            Ok::<_, String>(lines)
+            meshconf::lease::take_down(&survey.dir)
+                .await
+                .map_err(|e| e.to_string())
         });
     let (first, second) = runs?;
     let down = down.map_err(|e| format!("taking the fleet down: {e}"))?;

@@ -38,15 +38,18 @@ pub fn main_with(
     let p = provider().ok();
     let kwok = p == Some(ProviderKind::Kwok);
     let creates = kwok || p == Some(ProviderKind::Kind);
+    // In the order they run (one at a time): on kind the suites keep one fleet up (`run_with`), so the trials of
+    // a topology follow each other; the suites list theirs flat network first, then three clusters, then two
+    // networks, and the kind-only trials (on the flat fleet) come right after the conformance run.
     let mut trials = self_tests();
     trials.push(conformance);
-    trials.extend(faults.into_iter().map(|t| t.with_ignored_flag(!creates)));
-    trials.extend(kwok_only.into_iter().map(|t| t.with_ignored_flag(!kwok)));
     trials.extend(
         kind_only
             .into_iter()
             .map(|t| t.with_ignored_flag(p != Some(ProviderKind::Kind))),
     );
+    trials.extend(faults.into_iter().map(|t| t.with_ignored_flag(!creates)));
+    trials.extend(kwok_only.into_iter().map(|t| t.with_ignored_flag(!kwok)));
     libtest_mimic::run(&args, trials).exit_code()
 }
 
