@@ -4,7 +4,7 @@
 #   build.sh [rehearsal]  etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, kwokctl,
 #                         istioctl, pilot-discovery, MetalLB controller, helm and Istio's charts (the kwok
 #                         rehearsal)
-#   build.sh kind         those plus kind, crictl, kubelet, kubeadm, kube-proxy, the node's etcd and CoreDNS,
+#   build.sh kind         those plus kind, crictl, kubelet, kubeadm, kube-proxy, CoreDNS,
 #                         pilot-agent and the MetalLB speaker (what tools/images.sh puts into images)
 # <key> hashes versions.env; each step's marker also hashes that step's own recipe (its function and the shared
 # set-up), so a second run with the same pins is a no-op and editing one recipe rebuilds that step only.
@@ -31,7 +31,7 @@ profile=${1:-rehearsal}
 # CoreDNS 95, the rest under 30), so the two builds that run at a time (below) end close together.
 case "$profile" in
   rehearsal) first="k8s istio" rest="metallb kwok etcd helm charts" ;;
-  kind) first="k8s istio" rest="metallb kwok etcd helm coredns crictl etcdnode kind charts" ;;
+  kind) first="k8s istio" rest="metallb kwok etcd helm coredns crictl kind charts" ;;
   *) echo "usage: $0 [rehearsal|kind]" >&2; exit 2 ;;
 esac
 # Each extra Istio build is a step of its own (istio@<name>); MESHCONF_ISTIO_BUILDS narrows them ("" for none).
@@ -216,16 +216,6 @@ build_crictl() {
     sigs.k8s.io/cri-tools/cmd/crictl
 }
 
-# The etcd kubeadm asks for differs from the rehearsal's; a fresh module so its sibling modules match it.
-build_etcdnode() {
-  local d="$dest/src/etcdnode"
-  new_module "$d" etcdnode
-  cd "$d"
-  go get -tool "go.etcd.io/etcd/server/v3@$NODE_ETCD_VERSION" >/dev/null
-  mkdir -p "$bin/node"
-  go build -ldflags "-s -w" -o "$bin/node/etcd" go.etcd.io/etcd/server/v3
-}
-
 build_coredns() {
   local d="$dest/src/coredns"
   new_module "$d" coredns
@@ -297,7 +287,6 @@ V
 [[ "$profile" == kind || -f "$bin/.complete-kind" ]] && cat >> "$bin/VERSIONS" <<V
 kind=$KIND_VERSION
 crictl=$CRICTL_VERSION
-node-etcd=$NODE_ETCD_VERSION
 coredns=$COREDNS_VERSION
 V
 touch "$bin/.complete-$profile"

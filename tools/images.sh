@@ -120,8 +120,8 @@ for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
   build "registry.k8s.io/$c:$K8S_VERSION" binary "$k8s_src" --build-arg "BIN=$c" --bin "$bin/$c"
   preload+=("registry.k8s.io/$c:$K8S_VERSION")
 done
-build "registry.k8s.io/etcd:$NODE_ETCD_TAG" binary "go.etcd.io/etcd/server/v3@$NODE_ETCD_VERSION (Go module proxy)" \
-  --build-arg BIN=etcd --bin "$bin/node/etcd"
+build "registry.k8s.io/etcd:$NODE_ETCD_TAG" binary "go.etcd.io/etcd/server/v3@$ETCD_VERSION (Go module proxy)" \
+  --build-arg BIN=etcd --bin "$bin/etcd"
 build "registry.k8s.io/coredns/coredns:$COREDNS_VERSION" binary "github.com/coredns/coredns@$COREDNS_VERSION (Go module proxy)" \
   --build-arg BIN=coredns --build-arg AT=/ --bin "$bin/node/coredns"
 build "registry.k8s.io/pause:$PAUSE_TAG" pause "tools/images/pause (meshconf)" --bin "$gobin/pause"
