@@ -251,7 +251,8 @@ impl Watches {
 #[derive(Debug, Default)]
 pub(super) struct Sidecar {
     /// Standing subscriptions, whose views are used while istiod cannot be reached (Envoy keeps the configuration
-    /// it has). `None`: every request asks istiod afresh and fails without it (curl, one request).
+    /// it has): the generator's for its whole life, curl's for one invocation. `None`: every request asks istiod
+    /// afresh and fails without it.
     pub watches: Option<Watches>,
     /// Clients of the clusters' API servers.
     pub clients: Clients,
@@ -323,7 +324,12 @@ async fn run(cluster: &str, state_path: &Path, urls: &[String]) -> Result<Vec<St
         .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
         .ok_or_else(|| format!("no running curl pod in {cluster}"))?;
     let mut out = Vec::new();
-    let mut sc = Sidecar::default();
+    // One curl process is one sidecar's moment: its Envoy holds one subscription per Envoy cluster, pushed to by
+    // istiod, and every URL of the invocation uses that view (not a new ADS stream per URL).
+    let mut sc = Sidecar {
+        watches: Some(Watches::new(state_path)),
+        ..Sidecar::default()
+    };
     for url in urls {
         if let Some(ip) = ip_host(url) {
             out.push(direct(&state, &mut sc.clients, cluster, &ip.to_string()).await?);
