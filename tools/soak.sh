@@ -7,14 +7,17 @@ cd "$(dirname "$0")/.."
 N=${1:-10}
 DIR=${SOAK_DIR:-reports/soak}
 mkdir -p "$DIR"
+command -v jq >/dev/null || { echo "meshconf soak: jq not found" >&2; exit 2; }
 timeout 1800 cargo build -q -p meshconf || exit 3
+# Wherever cargo puts it (CARGO_TARGET_DIR included).
+bin="$(timeout 120 cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/meshconf"
 DOCKER_HOST="$(timeout 300 bash tools/engine.sh up 2>/dev/null | tail -n1)"
 export DOCKER_HOST
 status=0
 for i in $(seq 1 "$N"); do
   mem=$(awk '/MemAvailable/ {print int($2/1024)}' /proc/meminfo)
   start=$(date +%s%N)
-  timeout 900 ./target/debug/meshconf run scenarios/multi-primary.yaml --provider kind --reuse \
+  timeout 900 "$bin" run scenarios/multi-primary.yaml --provider kind --reuse \
     --report-dir "$DIR" --report-name "run$i" >"$DIR/run$i.log" 2>&1
   rc=$?
   [ "$rc" -eq 0 ] || status=1

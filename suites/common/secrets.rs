@@ -4,6 +4,9 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// Secret reads under way, each on a thread of its own, each giving (where, value) pairs.
+pub(crate) type PendingReads = std::sync::Mutex<Vec<std::thread::JoinHandle<Vec<(String, String)>>>>;
+
 /// Reads the secret values a run created while its clusters stand (after each traffic check, and when
 /// diagnostics are collected): the kubeconfigs' client keys and tokens, every remote secret's credentials, the
 /// plugged CA key.
@@ -14,7 +17,7 @@ pub(crate) struct SecretHarvest {
     pub(crate) clusters: Vec<String>,
     pub(crate) found: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     /// Reads under way, each on a thread of its own: joined into `found` by [`SecretHarvest::join`].
-    pub(crate) pending: Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<Vec<(String, String)>>>>>,
+    pub(crate) pending: Arc<PendingReads>,
 }
 
 /// How long one harvest may read the clusters.
@@ -39,10 +42,7 @@ fn pem_body_lines(pem: &str) -> Vec<String> {
 
 impl SecretHarvest {
     /// Waits for the reads under way and adds what they found.
-    pub(crate) fn join(
-        pending: &std::sync::Mutex<Vec<std::thread::JoinHandle<Vec<(String, String)>>>>,
-        found: &std::sync::Mutex<Vec<(String, String)>>,
-    ) {
+    pub(crate) fn join(pending: &PendingReads, found: &std::sync::Mutex<Vec<(String, String)>>) {
         let handles: Vec<_> = pending
             .lock()
             .map(|mut p| p.drain(..).collect())
