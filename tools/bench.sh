@@ -56,13 +56,14 @@ bench fleet-serial --reuse --serial
 phases() {
   local dir=$1 start end
   read -r start end _ <"$dir/times"
-  jq -r --argjson start "$start" --argjson end "$end" '
+  # $t0/$t1, not $start/$end: `end` is a keyword jq 1.6 refuses as a variable name.
+  jq -r --argjson t0 "$start" --argjson t1 "$end" '
     [.events[] | select(.event == "action-finished")
       | {phase: (.id | split("/")[0]), s: .record.started, e: .record.ended}] as $a
     | ($a | map(.phase) | reduce .[] as $p ([]; if index([$p]) then . else . + [$p] end)) as $order
     | ($order[] as $p | [$a[] | select(.phase == $p)] | "\($p) \(((map(.e) | max) - (map(.s) | min)) / 1000)"),
-      "verdict \((([$a[] | select(.phase == "check-traffic") | .e] | max) - $start) / 1000)",
-      "wall \(($end - $start) / 1000)"
+      "verdict \((([$a[] | select(.phase == "check-traffic") | .e] | max) - $t0) / 1000)",
+      "wall \(($t1 - $t0) / 1000)"
   ' "$dir/bench.json"
 }
 
@@ -70,11 +71,16 @@ runs=(fresh fleet-first fleet-reused fleet-serial)
 declare -A t
 order=()
 for r in "${runs[@]}"; do
+  # A record the table cannot read fails the bench: a table of dashes measures nothing.
+  phases "$out/$r" >"$out/$r/phases.txt" && grep -q '^verdict [0-9]' "$out/$r/phases.txt" || {
+    echo "meshconf bench: cannot read the phase times of $r from $out/$r/bench.json" >&2
+    exit 1
+  }
   while read -r phase secs; do
     [[ -v "t[$phase]" ]] || order+=("$phase")
     t[$phase]=1
     t[$r/$phase]=$secs
-  done < <(phases "$out/$r")
+  done <"$out/$r/phases.txt"
 done
 # Phases in first-seen order, verdict and wall last.
 rows=()
