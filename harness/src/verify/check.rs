@@ -37,10 +37,8 @@ pub struct CheckSpec {
     pub through_gateways: BTreeMap<ClusterName, String>,
     /// Requests in the measured sample.
     pub requests: u32,
-    /// Requests per probe call while converging (small: the convergence time is counted in batches).
+    /// Requests per probe call.
     pub batch: u32,
-    /// Requests per probe call in the measured sample (larger: fewer exec round trips, same requests).
-    pub sample_batch: u32,
     /// Deadline for convergence.
     pub convergence_timeout: Duration,
     /// Pause between convergence batches.
@@ -132,7 +130,7 @@ pub async fn run_check(
     let mut answers = Vec::new();
     let mut left = spec.requests;
     while left > 0 {
-        let n = left.min(spec.sample_batch.max(1));
+        let n = left.min(spec.batch.max(1));
         answers.extend(probe.batch(n).await?);
         left -= n;
     }
@@ -240,7 +238,6 @@ mod tests {
             through_gateways: BTreeMap::new(),
             requests: 25,
             batch: 10,
-            sample_batch: 20,
             convergence_timeout: Duration::from_millis(timeout_ms),
             poll: Duration::from_millis(1),
         }
@@ -258,8 +255,8 @@ mod tests {
         assert!(r.convergence.first_cross_cluster_seconds.is_some());
         assert_eq!(
             probe.sizes.lock().expect("sizes")[3..],
-            [20, 5],
-            "converging in batches of 10, then 25 requests in batches of 20"
+            [10, 10, 5],
+            "25 requests in batches of 10"
         );
         assert_eq!(r.verdict.requests, 25);
         assert!(r.verdict.passed(), "{:?}", r.verdict.problems);
