@@ -553,5 +553,5 @@ fn main() -> std::process::ExitCode {
             },
         ),
     ];
-    common::main_with(conformance, faults, kwok_only, kind_only)
+    common::main(Vec::new(), conformance, faults, kwok_only, kind_only)
 }

@@ -113,10 +113,7 @@ pub async fn down(dir: &std::path::Path) -> Result<Vec<String>, String> {
 /// waiting (a held one is an error naming the fleet), what is left of its clusters removed, then its directory.
 /// Returns what was removed, one line each.
 pub async fn take_down(dir: &std::path::Path) -> Result<Vec<String>, LeaseError> {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let name = key_of_dir(dir);
     let held = lock_at(
         &dir.with_file_name(format!("{name}.lock")),
         &FleetKey(name),
@@ -129,6 +126,13 @@ pub async fn take_down(dir: &std::path::Path) -> Result<Vec<String>, LeaseError>
     Ok(lines)
 }
 
+/// A fleet directory's name, which is its key.
+fn key_of_dir(dir: &std::path::Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
 /// Takes down every fleet under `root` but `keep` that no run holds, each as [`take_down`]: the kind suites keep
 /// one fleet up at a time, since an idle kind node still costs about a tenth of a CPU that the running trial
 /// needs. Returns each fleet's key with what happened to it.
@@ -138,10 +142,7 @@ pub async fn take_down_all_but(
 ) -> Vec<(String, Result<Vec<String>, LeaseError>)> {
     let mut out = Vec::new();
     for (dir, _) in fleet::list(root) {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
+        let name = key_of_dir(&dir);
         if name != keep.0 {
             out.push((name, take_down(&dir).await));
         }

@@ -17,13 +17,11 @@ pub fn kind_prefix(report_name: &str) -> String {
 
 /// Runs the suite's trials. Failure-injection trials break what the run created, so they run on the providers
 /// that create their clusters (kwok, kind) and are listed as ignored on `existing` (a user's clusters); `kwok_only`
-/// trials need the rehearsal's own processes. An ignored trial is reported as such, never as a pass.
-pub fn main(conformance: Trial, faults: Vec<Trial>, kwok_only: Vec<Trial>) -> std::process::ExitCode {
-    main_with(conformance, faults, kwok_only, Vec::new())
-}
-
-/// [`main`] plus trials that need the kind provider's Docker engine.
-pub fn main_with(
+/// trials need the rehearsal's own processes, `kind_only` ones the kind provider's Docker engine. `lead` are
+/// trials that create clusters and run before the conformance run: a suite that starts on the topology the suite
+/// before it ended on makes one fleet fewer. An ignored trial is reported as such, never as a pass.
+pub fn main(
+    lead: Vec<Trial>,
     conformance: Trial,
     faults: Vec<Trial>,
     kwok_only: Vec<Trial>,
@@ -39,9 +37,11 @@ pub fn main_with(
     let kwok = p == Some(ProviderKind::Kwok);
     let creates = kwok || p == Some(ProviderKind::Kind);
     // In the order they run (one at a time): on kind the suites keep one fleet up (`run_with`), so the trials of
-    // a topology follow each other; the suites list theirs flat network first, then three clusters, then two
-    // networks, and the kind-only trials (on the flat fleet) come right after the conformance run.
+    // a topology follow each other: multi_primary lists its trials flat network first (the kind-only ones right
+    // after the conformance run), then three clusters, then two networks; primary_remote, which cargo runs next,
+    // starts on two networks (its `lead`), then flat.
     let mut trials = self_tests();
+    trials.extend(lead.into_iter().map(|t| t.with_ignored_flag(!creates)));
     trials.push(conformance);
     trials.extend(
         kind_only
