@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs a command and reports its wall time and the peak memory the machine used for it: the maximum of
-# (MemTotal - MemAvailable) sampled every 0.2 s, minus the value before the command started. Rehearsal
+# Runs a command and reports its wall time, the CPU time the whole machine spent meanwhile (busy core-seconds from
+# /proc/stat: what a command that starts daemons costs, them included) and the peak memory the machine used for it:
+# the maximum of (MemTotal - MemAvailable) sampled every 0.2 s, minus the value before the command started. Rehearsal
 # components are daemonised (kwokctl forks them with setsid), so a per-process peak would miss them.
 # With MEASURE_TRACE=FILE it also appends a line every 5 s: seconds since start, the CPUs' busy share over those 5 s
 # (from /proc/stat, all processes) and the memory in use, so a slow phase shows whether it waited or computed.
@@ -14,7 +15,7 @@ trace=${MEASURE_TRACE:-}
 start=$(date +%s.%N)
 "$@" &
 pid=$!
-n=0; read -r b0 i0 < <(cpu)
+n=0; read -r b0 i0 < <(cpu); busy_start=$b0
 while kill -0 "$pid" 2>/dev/null; do
   u=$(used_kib); (( u > peak )) && peak=$u
   sleep 0.2
@@ -27,6 +28,9 @@ while kill -0 "$pid" 2>/dev/null; do
 done
 wait "$pid"; rc=$?
 end=$(date +%s.%N)
-printf 'measure: wall %.1f s, peak memory above baseline %d MiB (baseline %d MiB), exit %d\n' \
-  "$(awk -v s="$start" -v e="$end" 'BEGIN{print e-s}')" $(( (peak - base) / 1024 )) $(( base / 1024 )) "$rc" >&2
+read -r busy_end _ < <(cpu)
+printf 'measure: wall %.1f s, cpu %.1f s, peak memory above baseline %d MiB (baseline %d MiB), exit %d\n' \
+  "$(awk -v s="$start" -v e="$end" 'BEGIN{print e-s}')" \
+  "$(awk -v b=$((busy_end - busy_start)) -v hz="$(getconf CLK_TCK)" 'BEGIN{print b / hz}')" \
+  $(( (peak - base) / 1024 )) $(( base / 1024 )) "$rc" >&2
 exit "$rc"
