@@ -11,6 +11,7 @@ use meshconf::ExitStatus;
 fn main() -> std::process::ExitCode {
     // Cargo runs this suite after multi_primary, whose trials end on the two-network fleet: starting there makes
     // one kind fleet fewer in `make test` (a fleet costs about a minute to make on a 2-core machine).
+    // The different-networks guide: a conformance run on clusters meshconf puts on two networks.
     let lead = vec![
         Trial::test("primary_remote::different_networks", || {
             common::guide_conformance(
@@ -107,7 +108,6 @@ fn main() -> std::process::ExitCode {
                 },
             }
         }),
-        // The different-networks guide: a conformance run on clusters meshconf puts on two networks.
     ];
     let kwok_only = vec![
         // The same with the remote's workloads restarted too: its sidecars are then the newer build's, and

@@ -114,12 +114,11 @@ up() {
   install_engine
   build_capwrap
   mkdir -p "$dir/data" "$dir/exec"
-  [[ -f "$dir/dockerd.pid" ]] && kill -0 "$(cat "$dir/dockerd.pid")" 2>/dev/null && down
-  # A saved host state with no engine of ours running: the last engine was killed before `down` (SIGKILL, a
-  # machine stopped). Its rules, bridges and FORWARD policy are still there; put the host back first, or the new
-  # snapshot would take them for the host's own and keep them forever.
-  if [[ -f "$dir/host.iptables" ]]; then
-    log "an earlier engine of meshconf's did not come down; restoring the host state saved before it"
+  # An engine of ours that runs but does not answer, or a saved host state with none running (the last engine was
+  # killed before `down`: SIGKILL, a machine stopped, its rules, bridges and FORWARD policy still there): `down`
+  # first, or the new snapshot would take that engine's state for the host's own and keep it forever.
+  if [[ -f "$dir/host.iptables" ]] || { [[ -f "$dir/dockerd.pid" ]] && kill -0 "$(cat "$dir/dockerd.pid")" 2>/dev/null; }; then
+    log "an earlier engine of meshconf's did not come down; stopping what is left of it and restoring the host state saved before it"
     down >&2
   fi
   save_host_state
